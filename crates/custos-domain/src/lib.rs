@@ -1,0 +1,18 @@
+//! Custos domain: the vocabulary of DESIGN.md as types, the events, the envelope that the log
+//! stores, and the codec that turns envelopes into bytes and back.
+//!
+//! Nothing in this crate does IO. Every type that carries an invariant (an amount within its
+//! asset's scale, an asset symbol of the right shape) checks it on construction and keeps its
+//! fields private, so a value that exists is a value that is valid.
+
+mod codec;
+mod command;
+mod event;
+mod types;
+
+pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope, GENESIS_HASH};
+pub use command::{Command, CommandBody};
+pub use event::{Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
+pub use types::{
+    AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp, Usd,
+};

@@ -1,0 +1,276 @@
+//! How the log is laid out in sled's keyspace. One tree, prefixed keys; every multi-byte number
+//! in a key is big-endian so that sled's byte order is numeric order.
+//!
+//! | key                                              | value                                   |
+//! |--------------------------------------------------|-----------------------------------------|
+//! | `H`                                              | head: seq, hash, recorded_at            |
+//! | `C` seq_first                                    | chunk: up to `CHUNK_EVENTS_MAX` records |
+//! | `S` kind segment_id                              | segment meta: last seq, entries         |
+//! | `I` kind segment_id page_first_key page_first_seq | page: sorted (key, seq) entries        |
+//! | `M` name                                         | metadata blobs (projections, snapshots) |
+//!
+//! Events are stored many to a key (a chunk) because sled's cost is per key: one key per event
+//! caps appends near sled's per-key limit, while chunks let a batch of thousands of events cost
+//! a handful of sequential keys. Indexes are immutable sorted segments, written one per append
+//! batch and merged in the background of the writer (binary-counter policy), split into pages
+//! small enough to stay inline in sled's log (sled writes larger values to blob files that it
+//! never fsyncs).
+
+use custos_domain::{Hash, Seq, Timestamp};
+
+/// The most events one chunk holds.
+pub const CHUNK_EVENTS_MAX: usize = 256;
+/// A chunk is closed once its records reach this many bytes (sled's blob threshold is 128 KiB).
+pub const CHUNK_BYTES_MAX: usize = 48 * 1024;
+/// Entries per index page (16 bytes each: 16 KiB pages).
+pub const PAGE_ENTRIES_MAX: usize = 1024;
+/// Bumped when the layout changes; a store written with another layout is refused.
+pub const LAYOUT_VERSION: u32 = 1;
+
+pub const KEY_HEAD: &[u8] = b"H";
+pub const KEY_LAYOUT: &[u8] = b"V";
+pub const PREFIX_CHUNK: u8 = b'C';
+pub const PREFIX_SEGMENT: u8 = b'S';
+pub const PREFIX_PAGE: u8 = b'I';
+pub const PREFIX_META: u8 = b'M';
+
+/// The indexes the log keeps beside the events, each a multimap from a 64-bit key to seqs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IndexKind {
+    /// `fnv64(event id)` -> seq (idempotency; collisions resolved by reading the event).
+    EventId,
+    /// `fnv64(stream name)` -> seq (an account's history).
+    Stream,
+    /// `occurred_at` (sign-flipped so byte order is time order) -> seq (valid-time queries).
+    OccurredAt,
+    /// withdrawal seq -> seq of the `WithdrawalFlagged` event that flags it.
+    Flag,
+}
+
+impl IndexKind {
+    pub const ALL: [IndexKind; 4] = [
+        IndexKind::EventId,
+        IndexKind::Stream,
+        IndexKind::OccurredAt,
+        IndexKind::Flag,
+    ];
+    pub fn tag(self) -> u8 {
+        match self {
+            IndexKind::EventId => b'i',
+            IndexKind::Stream => b's',
+            IndexKind::OccurredAt => b't',
+            IndexKind::Flag => b'f',
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexKind::EventId => "event id",
+            IndexKind::Stream => "stream",
+            IndexKind::OccurredAt => "occurred_at",
+            IndexKind::Flag => "flag",
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for index keys (std's hasher is not stable across releases).
+pub fn fnv64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The index key of a moment: the sign bit flipped so unsigned order is time order.
+pub fn time_key(t: Timestamp) -> u64 {
+    (t.nanos() as u64) ^ (1 << 63)
+}
+
+pub fn time_from_key(k: u64) -> Timestamp {
+    Timestamp::from_nanos((k ^ (1 << 63)) as i64)
+}
+
+pub fn chunk_key(seq_first: Seq) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = PREFIX_CHUNK;
+    k[1..].copy_from_slice(&seq_first.to_be_bytes());
+    k
+}
+
+pub fn segment_key(kind: IndexKind, segment_id: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = PREFIX_SEGMENT;
+    k[1] = kind.tag();
+    k[2..].copy_from_slice(&segment_id.to_be_bytes());
+    k
+}
+
+pub fn page_prefix(kind: IndexKind, segment_id: u64) -> [u8; 10] {
+    let mut k = segment_key(kind, segment_id);
+    k[0] = PREFIX_PAGE;
+    k
+}
+
+pub fn page_key(kind: IndexKind, segment_id: u64, first: (u64, Seq)) -> [u8; 26] {
+    let mut k = [0u8; 26];
+    k[..10].copy_from_slice(&page_prefix(kind, segment_id));
+    k[10..18].copy_from_slice(&first.0.to_be_bytes());
+    k[18..].copy_from_slice(&first.1.to_be_bytes());
+    k
+}
+
+pub fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(PREFIX_META);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A chunk: `u32 count`, `count + 1` u32 offsets into the records area, then the records.
+pub fn encode_chunk(records: &[Vec<u8>]) -> Vec<u8> {
+    let total: usize = records.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(4 + 4 * (records.len() + 1) + total);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let mut offset = 0u32;
+    out.extend_from_slice(&offset.to_le_bytes());
+    for r in records {
+        offset += r.len() as u32;
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    for r in records {
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// A read-only view of a chunk's records.
+pub struct ChunkView<'a> {
+    count: usize,
+    offsets: &'a [u8],
+    records: &'a [u8],
+}
+
+impl<'a> ChunkView<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let offsets_len = 4 * (count + 1);
+        let offsets = bytes.get(4..4 + offsets_len)?;
+        let records = &bytes[4 + offsets_len..];
+        let view = ChunkView {
+            count,
+            offsets,
+            records,
+        };
+        // Offsets must be non-decreasing and end exactly at the end of the records.
+        let mut prev = 0usize;
+        for i in 0..=count {
+            let o = view.offset(i);
+            if o < prev || o > records.len() {
+                return None;
+            }
+            prev = o;
+        }
+        (prev == records.len()).then_some(view)
+    }
+    fn offset(&self, i: usize) -> usize {
+        u32::from_le_bytes(self.offsets[4 * i..4 * i + 4].try_into().expect("4 bytes")) as usize
+    }
+    pub fn len(&self) -> usize {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    pub fn record(&self, i: usize) -> Option<&'a [u8]> {
+        (i < self.count).then(|| &self.records[self.offset(i)..self.offset(i + 1)])
+    }
+    /// The byte range of record `i` within the whole chunk value.
+    pub fn record_range(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let base = 4 + self.offsets.len();
+        (i < self.count).then(|| base + self.offset(i)..base + self.offset(i + 1))
+    }
+}
+
+pub fn encode_page(entries: &[(u64, Seq)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 16);
+    for (k, s) in entries {
+        out.extend_from_slice(&k.to_be_bytes());
+        out.extend_from_slice(&s.to_be_bytes());
+    }
+    out
+}
+
+pub fn decode_page(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, Seq)> + '_> {
+    (bytes.len() % 16 == 0).then(|| {
+        bytes.chunks_exact(16).map(|c| {
+            (
+                u64::from_be_bytes(c[..8].try_into().expect("8")),
+                u64::from_be_bytes(c[8..].try_into().expect("8")),
+            )
+        })
+    })
+}
+
+/// The head of the log: the last seq, its hash (the log's digest), and its `recorded_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: Seq,
+    pub hash: Hash,
+    pub recorded_at: Timestamp,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: [0u8; 32],
+        recorded_at: Timestamp::MIN,
+    };
+
+    pub fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..40].copy_from_slice(&self.hash);
+        out[40..].copy_from_slice(&self.recorded_at.nanos().to_be_bytes());
+        out
+    }
+    pub fn decode(bytes: &[u8]) -> Option<Head> {
+        if bytes.len() != 48 {
+            return None;
+        }
+        Some(Head {
+            seq: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            hash: bytes[8..40].try_into().ok()?,
+            recorded_at: Timestamp::from_nanos(i64::from_be_bytes(bytes[40..].try_into().ok()?)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_reject_bad_offsets() {
+        let recs = vec![b"abc".to_vec(), vec![], b"defgh".to_vec()];
+        let bytes = encode_chunk(&recs);
+        let view = ChunkView::parse(&bytes).unwrap();
+        assert_eq!(view.len(), 3);
+        assert_eq!(view.record(0).unwrap(), b"abc");
+        assert_eq!(view.record(1).unwrap(), b"");
+        assert_eq!(view.record(2).unwrap(), b"defgh");
+        assert!(view.record(3).is_none());
+        assert!(ChunkView::parse(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn time_keys_sort_like_times() {
+        let ts = [i64::MIN, -5, 0, 7, i64::MAX];
+        let keys: Vec<u64> = ts
+            .iter()
+            .map(|t| time_key(Timestamp::from_nanos(*t)))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(time_from_key(keys[1]).nanos(), -5);
+    }
+}
