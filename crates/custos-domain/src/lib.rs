@@ -14,5 +14,6 @@ pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope
 pub use command::{Command, CommandBody};
 pub use event::{Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
 pub use types::{
-    AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp, Usd,
+    parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId,
+    Timestamp, Usd,
 };

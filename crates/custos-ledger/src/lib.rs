@@ -1,1 +1,20 @@
+//! The Custos command side and the ledger handle: deciding commands against the write model,
+//! the group-commit writer, import, point-in-time queries over the projections, and `verify`.
+//!
+//! Only the store crate knows sled; this crate sees the log as records, indexes and metadata.
 
+mod import;
+mod ledger;
+mod model;
+mod query;
+mod rejection;
+mod verify;
+
+pub use import::{parse_csv, parse_jsonl, ImportFormat, ImportLine, LineError, IMPORT_FIELDS};
+pub use ledger::{Appended, Ledger, LedgerConfig, LedgerError, Outcome, RebuildReport};
+pub use model::{command_of, reimbursement_usd, round_cents, Decision, NewEvent, WriteModel};
+pub use query::{Bound, HistoryRow, ReplayRow};
+pub use rejection::Rejection;
+pub use verify::{Discrepancy, VerifyReport};
+
+pub use custos_store::{Head, IndexKind, StoreError};

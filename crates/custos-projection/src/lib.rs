@@ -1,1 +1,38 @@
+//! Custos projections: the pure fold of envelopes into read models. No IO.
+//!
+//! One fold serves the incremental path (events as they are appended), the rebuild (the whole
+//! log) and point-in-time queries (a checkpoint plus the counted events after it), so they
+//! cannot disagree. For a query at valid time `as_of` and transaction time `known_at`, the
+//! caller feeds exactly the events with `recorded_at <= known_at`, in seq order, and the fold
+//! counts those with `occurred_at <= as_of`; a `WithdrawalFlagged` counts from its `recorded_at`
+//! alone, and classifies its withdrawal from the withdrawal's own `occurred_at` (DESIGN.md).
 
+mod balances;
+mod codec;
+mod losses;
+
+pub use balances::{BalanceRow, Balances, Flows};
+pub use losses::{LossCols, LossRow, Losses, GROUP_TOTAL};
+
+use custos_domain::{Envelope, Seq, Timestamp};
+
+/// What every projection shares: a name and schema version stored beside its state, the seq it
+/// has folded up to, and one fold.
+pub trait Projection: Default + Clone {
+    const NAME: &'static str;
+    /// Bumped whenever the state's meaning or encoding changes; stored state of another version
+    /// is rebuilt from the log rather than read.
+    const SCHEMA_VERSION: u32;
+
+    /// Folds one event. `as_of` is the query's valid time (`Timestamp::MAX` for "everything").
+    fn apply(&mut self, env: &Envelope, as_of: Timestamp);
+    /// The last seq folded.
+    fn last_seq(&self) -> Seq;
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+/// Whether `env` counts at valid time `as_of` (the caller has already applied `known_at`).
+pub fn counted(env: &Envelope, as_of: Timestamp) -> bool {
+    env.occurred_at <= as_of
+}

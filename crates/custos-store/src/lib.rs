@@ -247,7 +247,8 @@ impl Store {
             sb.insert(KEY_HEAD, &h.encode()[..]);
         }
         for (name, value) in batch.meta {
-            sb.insert(meta_key(&name), value);
+            // Parts of a previous, longer value would survive; appends only write fixed-size meta.
+            insert_meta(&mut sb, &name, &value);
         }
         {
             let mut dir = self.segments.write().expect("segments lock");
@@ -468,16 +469,25 @@ impl Store {
         Ok(())
     }
 
+    /// A metadata value (stored in parts of at most `CHUNK_BYTES_MAX` bytes, reassembled here).
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(meta_key(name))?.map(|v| v.to_vec()))
+        let mut out: Option<Vec<u8>> = None;
+        for item in self.db.scan_prefix(meta_part_prefix(name)) {
+            out.get_or_insert_with(Vec::new).extend_from_slice(&item?.1);
+        }
+        Ok(out)
     }
 
-    /// Metadata names starting with `prefix`, with their values, in name order.
-    pub fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
+    /// Metadata names starting with `prefix`, in name order.
+    pub fn list_meta(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
         for item in self.db.scan_prefix(meta_key(prefix)) {
-            let (k, v) = item?;
-            out.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
+            let (k, _) = item?;
+            let name_end = k.len().saturating_sub(5);
+            let name = String::from_utf8_lossy(&k[1..name_end]).into_owned();
+            if out.last() != Some(&name) {
+                out.push(name);
+            }
         }
         Ok(out)
     }
@@ -486,11 +496,13 @@ impl Store {
     /// derived data that can be rebuilt from the log; call [`Store::sync`] when it must last).
     pub fn write_meta(&self, put: Vec<(String, Vec<u8>)>, remove: Vec<String>) -> Result<()> {
         let mut sb = sled::Batch::default();
-        for name in remove {
-            sb.remove(meta_key(&name));
+        for name in remove.iter().chain(put.iter().map(|(n, _)| n)) {
+            for item in self.db.scan_prefix(meta_part_prefix(name)) {
+                sb.remove(item?.0);
+            }
         }
         for (name, value) in put {
-            sb.insert(meta_key(&name), value);
+            insert_meta(&mut sb, &name, &value);
         }
         self.db.apply_batch(sb)?;
         Ok(())
@@ -516,6 +528,26 @@ fn write_segment(
     meta[..8].copy_from_slice(&last_seq.to_be_bytes());
     meta[8..].copy_from_slice(&(entries.len() as u64).to_be_bytes());
     sb.insert(&segment_key(kind, id), &meta[..]);
+}
+
+fn meta_part_prefix(name: &str) -> Vec<u8> {
+    let mut k = meta_key(name);
+    k.push(0);
+    k
+}
+
+/// Metadata values are split into parts small enough to stay inline in sled's log.
+fn insert_meta(sb: &mut sled::Batch, name: &str, value: &[u8]) {
+    let parts: Vec<&[u8]> = if value.is_empty() {
+        vec![value]
+    } else {
+        value.chunks(CHUNK_BYTES_MAX).collect()
+    };
+    for (i, part) in parts.into_iter().enumerate() {
+        let mut k = meta_part_prefix(name);
+        k.extend_from_slice(&(i as u32).to_be_bytes());
+        sb.insert(k, part);
+    }
 }
 
 fn chunk_first_seq(key: &[u8]) -> Result<Seq> {
@@ -597,6 +629,27 @@ mod tests {
         );
         let segs = store.segments.read().unwrap()[kind_slot(IndexKind::Stream)].len();
         assert!(segs <= 4, "segments were merged: {segs}");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        store
+            .write_meta(
+                vec![("proj/a".into(), big.clone()), ("proj/b".into(), vec![])],
+                vec![],
+            )
+            .unwrap();
+        assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), big);
+        assert_eq!(store.get_meta("proj/b").unwrap().unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            store.list_meta("proj/").unwrap(),
+            vec!["proj/a".to_string(), "proj/b".to_string()]
+        );
+        store
+            .write_meta(vec![("proj/a".into(), vec![1])], vec!["proj/b".into()])
+            .unwrap();
+        assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), vec![1]);
+        assert_eq!(
+            store.list_meta("proj/").unwrap(),
+            vec!["proj/a".to_string()]
+        );
     }
 
     #[test]

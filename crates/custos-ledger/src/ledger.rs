@@ -1,0 +1,903 @@
+//! The ledger handle: the store, the group-commit writer, and the projections at the head.
+//!
+//! Writes go through one writer thread. Callers on any task send commands through a channel;
+//! the writer drains whatever is queued (up to `BATCH_EVENTS_MAX` commands), decides each in
+//! order against the write model, seals the accepted events into one hash-chained batch, makes
+//! it durable with a single flush + fsync, folds it into the projections, and only then answers
+//! every caller. A command answered `Appended` is on disk.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use custos_domain::{Command, Envelope, Event, EventId, Hash, Seq, Timestamp, GENESIS_HASH};
+use custos_projection::{Balances, Losses, Projection};
+use custos_store::{fnv64, time_key, AppendBatch, Head, IndexKind, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{Decision, WriteModel};
+use crate::rejection::Rejection;
+
+/// The most commands one group commit takes.
+pub const BATCH_EVENTS_MAX: usize = 8192;
+/// Requests waiting for the writer before senders are made to wait.
+const QUEUE_REQUESTS_MAX: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("corruption at seq {seq}: {what}")]
+    Corruption { seq: Seq, what: String },
+    #[error("the ledger's writer has stopped")]
+    WriterGone,
+}
+
+/// Tunables, each with a reason in its doc.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Projection checkpoints are taken every this many events. Point-in-time queries cost one
+    /// checkpoint plus at most about this many events; checkpoints cost disk space and a pause
+    /// of the writer while one is encoded. 65,536 keeps replay under ~30 ms on this machine.
+    pub checkpoint_every: u64,
+    /// Who opens the ledger, recorded in the lock file for anyone else who tries.
+    pub holder: String,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            checkpoint_every: 65_536,
+            holder: "custos".into(),
+        }
+    }
+}
+
+/// A command the ledger accepted (or had already accepted: `duplicate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub id: EventId,
+    pub seq: Seq,
+    pub duplicate: bool,
+}
+
+pub type Outcome = Result<Appended, Rejection>;
+
+struct Request {
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+}
+
+/// The projections folded up to the head, and what point-in-time queries need to know about
+/// the checkpoints.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub balances: Balances,
+    pub losses: Losses,
+    /// The largest `occurred_at` of any event so far.
+    pub max_occurred: Timestamp,
+    /// The smallest `occurred_at` after the last checkpoint boundary.
+    pub tail_min_occurred: Timestamp,
+}
+
+/// What is known about the log at a checkpoint boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BoundaryInfo {
+    pub seq: Seq,
+    /// The largest `occurred_at` of seqs `1..=seq`.
+    pub max_occurred: Timestamp,
+    /// The smallest `occurred_at` of the seqs since the previous boundary.
+    pub min_occurred: Timestamp,
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub config: LedgerConfig,
+    pub current: Mutex<Option<Arc<Current>>>,
+    pub boundaries: RwLock<Vec<BoundaryInfo>>,
+    /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
+    pub tail_min: Mutex<Timestamp>,
+    /// Notices for the operator (e.g. "rebuilt projection balances").
+    pub notices: Mutex<Vec<String>>,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    pub(crate) shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub projection: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub checkpoints: u64,
+}
+
+const TAIL_MIN: &str = "tail_min_occurred";
+
+pub(crate) fn boundary_name(seq: Seq) -> String {
+    format!("boundary/{seq:020}")
+}
+
+pub(crate) fn checkpoint_prefix(name: &str, generation: u64) -> String {
+    format!("cp/{name}/g{generation:08}/")
+}
+
+fn active_name(name: &str) -> String {
+    format!("cp/{name}/active")
+}
+
+/// A stored checkpoint value: schema version, then the projection's own encoding.
+fn checkpoint_value<P: Projection>(p: &P) -> Vec<u8> {
+    let mut out = P::SCHEMA_VERSION.to_be_bytes().to_vec();
+    out.extend_from_slice(&p.encode());
+    out
+}
+
+impl Ledger {
+    pub fn open(dir: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        assert!(
+            config.checkpoint_every > 0,
+            "checkpoint_every must be positive"
+        );
+        let store = Store::open(dir, &config.holder)?;
+        let mut boundaries = Vec::new();
+        for name in store.list_meta("boundary/")? {
+            let v = store.get_meta(&name)?.unwrap_or_default();
+            let seq: Seq = name["boundary/".len()..]
+                .parse()
+                .map_err(|_| corrupt(0, format!("bad boundary name {name}")))?;
+            if v.len() != 16 {
+                return Err(corrupt(seq, "boundary record is not 16 bytes".into()));
+            }
+            let max = i64::from_be_bytes(v[..8].try_into().expect("8"));
+            let min = i64::from_be_bytes(v[8..].try_into().expect("8"));
+            if seq <= store.head().seq {
+                boundaries.push(BoundaryInfo {
+                    seq,
+                    max_occurred: Timestamp::from_nanos(max),
+                    min_occurred: Timestamp::from_nanos(min),
+                });
+            }
+        }
+        let tail_min = match store.get_meta(TAIL_MIN)? {
+            Some(v) if v.len() == 8 => {
+                Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8")))
+            }
+            _ => Timestamp::MAX,
+        };
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            tail_min: Mutex::new(tail_min),
+            current: Mutex::new(None),
+            boundaries: RwLock::new(boundaries),
+            notices: Mutex::new(Vec::new()),
+        });
+        let ledger = Ledger {
+            shared,
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+        };
+        ledger.ensure_projection_versions()?;
+        Ok(ledger)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.shared.store.dir()
+    }
+
+    pub fn head(&self) -> Head {
+        self.shared.store.head()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Messages the operator should see (projection rebuilds on open, and similar).
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.notices.lock().expect("notices lock"))
+    }
+
+    /// Decides and durably appends one command.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, LedgerError> {
+        Ok(self
+            .submit_batch(vec![command])
+            .await?
+            .pop()
+            .expect("one outcome per command"))
+    }
+
+    /// Decides and durably appends commands in order (possibly grouped with other callers').
+    pub async fn submit_batch(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, LedgerError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.writer_sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Request { commands, reply })
+            .await
+            .map_err(|_| LedgerError::WriterGone)?;
+        match rx.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(e)) => Err(LedgerError::Corruption {
+                seq: self.head().seq,
+                what: e,
+            }),
+            Err(_) => Err(LedgerError::WriterGone),
+        }
+    }
+
+    /// Blocking form of [`Ledger::submit_batch`] for callers outside an async runtime.
+    pub fn submit_batch_blocking(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.writer_sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.blocking_send(Request { commands, reply })
+            .map_err(|_| LedgerError::WriterGone)?;
+        match rx.blocking_recv() {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(e)) => Err(LedgerError::Corruption {
+                seq: self.head().seq,
+                what: e,
+            }),
+            Err(_) => Err(LedgerError::WriterGone),
+        }
+    }
+
+    /// A copy of the write model at the head, for dry runs (`import --strict`).
+    pub fn write_model(&self) -> Result<WriteModel, LedgerError> {
+        load_write_model(&self.shared.store)
+    }
+
+    /// The envelope at `seq`.
+    pub fn envelope(&self, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
+        read_envelope(&self.shared.store, seq)
+    }
+
+    /// Calls `f` for every envelope from `from` on, in seq order, until it breaks.
+    pub fn for_each_envelope(
+        &self,
+        from: Seq,
+        mut f: impl FnMut(Envelope) -> ControlFlow<()>,
+    ) -> Result<(), LedgerError> {
+        let mut err = None;
+        self.shared
+            .store
+            .for_each_record(from, |seq, record| match Envelope::decode(record) {
+                Ok(env) => f(env),
+                Err(e) => {
+                    err = Some(corrupt(seq, e.to_string()));
+                    ControlFlow::Break(())
+                }
+            })?;
+        err.map_or(Ok(()), Err)
+    }
+
+    fn writer_sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
+        let mut tx = self.tx.lock().expect("sender lock");
+        if let Some(tx) = tx.as_ref() {
+            return Ok(tx.clone());
+        }
+        let model = load_write_model(&self.shared.store)?;
+        let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
+        let shared = Arc::clone(&self.shared);
+        let handle = std::thread::Builder::new()
+            .name("custos-writer".into())
+            .spawn(move || writer_loop(shared, model, receiver))
+            .map_err(|e| StoreError::Io {
+                dir: self.dir().to_path_buf(),
+                source: e,
+            })?;
+        *self.writer.lock().expect("writer lock") = Some(handle);
+        *tx = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Stops the writer after it has answered everything already sent, and syncs the store.
+    pub fn close(&self) -> Result<(), LedgerError> {
+        self.tx.lock().expect("sender lock").take();
+        if let Some(h) = self.writer.lock().expect("writer lock").take() {
+            let _ = h.join();
+        }
+        self.shared.store.sync()?;
+        Ok(())
+    }
+
+    /// The projections at the head (loaded from the last checkpoint plus the tail, once).
+    pub(crate) fn current(&self) -> Result<Arc<Current>, LedgerError> {
+        let mut slot = self.shared.current.lock().expect("current lock");
+        if let Some(c) = slot.as_ref() {
+            if c.balances.last_seq() == self.head().seq {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let c = Arc::new(load_current(&self.shared)?);
+        *slot = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// The latest stored checkpoint of `P` at or before `seq` (with the active generation).
+    pub(crate) fn checkpoint<P: Projection>(&self, seq: Seq) -> Result<Option<P>, LedgerError> {
+        load_checkpoint(&self.shared.store, seq)
+    }
+
+    /// When a projection's stored schema version differs from the code's, rebuild it now.
+    fn ensure_projection_versions(&self) -> Result<(), LedgerError> {
+        for name in [Balances::NAME, Losses::NAME] {
+            let stored = stored_version(&self.shared.store, name)?;
+            let code = if name == Balances::NAME {
+                Balances::SCHEMA_VERSION
+            } else {
+                Losses::SCHEMA_VERSION
+            };
+            if let Some(v) = stored.filter(|v| *v != code) {
+                let report = self.rebuild(name, &mut |_, _| {})?;
+                self.shared.notices.lock().expect("notices lock").push(format!(
+                    "projection {name} was stored with schema version {v}; this build uses {code}, so it was rebuilt from the log ({} events in {:.2} s)",
+                    report.events, report.seconds
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refolds projection `name` from the log into a fresh generation of checkpoints, then makes
+    /// it the active one in one atomic step; until then queries read the old generation.
+    /// `progress(done, total)` is called as events are folded.
+    pub fn rebuild(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RebuildReport, LedgerError> {
+        match name {
+            n if n == Balances::NAME => self.rebuild_projection::<Balances>(progress),
+            n if n == Losses::NAME => self.rebuild_projection::<Losses>(progress),
+            other => Err(corrupt(
+                0,
+                format!("unknown projection {other:?} (known: balances, losses)"),
+            )),
+        }
+    }
+
+    fn rebuild_projection<P: Projection>(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RebuildReport, LedgerError> {
+        let started = Instant::now();
+        let store = &self.shared.store;
+        let head = store.head().seq;
+        let k = self.shared.config.checkpoint_every;
+        let old_gen = active_generation(store, P::NAME)?;
+        let new_gen = old_gen.map_or(1, |g| g + 1);
+        let prefix = checkpoint_prefix(P::NAME, new_gen);
+        let mut state = P::default();
+        let mut checkpoints = 0;
+        let mut failure = None;
+        let mut boundaries = Vec::new();
+        let (mut max_occurred, mut min_occurred) = (Timestamp::MIN, Timestamp::MAX);
+        self.for_each_envelope(1, |env| {
+            state.apply(&env, Timestamp::MAX);
+            max_occurred = max_occurred.max(env.occurred_at);
+            min_occurred = min_occurred.min(env.occurred_at);
+            if env.seq % k == 0 {
+                boundaries.push(BoundaryInfo {
+                    seq: env.seq,
+                    max_occurred,
+                    min_occurred,
+                });
+                min_occurred = Timestamp::MAX;
+                let put = vec![(format!("{prefix}{:020}", env.seq), checkpoint_value(&state))];
+                if let Err(e) = store.write_meta(put, vec![]) {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+                checkpoints += 1;
+            }
+            if env.seq % 16_384 == 0 {
+                progress(env.seq, head);
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        progress(head, head);
+        // Readers see either the old generation or the new one, never a mix.
+        let mut remove = Vec::new();
+        if let Some(g) = old_gen {
+            remove.extend(store.list_meta(&checkpoint_prefix(P::NAME, g))?);
+        }
+        let mut put = vec![(active_name(P::NAME), generation_value::<P>(new_gen))];
+        put.extend(
+            boundaries
+                .iter()
+                .map(|b| (boundary_name(b.seq), boundary_value(b))),
+        );
+        put.push((
+            TAIL_MIN.to_string(),
+            min_occurred.nanos().to_be_bytes().to_vec(),
+        ));
+        *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
+        store.write_meta(put, remove)?;
+        *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
+        store.sync()?;
+        *self.shared.current.lock().expect("current lock") = None;
+        Ok(RebuildReport {
+            projection: P::NAME.to_string(),
+            events: head,
+            seconds: started.elapsed().as_secs_f64(),
+            checkpoints,
+        })
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn boundary_value(info: &BoundaryInfo) -> Vec<u8> {
+    let mut v = info.max_occurred.nanos().to_be_bytes().to_vec();
+    v.extend_from_slice(&info.min_occurred.nanos().to_be_bytes());
+    v
+}
+
+fn generation_value<P: Projection>(generation: u64) -> Vec<u8> {
+    let mut v = generation.to_be_bytes().to_vec();
+    v.extend_from_slice(&P::SCHEMA_VERSION.to_be_bytes());
+    v
+}
+
+fn active_generation(store: &Store, name: &str) -> Result<Option<u64>, StoreError> {
+    Ok(store.get_meta(&active_name(name))?.and_then(|v| {
+        v.get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8")))
+    }))
+}
+
+fn stored_version(store: &Store, name: &str) -> Result<Option<u32>, StoreError> {
+    Ok(store.get_meta(&active_name(name))?.and_then(|v| {
+        v.get(8..12)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4")))
+    }))
+}
+
+pub(crate) fn corrupt(seq: Seq, what: String) -> LedgerError {
+    LedgerError::Corruption { seq, what }
+}
+
+pub(crate) fn read_envelope(store: &Store, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
+    match store.record(seq)? {
+        None => Ok(None),
+        Some(r) => {
+            let env = Envelope::decode(&r).map_err(|e| corrupt(seq, e.to_string()))?;
+            if env.seq != seq {
+                return Err(corrupt(
+                    seq,
+                    format!("record stored at seq {seq} says seq {}", env.seq),
+                ));
+            }
+            Ok(Some(env))
+        }
+    }
+}
+
+/// The latest checkpoint of `P` at or before `seq`, from the active generation.
+fn load_checkpoint<P: Projection>(store: &Store, seq: Seq) -> Result<Option<P>, LedgerError> {
+    let Some(generation) = active_generation(store, P::NAME)? else {
+        return Ok(None);
+    };
+    let prefix = checkpoint_prefix(P::NAME, generation);
+    let names = store.list_meta(&prefix)?;
+    let best = names
+        .iter()
+        .filter_map(|n| n[prefix.len()..].parse::<Seq>().ok().map(|s| (s, n)))
+        .filter(|(s, _)| *s <= seq)
+        .max_by_key(|(s, _)| *s);
+    let Some((at, name)) = best else {
+        return Ok(None);
+    };
+    let bytes = store.get_meta(name)?.unwrap_or_default();
+    let version = bytes
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4")));
+    if version != Some(P::SCHEMA_VERSION) {
+        return Ok(None);
+    }
+    let state = P::decode(&bytes[4..])
+        .ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
+    if state.last_seq() != at {
+        return Err(corrupt(
+            at,
+            format!(
+                "checkpoint {name} says it folded to seq {}",
+                state.last_seq()
+            ),
+        ));
+    }
+    Ok(Some(state))
+}
+
+/// Folds the whole log into a write model.
+fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
+    let mut model = WriteModel::default();
+    let mut err = None;
+    store.for_each_record(1, |seq, record| match Envelope::decode(record) {
+        Ok(env) => {
+            model.apply(&env);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            err = Some(corrupt(seq, e.to_string()));
+            ControlFlow::Break(())
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let head = store.head();
+    if model.head_seq != head.seq {
+        return Err(corrupt(
+            model.head_seq,
+            format!(
+                "the log ends at seq {} but its head says {}",
+                model.head_seq, head.seq
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+fn load_current(shared: &Shared) -> Result<Current, LedgerError> {
+    let current = load_current_until(shared, shared.store.head().seq)?;
+    current.balances.assert_conserved();
+    Ok(current)
+}
+
+/// The writer's view of the projections: kept folded alongside the write model so that
+/// checkpoints land exactly on their boundaries.
+struct WriterProjections {
+    current: Current,
+    generation_balances: u64,
+    generation_losses: u64,
+}
+
+fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receiver<Request>) {
+    let mut stats = LogStats::of(&shared, &model);
+    let mut projections: Option<WriterProjections> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut requests = vec![first];
+        let mut queued = requests[0].commands.len();
+        while queued < BATCH_EVENTS_MAX {
+            match rx.try_recv() {
+                Ok(r) => {
+                    queued += r.commands.len();
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit(&shared, &mut model, &mut stats, &mut projections, &requests);
+        match result {
+            Ok(mut outcomes) => {
+                for r in requests.into_iter().rev() {
+                    let mine = outcomes.split_off(outcomes.len() - r.commands.len());
+                    let _ = r.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!("append failed: {e}");
+                let msg = e.to_string();
+                for r in requests {
+                    let _ = r.reply.send(Err(msg.clone()));
+                }
+                // The model may hold events that never reached the disk: start again from it.
+                match load_write_model(&shared.store) {
+                    Ok(m) => {
+                        model = m;
+                        stats = LogStats::of(&shared, &model);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot reload the write model, the writer stops: {e}");
+                        return;
+                    }
+                }
+                projections = None;
+            }
+        }
+    }
+}
+
+/// What the writer tracks about valid times to record boundary information atomically with
+/// the events it describes.
+struct LogStats {
+    max_occurred: Timestamp,
+    tail_min: Timestamp,
+}
+
+impl LogStats {
+    fn of(shared: &Shared, model: &WriteModel) -> LogStats {
+        LogStats {
+            max_occurred: model.max_occurred_at.unwrap_or(Timestamp::MIN),
+            tail_min: *shared.tail_min.lock().expect("tail lock"),
+        }
+    }
+}
+
+fn commit(
+    shared: &Shared,
+    model: &mut WriteModel,
+    stats: &mut LogStats,
+    projections: &mut Option<WriterProjections>,
+    requests: &[Request],
+) -> Result<Vec<Outcome>, LedgerError> {
+    let store = &shared.store;
+    let head = store.head();
+    let first_seq = head.seq + 1;
+    let mut prev_hash: Hash = if head.seq == 0 {
+        GENESIS_HASH
+    } else {
+        head.hash
+    };
+    let now = Timestamp::now();
+    let mut outcomes = Vec::new();
+    let mut pending: Vec<Envelope> = Vec::new();
+    let mut records = Vec::new();
+    let mut index = Vec::new();
+    let mut by_seq: HashMap<Seq, usize> = HashMap::new();
+    for command in requests.iter().flat_map(|r| r.commands.iter()) {
+        let existing = match model.id_candidate(&command.id) {
+            Some(seq) if seq >= first_seq => by_seq.get(&seq).map(|i| pending[*i].clone()),
+            Some(seq) => read_envelope(store, seq)?,
+            None => None,
+        };
+        match model.decide(command, existing.as_ref(), now) {
+            Ok(Decision::Duplicate { seq }) => outcomes.push(Ok(Appended {
+                id: command.id.clone(),
+                seq,
+                duplicate: true,
+            })),
+            Ok(Decision::Append(new)) => {
+                let seq = first_seq + pending.len() as u64;
+                let (env, record) = Envelope::seal(
+                    seq,
+                    new.stream,
+                    new.stream_version,
+                    new.id,
+                    new.recorded_at,
+                    new.occurred_at,
+                    new.event,
+                    &prev_hash,
+                );
+                // Check the envelope across the boundary: what we write must read back as itself.
+                debug_assert_eq!(Envelope::decode(&record).as_ref(), Ok(&env));
+                prev_hash = env.hash;
+                index.extend(index_entries(&env));
+                model.apply(&env);
+                outcomes.push(Ok(Appended {
+                    id: env.event_id.clone(),
+                    seq,
+                    duplicate: false,
+                }));
+                by_seq.insert(seq, pending.len());
+                records.push(record);
+                pending.push(env);
+            }
+            Err(rejection) => outcomes.push(Err(rejection)),
+        }
+    }
+    if pending.is_empty() {
+        return Ok(outcomes);
+    }
+    let last = pending.last().expect("non-empty");
+    // Boundary information goes in the same atomic step as the events it describes, so that a
+    // point-in-time query never trusts a bound the log does not back.
+    let k = shared.config.checkpoint_every;
+    let mut meta = Vec::new();
+    let mut new_boundaries = Vec::new();
+    let (mut max_occurred, mut tail_min) = (stats.max_occurred, stats.tail_min);
+    for env in &pending {
+        max_occurred = max_occurred.max(env.occurred_at);
+        tail_min = tail_min.min(env.occurred_at);
+        if env.seq % k == 0 {
+            let info = BoundaryInfo {
+                seq: env.seq,
+                max_occurred,
+                min_occurred: tail_min,
+            };
+            meta.push((boundary_name(env.seq), boundary_value(&info)));
+            new_boundaries.push(info);
+            tail_min = Timestamp::MAX;
+        }
+    }
+    meta.push((
+        TAIL_MIN.to_string(),
+        tail_min.nanos().to_be_bytes().to_vec(),
+    ));
+    let batch = AppendBatch {
+        first_seq,
+        records,
+        index,
+        head: Some(Head {
+            seq: last.seq,
+            hash: last.hash,
+            recorded_at: last.recorded_at,
+        }),
+        meta,
+    };
+    store.append(batch)?;
+    *stats = LogStats {
+        max_occurred,
+        tail_min,
+    };
+    shared
+        .boundaries
+        .write()
+        .expect("boundaries lock")
+        .extend(new_boundaries);
+    *shared.tail_min.lock().expect("tail lock") = tail_min;
+    // Checkpoints are a cache of the log: failing to write one costs speed, not correctness,
+    // and must not turn a durable append into an error.
+    if let Err(e) = fold_into_projections(shared, projections, &pending) {
+        tracing::warn!("projection checkpoint not written: {e}");
+        *projections = None;
+        *shared.current.lock().expect("current lock") = None;
+    }
+    Ok(outcomes)
+}
+
+/// The index entries of an envelope.
+pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
+    let mut out = vec![
+        (
+            IndexKind::EventId,
+            fnv64(env.event_id.as_str().as_bytes()),
+            env.seq,
+        ),
+        (
+            IndexKind::Stream,
+            fnv64(env.stream.as_str().as_bytes()),
+            env.seq,
+        ),
+        (IndexKind::OccurredAt, time_key(env.occurred_at), env.seq),
+    ];
+    if let Event::WithdrawalFlagged(f) = &env.event {
+        out.push((IndexKind::Flag, f.withdrawal_seq, env.seq));
+    }
+    out
+}
+
+/// Folds appended events into the writer's projections, writing checkpoints at boundaries, and
+/// refreshes the shared head state that queries read.
+fn fold_into_projections(
+    shared: &Shared,
+    projections: &mut Option<WriterProjections>,
+    pending: &[Envelope],
+) -> Result<(), LedgerError> {
+    let store = &shared.store;
+    let k = shared.config.checkpoint_every;
+    if projections.is_none() {
+        // Everything up to the batch is on disk already; load from there and fold the batch.
+        let mut current = load_current(shared)?;
+        let first = pending[0].seq;
+        if current.balances.last_seq() >= first {
+            // load_current read the batch from disk too: start from the state before it.
+            current = load_current_until(shared, first - 1)?;
+        }
+        *projections = Some(WriterProjections {
+            current,
+            generation_balances: active_generation(store, Balances::NAME)?.unwrap_or(1),
+            generation_losses: active_generation(store, Losses::NAME)?.unwrap_or(1),
+        });
+    }
+    let wp = projections.as_mut().expect("loaded");
+    for env in pending {
+        let c = &mut wp.current;
+        c.balances.apply(env, Timestamp::MAX);
+        c.losses.apply(env, Timestamp::MAX);
+        c.max_occurred = c.max_occurred.max(env.occurred_at);
+        c.tail_min_occurred = c.tail_min_occurred.min(env.occurred_at);
+        if env.seq % k == 0 {
+            let put = vec![
+                (
+                    format!(
+                        "{}{:020}",
+                        checkpoint_prefix(Balances::NAME, wp.generation_balances),
+                        env.seq
+                    ),
+                    checkpoint_value(&c.balances),
+                ),
+                (
+                    format!(
+                        "{}{:020}",
+                        checkpoint_prefix(Losses::NAME, wp.generation_losses),
+                        env.seq
+                    ),
+                    checkpoint_value(&c.losses),
+                ),
+                (
+                    active_name(Balances::NAME),
+                    generation_value::<Balances>(wp.generation_balances),
+                ),
+                (
+                    active_name(Losses::NAME),
+                    generation_value::<Losses>(wp.generation_losses),
+                ),
+            ];
+            store.write_meta(put, vec![])?;
+            store.sync()?;
+            c.tail_min_occurred = Timestamp::MAX;
+        }
+    }
+    *shared.current.lock().expect("current lock") = Some(Arc::new(wp.current.clone()));
+    Ok(())
+}
+
+/// The projections as of `seq` (used when the writer starts mid-way).
+fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError> {
+    let store = &shared.store;
+    let mut balances: Balances = load_checkpoint(store, seq)?.unwrap_or_default();
+    let mut losses: Losses = load_checkpoint(store, seq)?.unwrap_or_default();
+    let boundaries = shared.boundaries.read().expect("boundaries lock").clone();
+    let from = balances.last_seq().min(losses.last_seq());
+    let boundary_seq = boundaries
+        .iter()
+        .rev()
+        .find(|b| b.seq <= seq)
+        .map_or(0, |b| b.seq);
+    let mut max_occurred = boundaries
+        .iter()
+        .rev()
+        .find(|b| b.seq <= from)
+        .map_or(Timestamp::MIN, |b| b.max_occurred);
+    let mut tail_min_occurred = Timestamp::MAX;
+    let mut err = None;
+    store.for_each_record(from + 1, |s, record| {
+        if s > seq {
+            return ControlFlow::Break(());
+        }
+        match Envelope::decode(record) {
+            Ok(env) => {
+                if env.seq > balances.last_seq() {
+                    balances.apply(&env, Timestamp::MAX);
+                }
+                if env.seq > losses.last_seq() {
+                    losses.apply(&env, Timestamp::MAX);
+                }
+                max_occurred = max_occurred.max(env.occurred_at);
+                if env.seq > boundary_seq {
+                    tail_min_occurred = tail_min_occurred.min(env.occurred_at);
+                }
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                err = Some(corrupt(s, e.to_string()));
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(Current {
+        balances,
+        losses,
+        max_occurred,
+        tail_min_occurred,
+    })
+}

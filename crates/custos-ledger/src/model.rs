@@ -1,0 +1,703 @@
+//! The write model: the state a command is decided against, `decide` (may refuse) and `apply`
+//! (cannot fail). Sans IO: the caller looks up what `decide` needs from the log.
+//!
+//! `verify` reuses `decide`: every stored event is turned back into the command that would have
+//! produced it and decided again, so "the log is valid" means exactly "every event is what the
+//! ledger would append today, in that order".
+
+use std::collections::HashMap;
+
+use custos_domain::{
+    AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef,
+    Seq, StreamId, Timestamp, Usd,
+};
+use custos_store::fnv64;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use crate::rejection::Rejection;
+
+/// What the ledger knows about a withdrawal, for the commands that refer to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalState {
+    pub seq: Seq,
+    pub account: AccountId,
+    pub asset: Asset,
+    pub amount: Amount,
+    pub usd_value: Option<Usd>,
+    pub occurred_at: Timestamp,
+    pub marked_unauthorized: bool,
+    pub flagged: bool,
+    pub reversed_by: Option<ReversalRef>,
+    pub reimbursed: Decimal,
+}
+
+impl WithdrawalState {
+    fn unauthorized(&self) -> bool {
+        self.marked_unauthorized || self.flagged
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamState {
+    pub version: u64,
+    pub last_occurred_at: Option<Timestamp>,
+}
+
+/// A suspension of withdrawals in valid time: `[suspended_at, resumed_at)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspension {
+    pub suspended_at: Timestamp,
+    pub resumed_at: Option<Timestamp>,
+}
+
+/// The ledger's current state, as far as deciding commands needs it.
+#[derive(Debug, Clone, Default)]
+pub struct WriteModel {
+    pub head_seq: Seq,
+    pub head_recorded_at: Option<Timestamp>,
+    /// The largest `occurred_at` in the log.
+    pub max_occurred_at: Option<Timestamp>,
+    /// `fnv64(id)` -> seq. A hit is a candidate: the caller reads the event and compares ids.
+    ids: HashMap<u64, Seq>,
+    /// Ids whose hash collided with an earlier, different id.
+    id_collisions: HashMap<EventId, Seq>,
+    pub streams: HashMap<StreamId, StreamState>,
+    pub balances: HashMap<(AccountId, Asset), Decimal>,
+    pub withdrawals: HashMap<EventId, WithdrawalState>,
+    pub suspensions: Vec<Suspension>,
+}
+
+/// The outcome of deciding a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Append this event.
+    Append(NewEvent),
+    /// The id was used before for the same command: nothing to append, this is the original seq.
+    Duplicate { seq: Seq },
+}
+
+/// An event decided but not yet sealed into an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub stream: StreamId,
+    pub stream_version: u64,
+    pub recorded_at: Timestamp,
+    pub occurred_at: Timestamp,
+    pub event: Event,
+}
+
+/// Rounds to cents, half away from zero.
+pub fn round_cents(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// The USD share of a reimbursement: the pro rata value of the cumulative reimbursed amount,
+/// rounded to cents, minus that of what was reimbursed before, so shares add up exactly.
+pub fn reimbursement_usd(
+    withdrawal_usd: Usd,
+    withdrawn: Amount,
+    before: Decimal,
+    amount: Amount,
+) -> Usd {
+    let share = |part: Decimal| round_cents(withdrawal_usd.value() * part / withdrawn.value());
+    Usd::new(share(before + amount.value()) - share(before))
+        .expect("a pro rata share is non-negative cents")
+}
+
+impl WriteModel {
+    /// The seq that may hold `id`, if any (the caller confirms by reading the event).
+    pub fn id_candidate(&self, id: &EventId) -> Option<Seq> {
+        self.id_collisions
+            .get(id)
+            .copied()
+            .or_else(|| self.ids.get(&fnv64(id.as_str().as_bytes())).copied())
+    }
+
+    pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
+        self.balances
+            .get(&(account.clone(), asset.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The suspension `t` falls in, if any.
+    pub fn suspension_at(&self, t: Timestamp) -> Option<Suspension> {
+        self.suspensions
+            .iter()
+            .copied()
+            .find(|s| s.suspended_at <= t && s.resumed_at.is_none_or(|r| t < r))
+    }
+
+    pub fn suspended_now(&self) -> Option<Suspension> {
+        self.suspensions
+            .last()
+            .copied()
+            .filter(|s| s.resumed_at.is_none())
+    }
+
+    /// Decides `cmd` against the state. `existing` is the event stored under the candidate seq of
+    /// `cmd.id` (see [`WriteModel::id_candidate`]), if there is one; `now` is the ledger's clock.
+    pub fn decide(
+        &self,
+        cmd: &Command,
+        existing: Option<&Envelope>,
+        now: Timestamp,
+    ) -> Result<Decision, Rejection> {
+        let id = &cmd.id;
+        if let Some(prev) = existing.filter(|e| &e.event_id == id) {
+            return if same_content(cmd, prev) {
+                Ok(Decision::Duplicate { seq: prev.seq })
+            } else {
+                Err(Rejection::IdReusedWithDifferentContent {
+                    id: id.clone(),
+                    seq: prev.seq,
+                })
+            };
+        }
+        let head = self.head_recorded_at.unwrap_or(Timestamp::MIN);
+        let recorded_at = match cmd.recorded_at {
+            Some(r) => {
+                if r > now {
+                    return Err(Rejection::RecordedInFuture {
+                        id: id.clone(),
+                        recorded_at: r,
+                        now,
+                    });
+                }
+                if r < head {
+                    return Err(Rejection::RecordedBeforeLogHead {
+                        id: id.clone(),
+                        recorded_at: r,
+                        head,
+                    });
+                }
+                r
+            }
+            None => now.max(head),
+        };
+        let occurred_at = cmd.occurred_at.unwrap_or(recorded_at);
+        if occurred_at > recorded_at {
+            return Err(Rejection::OccurredAfterRecorded {
+                id: id.clone(),
+                occurred_at,
+                recorded_at,
+            });
+        }
+        let stream = match &cmd.body {
+            CommandBody::Deposit { account, .. } | CommandBody::Withdraw { account, .. } => {
+                StreamId::Account(account.clone())
+            }
+            CommandBody::Reverse { withdrawal, .. }
+            | CommandBody::Reimburse { withdrawal, .. }
+            | CommandBody::Flag { withdrawal, .. } => {
+                StreamId::Account(self.withdrawal(id, withdrawal, &cmd.body)?.account.clone())
+            }
+            CommandBody::SuspendWithdrawals { .. } | CommandBody::ResumeWithdrawals => {
+                StreamId::Ledger
+            }
+        };
+        let stream_state = self.streams.get(&stream).copied().unwrap_or_default();
+        if let Some(expected) = cmd.expected_version {
+            if expected != stream_state.version {
+                return Err(Rejection::StreamVersionMismatch {
+                    id: id.clone(),
+                    stream: stream.to_string(),
+                    expected,
+                    actual: stream_state.version,
+                });
+            }
+        }
+        if let Some(last) = stream_state
+            .last_occurred_at
+            .filter(|last| occurred_at < *last)
+        {
+            return Err(Rejection::OccurredBeforeStreamHead {
+                id: id.clone(),
+                stream: stream.to_string(),
+                occurred_at,
+                last,
+            });
+        }
+        let event = self.decide_event(cmd, occurred_at)?;
+        Ok(Decision::Append(NewEvent {
+            id: id.clone(),
+            stream,
+            stream_version: stream_state.version + 1,
+            recorded_at,
+            occurred_at,
+            event,
+        }))
+    }
+
+    fn withdrawal(
+        &self,
+        id: &EventId,
+        withdrawal: &EventId,
+        body: &CommandBody,
+    ) -> Result<&WithdrawalState, Rejection> {
+        let w = self
+            .withdrawals
+            .get(withdrawal)
+            .ok_or_else(|| Rejection::UnknownWithdrawal {
+                id: id.clone(),
+                kind: body.kind(),
+                withdrawal: withdrawal.clone(),
+            })?;
+        let (account, asset) = match body {
+            CommandBody::Reverse { account, asset, .. }
+            | CommandBody::Reimburse { account, asset, .. }
+            | CommandBody::Flag { account, asset, .. } => (account, asset),
+            _ => (&None, &None),
+        };
+        let mismatch =
+            |field: &'static str, given: String, actual: String| Rejection::ReferenceMismatch {
+                id: id.clone(),
+                withdrawal: withdrawal.clone(),
+                field,
+                given,
+                actual,
+            };
+        if let Some(a) = account.as_ref().filter(|a| **a != w.account) {
+            return Err(mismatch("account", a.to_string(), w.account.to_string()));
+        }
+        if let Some(a) = asset.as_ref().filter(|a| **a != w.asset) {
+            return Err(mismatch("asset", a.to_string(), w.asset.to_string()));
+        }
+        Ok(w)
+    }
+
+    fn decide_event(&self, cmd: &Command, occurred_at: Timestamp) -> Result<Event, Rejection> {
+        let id = &cmd.id;
+        match &cmd.body {
+            CommandBody::Deposit {
+                asset,
+                amount,
+                usd_value,
+                ..
+            } => Ok(Event::Deposited {
+                asset: asset.clone(),
+                amount: *amount,
+                usd_value: *usd_value,
+            }),
+            CommandBody::Withdraw {
+                account,
+                asset,
+                amount,
+                usd_value,
+                unauthorized,
+                destination,
+            } => {
+                if let Some(s) = self.suspension_at(occurred_at) {
+                    return Err(Rejection::WithdrawalDuringSuspension {
+                        id: id.clone(),
+                        account: account.clone(),
+                        occurred_at,
+                        suspended_at: s.suspended_at,
+                        resumed_at: s.resumed_at,
+                    });
+                }
+                let balance = self.balance(account, asset);
+                if balance < amount.value() {
+                    return Err(Rejection::InsufficientBalance {
+                        id: id.clone(),
+                        account: account.clone(),
+                        asset: asset.clone(),
+                        balance,
+                        amount: *amount,
+                    });
+                }
+                Ok(Event::Withdrawn {
+                    asset: asset.clone(),
+                    amount: *amount,
+                    usd_value: *usd_value,
+                    unauthorized: *unauthorized,
+                    destination: destination.clone(),
+                })
+            }
+            CommandBody::Reverse {
+                withdrawal, amount, ..
+            } => {
+                let w = self.withdrawal(id, withdrawal, &cmd.body)?;
+                if let Some(a) = amount.filter(|a| *a != w.amount.value()) {
+                    return Err(Rejection::ReferenceMismatch {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                        field: "amount",
+                        given: a.to_string(),
+                        actual: w.amount.to_string(),
+                    });
+                }
+                if let Some(r) = &w.reversed_by {
+                    return Err(Rejection::AlreadyReversed {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                        seq: r.seq,
+                    });
+                }
+                if w.reimbursed > Decimal::ZERO {
+                    return Err(Rejection::ReversalAfterReimbursement {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                        reimbursed: w.reimbursed,
+                        asset: w.asset.clone(),
+                    });
+                }
+                Ok(Event::Reversed {
+                    withdrawal: withdrawal.clone(),
+                    withdrawal_seq: w.seq,
+                    asset: w.asset.clone(),
+                    amount: w.amount,
+                    usd_value: w.usd_value,
+                    withdrawal_unauthorized: w.marked_unauthorized,
+                })
+            }
+            CommandBody::Reimburse {
+                withdrawal, amount, ..
+            } => {
+                let w = self.withdrawal(id, withdrawal, &cmd.body)?;
+                if !w.unauthorized() {
+                    return Err(Rejection::ReimbursementOfAuthorizedWithdrawal {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                    });
+                }
+                if w.reversed_by.is_some() {
+                    return Err(Rejection::ReimbursementAfterReversal {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                    });
+                }
+                let left = w.amount.value() - w.reimbursed;
+                let requested = amount.unwrap_or(left);
+                let amount =
+                    Amount::new(requested, &w.asset).map_err(|e| Rejection::InvalidAmount {
+                        id: id.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if amount.value() > left {
+                    return Err(Rejection::ReimbursementExceedsWithdrawal {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                        amount,
+                        asset: w.asset.clone(),
+                        reimbursed: w.reimbursed,
+                        withdrawn: w.amount,
+                    });
+                }
+                Ok(Event::Reimbursed {
+                    withdrawal: withdrawal.clone(),
+                    withdrawal_seq: w.seq,
+                    asset: w.asset.clone(),
+                    amount,
+                    usd_value: w
+                        .usd_value
+                        .map(|usd| reimbursement_usd(usd, w.amount, w.reimbursed, amount)),
+                })
+            }
+            CommandBody::Flag { withdrawal, .. } => {
+                let w = self.withdrawal(id, withdrawal, &cmd.body)?;
+                if w.marked_unauthorized {
+                    return Err(Rejection::FlagOfWithdrawalMarkedUnauthorized {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                    });
+                }
+                if w.flagged {
+                    return Err(Rejection::AlreadyFlagged {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                    });
+                }
+                Ok(Event::WithdrawalFlagged(Flagged {
+                    withdrawal: withdrawal.clone(),
+                    withdrawal_seq: w.seq,
+                    withdrawal_occurred_at: w.occurred_at,
+                    asset: w.asset.clone(),
+                    amount: w.amount,
+                    usd_value: w.usd_value,
+                    reversed_by: w.reversed_by.clone(),
+                }))
+            }
+            CommandBody::SuspendWithdrawals { reason } => {
+                if let Some(s) = self.suspended_now() {
+                    return Err(Rejection::AlreadySuspended {
+                        id: id.clone(),
+                        since: s.suspended_at,
+                    });
+                }
+                Ok(Event::WithdrawalsSuspended {
+                    reason: reason.clone(),
+                })
+            }
+            CommandBody::ResumeWithdrawals => {
+                if self.suspended_now().is_none() {
+                    return Err(Rejection::NotSuspended { id: id.clone() });
+                }
+                Ok(Event::WithdrawalsResumed)
+            }
+        }
+    }
+
+    /// Folds an appended event into the state. Cannot fail: the event was decided against this
+    /// state, or read from a log whose every event was; a broken invariant here is a bug.
+    pub fn apply(&mut self, env: &Envelope) {
+        assert_eq!(
+            env.seq,
+            self.head_seq + 1,
+            "events are applied in seq order without gaps"
+        );
+        self.head_seq = env.seq;
+        self.head_recorded_at = Some(env.recorded_at);
+        self.max_occurred_at = Some(
+            self.max_occurred_at
+                .map_or(env.occurred_at, |m| m.max(env.occurred_at)),
+        );
+        let key = fnv64(env.event_id.as_str().as_bytes());
+        if self.ids.contains_key(&key) {
+            self.id_collisions.insert(env.event_id.clone(), env.seq);
+        } else {
+            self.ids.insert(key, env.seq);
+        }
+        let stream = self.streams.entry(env.stream.clone()).or_default();
+        assert_eq!(
+            stream.version + 1,
+            env.stream_version,
+            "stream {} versions are gap-free",
+            env.stream
+        );
+        stream.version = env.stream_version;
+        stream.last_occurred_at = Some(env.occurred_at);
+        let account = env.stream.account();
+        let mut credit = |asset: &Asset, delta: Decimal| {
+            let account = account
+                .expect("balance events are on account streams")
+                .clone();
+            let b = self.balances.entry((account, asset.clone())).or_default();
+            *b += delta;
+            assert!(
+                *b >= Decimal::ZERO,
+                "balance of {} at seq {} went negative",
+                asset,
+                env.seq
+            );
+        };
+        match &env.event {
+            Event::Deposited { asset, amount, .. } => credit(asset, amount.value()),
+            Event::Withdrawn {
+                asset,
+                amount,
+                usd_value,
+                unauthorized,
+                ..
+            } => {
+                credit(asset, -amount.value());
+                self.withdrawals.insert(
+                    env.event_id.clone(),
+                    WithdrawalState {
+                        seq: env.seq,
+                        account: account.expect("withdrawals are on account streams").clone(),
+                        asset: asset.clone(),
+                        amount: *amount,
+                        usd_value: *usd_value,
+                        occurred_at: env.occurred_at,
+                        marked_unauthorized: *unauthorized,
+                        flagged: false,
+                        reversed_by: None,
+                        reimbursed: Decimal::ZERO,
+                    },
+                );
+            }
+            Event::Reversed {
+                withdrawal,
+                asset,
+                amount,
+                ..
+            } => {
+                credit(asset, amount.value());
+                let w = self
+                    .withdrawals
+                    .get_mut(withdrawal)
+                    .expect("reversal of a known withdrawal");
+                w.reversed_by = Some(ReversalRef {
+                    seq: env.seq,
+                    occurred_at: env.occurred_at,
+                });
+            }
+            Event::Reimbursed {
+                withdrawal,
+                asset,
+                amount,
+                ..
+            } => {
+                credit(asset, amount.value());
+                let w = self
+                    .withdrawals
+                    .get_mut(withdrawal)
+                    .expect("reimbursement of a known withdrawal");
+                w.reimbursed += amount.value();
+                assert!(
+                    w.reimbursed <= w.amount.value(),
+                    "withdrawal {withdrawal} reimbursed beyond its amount"
+                );
+            }
+            Event::WithdrawalFlagged(f) => {
+                let w = self
+                    .withdrawals
+                    .get_mut(&f.withdrawal)
+                    .expect("flag of a known withdrawal");
+                w.flagged = true;
+            }
+            Event::WithdrawalsSuspended { .. } => {
+                self.suspensions.push(Suspension {
+                    suspended_at: env.occurred_at,
+                    resumed_at: None,
+                });
+            }
+            Event::WithdrawalsResumed => {
+                let s = self
+                    .suspensions
+                    .last_mut()
+                    .expect("resume follows a suspension");
+                assert!(
+                    s.resumed_at.is_none(),
+                    "resume while not suspended at seq {}",
+                    env.seq
+                );
+                s.resumed_at = Some(env.occurred_at);
+            }
+        }
+    }
+}
+
+/// The command that would have produced `env` (used by `verify` and by idempotency checks).
+pub fn command_of(env: &Envelope) -> Command {
+    let account = || {
+        env.stream
+            .account()
+            .cloned()
+            .unwrap_or_else(|| AccountId::new("invalid").expect("valid"))
+    };
+    let body = match &env.event {
+        Event::Deposited {
+            asset,
+            amount,
+            usd_value,
+        } => CommandBody::Deposit {
+            account: account(),
+            asset: asset.clone(),
+            amount: *amount,
+            usd_value: *usd_value,
+        },
+        Event::Withdrawn {
+            asset,
+            amount,
+            usd_value,
+            unauthorized,
+            destination,
+        } => CommandBody::Withdraw {
+            account: account(),
+            asset: asset.clone(),
+            amount: *amount,
+            usd_value: *usd_value,
+            unauthorized: *unauthorized,
+            destination: destination.clone(),
+        },
+        Event::Reversed {
+            withdrawal,
+            asset,
+            amount,
+            ..
+        } => CommandBody::Reverse {
+            withdrawal: withdrawal.clone(),
+            account: Some(account()),
+            asset: Some(asset.clone()),
+            amount: Some(amount.value()),
+        },
+        Event::Reimbursed {
+            withdrawal,
+            asset,
+            amount,
+            ..
+        } => CommandBody::Reimburse {
+            withdrawal: withdrawal.clone(),
+            account: Some(account()),
+            asset: Some(asset.clone()),
+            amount: Some(amount.value()),
+        },
+        Event::WithdrawalFlagged(f) => CommandBody::Flag {
+            withdrawal: f.withdrawal.clone(),
+            account: Some(account()),
+            asset: Some(f.asset.clone()),
+        },
+        Event::WithdrawalsSuspended { reason } => CommandBody::SuspendWithdrawals {
+            reason: reason.clone(),
+        },
+        Event::WithdrawalsResumed => CommandBody::ResumeWithdrawals,
+    };
+    Command {
+        id: env.event_id.clone(),
+        occurred_at: Some(env.occurred_at),
+        recorded_at: Some(env.recorded_at),
+        expected_version: Some(env.stream_version - 1),
+        body,
+    }
+}
+
+/// Whether `cmd` asks for what `prev` records. Fields the command leaves out (defaults) match.
+fn same_content(cmd: &Command, prev: &Envelope) -> bool {
+    let stored = command_of(prev);
+    let opt_eq =
+        |given: &Option<Timestamp>, actual: &Option<Timestamp>| given.is_none() || given == actual;
+    if !opt_eq(&cmd.occurred_at, &stored.occurred_at)
+        || !opt_eq(&cmd.recorded_at, &stored.recorded_at)
+    {
+        return false;
+    }
+    fn opt<T: PartialEq>(given: &Option<T>, actual: &Option<T>) -> bool {
+        given.is_none() || given == actual
+    }
+    match (&cmd.body, &stored.body) {
+        (
+            CommandBody::Reverse {
+                withdrawal: w,
+                account,
+                asset,
+                amount,
+            },
+            CommandBody::Reverse {
+                withdrawal: w2,
+                account: a2,
+                asset: s2,
+                amount: m2,
+            },
+        )
+        | (
+            CommandBody::Reimburse {
+                withdrawal: w,
+                account,
+                asset,
+                amount,
+            },
+            CommandBody::Reimburse {
+                withdrawal: w2,
+                account: a2,
+                asset: s2,
+                amount: m2,
+            },
+        ) => w == w2 && opt(account, a2) && opt(asset, s2) && opt(amount, m2),
+        (
+            CommandBody::Flag {
+                withdrawal: w,
+                account,
+                asset,
+            },
+            CommandBody::Flag {
+                withdrawal: w2,
+                account: a2,
+                asset: s2,
+            },
+        ) => w == w2 && opt(account, a2) && opt(asset, s2),
+        (given, stored) => given == stored,
+    }
+}

@@ -1,0 +1,432 @@
+//! Point-in-time queries: what the projections said at valid time `as_of`, as known at
+//! transaction time `known_at` (or at a seq).
+//!
+//! `recorded_at` is non-decreasing in seq, so "known at" is a seq prefix: `known_seq`. Valid
+//! time is not monotone in seq (histories are backfilled, accounts interleave), so a checkpoint
+//! at boundary `C` can start a query only if every event up to `C` counts (the largest
+//! `occurred_at` up to `C` is `<= as_of`). After it, the counted events are found through the
+//! `occurred_at` index, from the smallest `occurred_at` after `C` up to `as_of`, plus every flag
+//! (flags count from their `recorded_at` alone). That is one checkpoint plus a replay bounded by
+//! how far the log strays from time order, not by its length.
+
+use std::ops::ControlFlow;
+
+use custos_domain::{
+    AccountId, Asset, Envelope, Event, EventId, EventKind, Seq, StreamId, Timestamp,
+};
+use custos_projection::{Balances, LossRow, Losses, Projection};
+use custos_store::{fnv64, time_key, IndexKind};
+use rust_decimal::Decimal;
+
+use crate::ledger::{corrupt, read_envelope, Current, Ledger, LedgerError};
+
+/// The moment a query answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// Valid time: events with `occurred_at <= as_of` count.
+    pub as_of: Timestamp,
+    /// Transaction time: events with `recorded_at <= known_at` count.
+    pub known_at: Timestamp,
+    /// The last seq with `recorded_at <= known_at`.
+    pub known_seq: Seq,
+    /// Set when the query was asked at a seq (`--at-seq`).
+    pub at_seq: Option<Seq>,
+}
+
+/// One event of an account's history, with the balance of its asset after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub kind: EventKind,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub asset: Option<Asset>,
+    /// The change to the balance (negative for a withdrawal; zero for a flag).
+    pub change: Decimal,
+    pub usd_value: Option<Decimal>,
+    pub reference: Option<EventId>,
+    pub unauthorized: bool,
+    pub balance_after: Option<Decimal>,
+}
+
+/// One event of a replay window, with the running loss totals and the account's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRow {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub kind: EventKind,
+    pub stream: StreamId,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub asset: Option<Asset>,
+    pub change: Decimal,
+    pub reference: Option<EventId>,
+    /// Unauthorized as known at the replay's `known_at` (marked, or flagged by then).
+    pub unauthorized: bool,
+    pub balance_after: Option<Decimal>,
+    /// ETH, BTC, misc and total rows after this event.
+    pub totals: Vec<LossRow>,
+}
+
+/// The signed change an event makes to its account's balance.
+pub(crate) fn change_of(event: &Event) -> Decimal {
+    match event {
+        Event::Deposited { amount, .. }
+        | Event::Reversed { amount, .. }
+        | Event::Reimbursed { amount, .. } => amount.value(),
+        Event::Withdrawn { amount, .. } => -amount.value(),
+        _ => Decimal::ZERO,
+    }
+}
+
+impl Ledger {
+    /// Resolves a query's moment. Defaults: `as_of` and `known_at` now; with `at_seq`, the log
+    /// as it stood right after that seq.
+    pub fn bound(
+        &self,
+        as_of: Option<Timestamp>,
+        known_at: Option<Timestamp>,
+        at_seq: Option<Seq>,
+    ) -> Result<Bound, LedgerError> {
+        let head = self.head();
+        let now = Timestamp::now().max(if head.seq > 0 {
+            head.recorded_at
+        } else {
+            Timestamp::MIN
+        });
+        if let Some(n) = at_seq {
+            if n > head.seq {
+                return Err(corrupt(
+                    n,
+                    format!("seq {n} is beyond the head of the log (seq {})", head.seq),
+                ));
+            }
+            let known_at = match self.envelope(n)? {
+                Some(env) => env.recorded_at,
+                None => Timestamp::MIN,
+            };
+            return Ok(Bound {
+                as_of: as_of.unwrap_or(now),
+                known_at,
+                known_seq: n,
+                at_seq: Some(n),
+            });
+        }
+        let known_at = known_at.unwrap_or(now);
+        Ok(Bound {
+            as_of: as_of.unwrap_or(now),
+            known_at,
+            known_seq: self.known_seq(known_at)?,
+            at_seq: None,
+        })
+    }
+
+    /// The last seq recorded at or before `known_at` (binary search: `recorded_at` is monotone).
+    fn known_seq(&self, known_at: Timestamp) -> Result<Seq, LedgerError> {
+        let head = self.head();
+        if head.seq == 0 || head.recorded_at <= known_at {
+            return Ok(head.seq);
+        }
+        let (mut lo, mut hi) = (0, head.seq); // invariant: recorded(lo) <= known_at < recorded(hi)
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let env = self
+                .envelope(mid)?
+                .ok_or_else(|| corrupt(mid, "missing from the log".into()))?;
+            if env.recorded_at <= known_at {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// All balances at the bound.
+    pub fn balances_at(&self, bound: &Bound) -> Result<Balances, LedgerError> {
+        let state = self.state_at::<Balances>(bound, |c| &c.balances)?;
+        state.assert_conserved();
+        Ok(state)
+    }
+
+    /// Loss totals at the bound.
+    pub fn losses_at(&self, bound: &Bound) -> Result<Losses, LedgerError> {
+        self.state_at::<Losses>(bound, |c| &c.losses)
+    }
+
+    /// One account's balances at the bound, from its own events only.
+    pub fn account_balances_at(
+        &self,
+        account: &AccountId,
+        bound: &Bound,
+    ) -> Result<Balances, LedgerError> {
+        let mut state = Balances::default();
+        for env in self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)? {
+            state.apply(&env, bound.as_of);
+        }
+        Ok(state)
+    }
+
+    /// The events of a stream up to `known_seq`, in seq order, from the stream index.
+    pub fn stream_events(
+        &self,
+        stream: &StreamId,
+        known_seq: Seq,
+    ) -> Result<Vec<Envelope>, LedgerError> {
+        let seqs: Vec<Seq> = self
+            .store()
+            .index_get(IndexKind::Stream, fnv64(stream.as_str().as_bytes()))?
+            .into_iter()
+            .filter(|s| *s <= known_seq)
+            .collect();
+        let mut out = self.read_envelopes(&seqs)?;
+        // The index key is a hash: drop other streams that share it.
+        out.retain(|env| &env.stream == stream);
+        Ok(out)
+    }
+
+    /// The seq of the event with this id, if any.
+    pub fn find_event(&self, id: &EventId) -> Result<Option<Envelope>, LedgerError> {
+        for seq in self
+            .store()
+            .index_get(IndexKind::EventId, fnv64(id.as_str().as_bytes()))?
+        {
+            if let Some(env) = self.envelope(seq)?.filter(|e| &e.event_id == id) {
+                return Ok(Some(env));
+            }
+        }
+        Ok(None)
+    }
+
+    fn state_at<P: Projection>(
+        &self,
+        bound: &Bound,
+        pick: fn(&Current) -> &P,
+    ) -> Result<P, LedgerError> {
+        let head = self.head().seq;
+        if bound.known_seq == head {
+            let current = self.current()?;
+            if bound.as_of >= current.max_occurred {
+                return Ok(pick(&current).clone());
+            }
+        }
+        // The latest boundary where everything before it counts.
+        let start = {
+            let boundaries = self.shared.boundaries.read().expect("boundaries lock");
+            boundaries
+                .iter()
+                .rev()
+                .find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of)
+                .map_or(0, |b| b.seq)
+        };
+        let mut state: P = if start == 0 {
+            P::default()
+        } else {
+            self.checkpoint::<P>(start)?.unwrap_or_default()
+        };
+        let from = state.last_seq();
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
+            state.apply(&env, bound.as_of);
+        }
+        Ok(state)
+    }
+
+    /// The seqs in `(from, known_seq]` that count at the bound, plus every flag in that range.
+    fn counted_seqs_after(&self, from: Seq, bound: &Bound) -> Result<Vec<Seq>, LedgerError> {
+        if from >= bound.known_seq {
+            return Ok(Vec::new());
+        }
+        let lowest = self.min_occurred_after(from, bound.known_seq);
+        let mut seqs: Vec<Seq> = Vec::new();
+        if lowest <= bound.as_of {
+            seqs.extend(
+                self.store()
+                    .index_range(
+                        IndexKind::OccurredAt,
+                        time_key(lowest),
+                        time_key(bound.as_of),
+                    )?
+                    .into_iter()
+                    .map(|(_, s)| s)
+                    .filter(|s| *s > from && *s <= bound.known_seq),
+            );
+        }
+        seqs.extend(
+            self.store()
+                .index_all(IndexKind::Flag)?
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| *s > from && *s <= bound.known_seq),
+        );
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
+    /// A lower bound on the `occurred_at` of seqs in `(from, to]`, from the boundary records.
+    fn min_occurred_after(&self, from: Seq, to: Seq) -> Timestamp {
+        let boundaries = self.shared.boundaries.read().expect("boundaries lock");
+        let mut lowest = Timestamp::MAX;
+        let mut covered = from;
+        for b in boundaries.iter().filter(|b| b.seq > from) {
+            lowest = lowest.min(b.min_occurred);
+            covered = b.seq;
+            if b.seq >= to {
+                return lowest;
+            }
+        }
+        if covered < to {
+            lowest = lowest.min(*self.shared.tail_min.lock().expect("tail lock"));
+        }
+        lowest
+    }
+
+    /// Reads envelopes by seq (ascending): one by one when sparse, by scanning when dense.
+    pub(crate) fn read_envelopes(&self, seqs: &[Seq]) -> Result<Vec<Envelope>, LedgerError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        if (last - first + 1) / 8 < seqs.len() as u64 {
+            let mut want = seqs.iter().peekable();
+            self.for_each_envelope(first, |env| {
+                if want.peek() == Some(&&env.seq) {
+                    want.next();
+                    out.push(env);
+                }
+                if want.peek().is_none() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        } else {
+            for &seq in seqs {
+                out.push(
+                    read_envelope(self.store(), seq)?
+                        .ok_or_else(|| corrupt(seq, "indexed but missing".into()))?,
+                );
+            }
+        }
+        if out.len() != seqs.len() {
+            return Err(corrupt(
+                last,
+                "an indexed event is missing from the log".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every event of an account (optionally one asset, optionally a valid-time range), with the
+    /// balance of the event's asset after it.
+    pub fn history(
+        &self,
+        account: &AccountId,
+        asset: Option<&Asset>,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        bound: &Bound,
+    ) -> Result<Vec<HistoryRow>, LedgerError> {
+        let mut balances = Balances::default();
+        let mut losses = Losses::default();
+        let mut rows = Vec::new();
+        let events = self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)?;
+        // Flags known at the bound classify withdrawals wherever they are in the stream.
+        for env in &events {
+            if let Event::WithdrawalFlagged(_) = env.event {
+                losses.apply(env, Timestamp::MIN);
+            }
+        }
+        for env in events {
+            balances.apply(&env, Timestamp::MAX);
+            let ev_asset = env.event.asset_amount().map(|(a, _)| a.clone());
+            if asset.is_some_and(|want| Some(want) != ev_asset.as_ref())
+                || from.is_some_and(|f| env.occurred_at < f)
+                || to.is_some_and(|t| env.occurred_at > t)
+            {
+                continue;
+            }
+            rows.push(HistoryRow {
+                seq: env.seq,
+                event_id: env.event_id.clone(),
+                kind: env.event.kind(),
+                occurred_at: env.occurred_at,
+                recorded_at: env.recorded_at,
+                balance_after: ev_asset.as_ref().map(|a| balances.balance(account, a)),
+                asset: ev_asset,
+                change: change_of(&env.event),
+                usd_value: env.event.usd_value().map(|u| u.value()),
+                reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
+                unauthorized: unauthorized_as_known(&env, &losses),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The window `[from, to]` event by event in valid-time order, with running loss totals
+    /// (starting from the totals just before `from`) and the balance of each event's account.
+    pub fn replay(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        bound: &Bound,
+    ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), LedgerError> {
+        let before = Bound {
+            as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)),
+            ..*bound
+        };
+        let mut losses = self.losses_at(&before)?;
+        let mut balances = self.balances_at(&before)?;
+        let start_rows = losses.rows(false);
+        let mut seqs: Vec<Seq> = self
+            .store()
+            .index_range(IndexKind::OccurredAt, time_key(from), time_key(to))?
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| *s <= bound.known_seq)
+            .collect();
+        seqs.sort_unstable();
+        let mut events = self.read_envelopes(&seqs)?;
+        events.sort_by_key(|e| (e.occurred_at, e.seq));
+        let mut rows = Vec::with_capacity(events.len());
+        for env in events {
+            losses.apply_in_window(&env);
+            balances.apply(&env, Timestamp::MAX);
+            let asset = env.event.asset_amount().map(|(a, _)| a.clone());
+            rows.push(ReplayRow {
+                seq: env.seq,
+                event_id: env.event_id.clone(),
+                kind: env.event.kind(),
+                occurred_at: env.occurred_at,
+                recorded_at: env.recorded_at,
+                balance_after: match (env.stream.account(), asset.as_ref()) {
+                    (Some(acct), Some(a)) => Some(balances.balance(acct, a)),
+                    _ => None,
+                },
+                asset,
+                change: change_of(&env.event),
+                reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
+                unauthorized: unauthorized_as_known(&env, &losses),
+                stream: env.stream.clone(),
+                totals: losses.rows(false),
+            });
+        }
+        Ok((start_rows, rows))
+    }
+}
+
+/// Whether a withdrawal (or the withdrawal an event refers to) is unauthorized as known to
+/// `losses`' flags.
+fn unauthorized_as_known(env: &Envelope, losses: &Losses) -> bool {
+    match &env.event {
+        Event::Withdrawn { unauthorized, .. } => *unauthorized || losses.is_flagged(env.seq),
+        Event::Reversed {
+            withdrawal_unauthorized,
+            withdrawal_seq,
+            ..
+        } => *withdrawal_unauthorized || losses.is_flagged(*withdrawal_seq),
+        Event::Reimbursed { .. } | Event::WithdrawalFlagged(_) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,252 @@
+//! `verify`: recompute the hash chain, re-decide every event against the state before it (so
+//! every invariant of DESIGN.md is checked exactly as at append time), recompute every index
+//! and compare it with the stored one, and check the projection checkpoints against a refold.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use custos_domain::{Envelope, Hash, Seq, Timestamp, GENESIS_HASH};
+use custos_projection::{Balances, Losses, Projection};
+use custos_store::{Head, IndexKind};
+
+use crate::ledger::{index_entries, read_envelope, Ledger, LedgerError};
+use crate::model::{command_of, Decision, WriteModel};
+
+/// Stop listing after this many discrepancies (the first one is what matters).
+const DISCREPANCIES_MAX: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discrepancy {
+    pub seq: Option<Seq>,
+    pub what: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub head: Head,
+    pub discrepancies: Vec<Discrepancy>,
+    /// The seq at which the `--digest` hash was found, if one was given and found.
+    pub digest_found_at: Option<Seq>,
+}
+
+impl VerifyReport {
+    pub fn clean(&self) -> bool {
+        self.discrepancies.is_empty()
+    }
+    pub fn first_bad_seq(&self) -> Option<Seq> {
+        self.discrepancies.iter().filter_map(|d| d.seq).min()
+    }
+}
+
+struct Findings(Vec<Discrepancy>);
+
+impl Findings {
+    fn push(&mut self, seq: Option<Seq>, what: String) {
+        if self.0.len() < DISCREPANCIES_MAX {
+            self.0.push(Discrepancy { seq, what });
+        }
+    }
+}
+
+impl Ledger {
+    /// Verifies the whole log. `digest` is a hash taken earlier (with the seq it was the head
+    /// of, when known): it must still be a link of the chain. `progress(done, total)`.
+    pub fn verify(
+        &self,
+        digest: Option<(Option<Seq>, Hash)>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport, LedgerError> {
+        let store = self.store();
+        let head = store.head();
+        let now = Timestamp::now();
+        let mut found = Findings(Vec::new());
+        let mut model = WriteModel::default();
+        let mut semantics_ok = true;
+        let mut prev_hash = GENESIS_HASH;
+        let mut expected_seq: Seq = 1;
+        let mut last: Option<(Seq, Hash, Timestamp)> = None;
+        let mut indexes: BTreeMap<IndexKind, Vec<(u64, Seq)>> = BTreeMap::new();
+        let mut digest_found_at = None;
+        let mut balances = Balances::default();
+        let mut losses = Losses::default();
+        let checkpoints = self.checkpoint_seqs()?;
+        let mut io_error = None;
+        store.for_each_record(1, |seq, record| {
+            if seq != expected_seq {
+                found.push(Some(expected_seq), format!("gap in the log: seq {expected_seq} is missing (next stored is {seq})"));
+                semantics_ok = false;
+            }
+            expected_seq = seq + 1;
+            if !Envelope::link_ok(record, &prev_hash) {
+                found.push(
+                    Some(seq),
+                    format!("hash chain broken at seq {seq}: its stored hash is not SHA-256 of the previous hash and its content (the event or one before it was altered)"),
+                );
+            }
+            prev_hash = Envelope::record_hash(record).unwrap_or(GENESIS_HASH);
+            if let Some((want_seq, want_hash)) = digest {
+                if prev_hash == want_hash && want_seq.is_none_or(|s| s == seq) {
+                    digest_found_at = Some(seq);
+                }
+            }
+            let env = match Envelope::decode(record) {
+                Ok(env) => env,
+                Err(e) => {
+                    found.push(Some(seq), format!("seq {seq} does not decode: {e}"));
+                    semantics_ok = false;
+                    return ControlFlow::Continue(());
+                }
+            };
+            if env.seq != seq {
+                found.push(Some(seq), format!("the record stored at seq {seq} says it is seq {}", env.seq));
+                semantics_ok = false;
+            }
+            if env.recorded_at > now {
+                found.push(Some(seq), format!("seq {seq} was recorded in the future ({})", env.recorded_at));
+            }
+            for (kind, key, s) in index_entries(&env) {
+                indexes.entry(kind).or_default().push((key, s));
+            }
+            last = Some((seq, env.hash, env.recorded_at));
+            if semantics_ok {
+                match check_decision(self, &model, &env) {
+                    Ok(()) => model.apply(&env),
+                    Err(what) => {
+                        found.push(Some(seq), format!("seq {seq} ({} {}): {what}", env.event.kind().event_name(), env.event_id));
+                        semantics_ok = false;
+                    }
+                }
+            }
+            if semantics_ok {
+                balances.apply(&env, Timestamp::MAX);
+                losses.apply(&env, Timestamp::MAX);
+                if checkpoints.contains(&seq) {
+                    match (self.checkpoint::<Balances>(seq), self.checkpoint::<Losses>(seq)) {
+                        (Ok(b), Ok(l)) => {
+                            if b.as_ref().is_some_and(|b| b.last_seq() == seq && *b != balances) {
+                                found.push(Some(seq), format!("the balances checkpoint at seq {seq} differs from a refold of the log"));
+                            }
+                            if l.as_ref().is_some_and(|l| l.last_seq() == seq && *l != losses) {
+                                found.push(Some(seq), format!("the losses checkpoint at seq {seq} differs from a refold of the log"));
+                            }
+                        }
+                        (Err(e), _) | (_, Err(e)) => found.push(Some(seq), format!("checkpoint at seq {seq}: {e}")),
+                    }
+                }
+            }
+            if seq % 16_384 == 0 {
+                progress(seq, head.seq);
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| io_error.insert(e).to_string())
+        .ok();
+        if let Some(e) = io_error {
+            return Err(e.into());
+        }
+        progress(head.seq, head.seq);
+        let events = last.map_or(0, |l| l.0);
+        match last {
+            Some((seq, hash, recorded_at)) => {
+                if head.seq != seq || head.hash != hash || head.recorded_at != recorded_at {
+                    found.push(Some(seq.min(head.seq)), format!("the head record (seq {}) does not match the last stored event (seq {seq})", head.seq));
+                }
+            }
+            None if head.seq != 0 => found.push(
+                Some(1),
+                format!("the head says seq {} but the log is empty", head.seq),
+            ),
+            None => {}
+        }
+        for kind in IndexKind::ALL {
+            let mut want = indexes.remove(&kind).unwrap_or_default();
+            want.sort_unstable();
+            let have = store.index_all(kind)?;
+            if want != have {
+                let first = want
+                    .iter()
+                    .zip(have.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(want.len().min(have.len()));
+                let seq = want.get(first).or(have.get(first)).map(|e| e.1);
+                found.push(
+                    seq,
+                    format!(
+                        "the {} index differs from the log ({} entries stored, {} expected; first difference at seq {})",
+                        kind.name(),
+                        have.len(),
+                        want.len(),
+                        seq.map_or("?".into(), |s| s.to_string())
+                    ),
+                );
+            }
+        }
+        if let Some((seq, hash)) = digest {
+            if digest_found_at.is_none() {
+                found.push(
+                    seq,
+                    format!(
+                        "digest {}{} is not a link of the chain: the log was rewritten after that digest was taken",
+                        seq.map(|s| format!("{s}:")).unwrap_or_default(),
+                        hex::encode(hash)
+                    ),
+                );
+            }
+        }
+        let mut discrepancies = found.0;
+        discrepancies.sort_by_key(|d| d.seq.unwrap_or(Seq::MAX));
+        Ok(VerifyReport {
+            events,
+            head,
+            discrepancies,
+            digest_found_at,
+        })
+    }
+
+    fn checkpoint_seqs(&self) -> Result<std::collections::HashSet<Seq>, LedgerError> {
+        let boundaries = self.shared.boundaries.read().expect("boundaries lock");
+        Ok(boundaries.iter().map(|b| b.seq).collect())
+    }
+}
+
+/// Re-decides `env` against the state before it: the result must be exactly `env`.
+fn check_decision(ledger: &Ledger, model: &WriteModel, env: &Envelope) -> Result<(), String> {
+    let command = command_of(env);
+    let existing = match model.id_candidate(&env.event_id) {
+        Some(seq) => read_envelope(ledger.store(), seq).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    match model.decide(&command, existing.as_ref(), env.recorded_at) {
+        Ok(Decision::Append(new)) => {
+            let mut diffs = Vec::new();
+            if new.stream != env.stream {
+                diffs.push(format!("stream {} (expected {})", env.stream, new.stream));
+            }
+            if new.stream_version != env.stream_version {
+                diffs.push(format!(
+                    "stream version {} (expected {})",
+                    env.stream_version, new.stream_version
+                ));
+            }
+            if new.event != env.event {
+                diffs.push(format!(
+                    "payload {:?} (the ledger would record {:?})",
+                    env.event, new.event
+                ));
+            }
+            if diffs.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "differs from what the ledger would record: {}",
+                    diffs.join("; ")
+                ))
+            }
+        }
+        Ok(Decision::Duplicate { seq }) => {
+            Err(format!("id {} was already used by seq {seq}", env.event_id))
+        }
+        Err(rejection) => Err(format!("breaks an invariant: {rejection}")),
+    }
+}

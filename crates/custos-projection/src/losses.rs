@@ -1,0 +1,327 @@
+//! Loss totals over unauthorized withdrawals, per asset and group (DESIGN.md, "Semantics"):
+//! attempted, prevented, completed = attempted - prevented, reimbursed,
+//! outstanding = completed - reimbursed, each in units and USD, and accounts affected.
+
+use std::collections::{BTreeMap, HashSet};
+
+use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, Seq, Timestamp, Usd};
+use rust_decimal::Decimal;
+
+use crate::codec::{config, dec, undec};
+use crate::{counted, Projection};
+
+/// The name of the row that sums every group.
+pub const GROUP_TOTAL: &str = "total";
+
+/// The loss columns that are summed; completed and outstanding are derived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossCols {
+    pub attempted: Decimal,
+    pub prevented: Decimal,
+    pub reimbursed: Decimal,
+    pub attempted_usd: Decimal,
+    pub prevented_usd: Decimal,
+    pub reimbursed_usd: Decimal,
+}
+
+impl LossCols {
+    pub fn completed(&self) -> Decimal {
+        self.attempted - self.prevented
+    }
+    pub fn outstanding(&self) -> Decimal {
+        self.completed() - self.reimbursed
+    }
+    pub fn completed_usd(&self) -> Decimal {
+        self.attempted_usd - self.prevented_usd
+    }
+    pub fn outstanding_usd(&self) -> Decimal {
+        self.completed_usd() - self.reimbursed_usd
+    }
+    fn add(&mut self, o: &LossCols) {
+        self.attempted += o.attempted;
+        self.prevented += o.prevented;
+        self.reimbursed += o.reimbursed;
+        self.attempted_usd += o.attempted_usd;
+        self.prevented_usd += o.prevented_usd;
+        self.reimbursed_usd += o.reimbursed_usd;
+    }
+    fn to_bytes(self) -> [[u8; 16]; 6] {
+        [
+            dec(self.attempted),
+            dec(self.prevented),
+            dec(self.reimbursed),
+            dec(self.attempted_usd),
+            dec(self.prevented_usd),
+            dec(self.reimbursed_usd),
+        ]
+    }
+    fn from_bytes(b: [[u8; 16]; 6]) -> Option<Self> {
+        Some(LossCols {
+            attempted: undec(b[0])?,
+            prevented: undec(b[1])?,
+            reimbursed: undec(b[2])?,
+            attempted_usd: undec(b[3])?,
+            prevented_usd: undec(b[4])?,
+            reimbursed_usd: undec(b[5])?,
+        })
+    }
+}
+
+/// One row of a loss report: a group (`ETH`, `BTC`, `misc`, `total`), or in detail a symbol or
+/// an account. Units are absent where they would add different assets together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossRow {
+    pub group: String,
+    pub asset: Option<Asset>,
+    pub account: Option<AccountId>,
+    pub cols: LossCols,
+    pub units: bool,
+    pub accounts_affected: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Losses {
+    last_seq: Seq,
+    by_asset: BTreeMap<Asset, LossCols>,
+    by_account: BTreeMap<(AccountId, Asset), LossCols>,
+    /// Withdrawals (by seq) flagged unauthorized by the events folded so far.
+    flagged: HashSet<Seq>,
+}
+
+enum Col {
+    Attempted,
+    Prevented,
+    Reimbursed,
+}
+
+impl Losses {
+    fn add(&mut self, env: &Envelope, asset: &Asset, col: Col, amount: Amount, usd: Option<Usd>) {
+        let account = env
+            .stream
+            .account()
+            .expect("loss events are on account streams");
+        let usd = usd.map(Usd::value).unwrap_or_default();
+        let bump = |c: &mut LossCols| match col {
+            Col::Attempted => {
+                c.attempted += amount.value();
+                c.attempted_usd += usd;
+            }
+            Col::Prevented => {
+                c.prevented += amount.value();
+                c.prevented_usd += usd;
+            }
+            Col::Reimbursed => {
+                c.reimbursed += amount.value();
+                c.reimbursed_usd += usd;
+            }
+        };
+        bump(self.by_asset.entry(asset.clone()).or_default());
+        bump(
+            self.by_account
+                .entry((account.clone(), asset.clone()))
+                .or_default(),
+        );
+    }
+
+    /// Whether the withdrawal at `seq` has been flagged by the events folded so far.
+    pub fn is_flagged(&self, withdrawal_seq: Seq) -> bool {
+        self.flagged.contains(&withdrawal_seq)
+    }
+
+    /// Folds one event of a valid-time replay window into a state that was folded (with
+    /// [`Projection::apply`]) at the window's start with every flag known at `known_at`. Events
+    /// come in valid-time order, so a flagged withdrawal counts when the withdrawal itself comes
+    /// by, and flags add nothing here: the running totals after each event are the totals
+    /// `as_of` that event's `occurred_at`.
+    pub fn apply_in_window(&mut self, env: &Envelope) {
+        self.last_seq = self.last_seq.max(env.seq);
+        match &env.event {
+            Event::Withdrawn {
+                asset,
+                amount,
+                usd_value,
+                unauthorized,
+                ..
+            } => {
+                if *unauthorized || self.flagged.contains(&env.seq) {
+                    self.add(env, asset, Col::Attempted, *amount, *usd_value)
+                }
+            }
+            Event::Reversed { .. } | Event::Reimbursed { .. } => self.apply(env, Timestamp::MAX),
+            Event::WithdrawalFlagged(_)
+            | Event::Deposited { .. }
+            | Event::WithdrawalsSuspended { .. }
+            | Event::WithdrawalsResumed => {}
+        }
+    }
+
+    pub fn by_asset(&self) -> &BTreeMap<Asset, LossCols> {
+        &self.by_asset
+    }
+
+    /// The report: ETH, BTC, misc and total rows; with `detail`, then one row per misc symbol and
+    /// one per (account, asset).
+    pub fn rows(&self, detail: bool) -> Vec<LossRow> {
+        let mut groups = [LossCols::default(); 3];
+        let mut affected: [HashSet<&AccountId>; 3] = Default::default();
+        let mut affected_total: HashSet<&AccountId> = HashSet::new();
+        for ((account, asset), cols) in &self.by_account {
+            let g = asset.group().index();
+            groups[g].add(cols);
+            if !cols.attempted.is_zero() {
+                affected[g].insert(account);
+                affected_total.insert(account);
+            }
+        }
+        let mut total = LossCols::default();
+        let mut rows = Vec::new();
+        for group in AssetGroup::ALL {
+            let g = group.index();
+            total.add(&groups[g]);
+            rows.push(LossRow {
+                group: group.name().to_string(),
+                asset: None,
+                account: None,
+                cols: groups[g],
+                units: group != AssetGroup::Misc,
+                accounts_affected: affected[g].len() as u64,
+            });
+        }
+        rows.push(LossRow {
+            group: GROUP_TOTAL.to_string(),
+            asset: None,
+            account: None,
+            cols: total,
+            units: false,
+            accounts_affected: affected_total.len() as u64,
+        });
+        if detail {
+            for (asset, cols) in self
+                .by_asset
+                .iter()
+                .filter(|(a, _)| a.group() == AssetGroup::Misc)
+            {
+                let accounts = self
+                    .by_account
+                    .iter()
+                    .filter(|((_, s), c)| s == asset && !c.attempted.is_zero())
+                    .count();
+                rows.push(LossRow {
+                    group: "misc".into(),
+                    asset: Some(asset.clone()),
+                    account: None,
+                    cols: *cols,
+                    units: true,
+                    accounts_affected: accounts as u64,
+                });
+            }
+            for ((account, asset), cols) in &self.by_account {
+                rows.push(LossRow {
+                    group: asset.group().name().to_string(),
+                    asset: Some(asset.clone()),
+                    account: Some(account.clone()),
+                    cols: *cols,
+                    units: true,
+                    accounts_affected: u64::from(!cols.attempted.is_zero()),
+                });
+            }
+        }
+        rows
+    }
+}
+
+impl Projection for Losses {
+    const NAME: &'static str = "losses";
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
+        self.last_seq = env.seq;
+        match &env.event {
+            // A flag counts from its recorded_at alone (the caller feeds only events known at
+            // known_at), whatever its own occurred_at; it classifies the withdrawal from the
+            // withdrawal's occurred_at, and a reversal that came before it from the reversal's.
+            Event::WithdrawalFlagged(f) => {
+                self.flagged.insert(f.withdrawal_seq);
+                if f.withdrawal_occurred_at <= as_of {
+                    self.add(env, &f.asset, Col::Attempted, f.amount, f.usd_value);
+                    if f.reversed_by
+                        .as_ref()
+                        .is_some_and(|r| r.occurred_at <= as_of)
+                    {
+                        self.add(env, &f.asset, Col::Prevented, f.amount, f.usd_value);
+                    }
+                }
+            }
+            _ if !counted(env, as_of) => {}
+            Event::Withdrawn {
+                asset,
+                amount,
+                usd_value,
+                unauthorized: true,
+                ..
+            } => self.add(env, asset, Col::Attempted, *amount, *usd_value),
+            Event::Reversed {
+                withdrawal_seq,
+                asset,
+                amount,
+                usd_value,
+                withdrawal_unauthorized,
+                ..
+            } => {
+                if *withdrawal_unauthorized || self.flagged.contains(withdrawal_seq) {
+                    self.add(env, asset, Col::Prevented, *amount, *usd_value)
+                }
+            }
+            Event::Reimbursed {
+                asset,
+                amount,
+                usd_value,
+                ..
+            } => self.add(env, asset, Col::Reimbursed, *amount, *usd_value),
+            Event::Deposited { .. }
+            | Event::Withdrawn { .. }
+            | Event::WithdrawalsSuspended { .. }
+            | Event::WithdrawalsResumed => {}
+        }
+    }
+
+    fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let by_account: Vec<(String, String, [[u8; 16]; 6])> = self
+            .by_account
+            .iter()
+            .map(|((a, s), c)| (a.as_str().to_string(), s.as_str().to_string(), c.to_bytes()))
+            .collect();
+        let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
+        flagged.sort_unstable();
+        bincode::encode_to_vec((self.last_seq, by_account, flagged), config())
+            .expect("encoding to a Vec cannot fail")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        type Stored = (u64, Vec<(String, String, [[u8; 16]; 6])>, Vec<u64>);
+        let ((last_seq, by_account, flagged), used): (Stored, usize) =
+            bincode::decode_from_slice(bytes, config()).ok()?;
+        if used != bytes.len() {
+            return None;
+        }
+        let mut out = Losses {
+            last_seq,
+            flagged: flagged.into_iter().collect(),
+            ..Default::default()
+        };
+        for (a, s, c) in by_account {
+            let (account, asset, cols) = (
+                AccountId::new(&a).ok()?,
+                Asset::new(&s).ok()?,
+                LossCols::from_bytes(c)?,
+            );
+            out.by_asset.entry(asset.clone()).or_default().add(&cols);
+            out.by_account.insert((account, asset), cols);
+        }
+        Some(out)
+    }
+}
