@@ -901,3 +901,58 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
         tail_min_occurred,
     })
 }
+
+/// Decides commands against a private copy of the write model without appending anything:
+/// `import --strict` checks a whole file this way before appending any of it.
+pub struct DryRun<'a> {
+    ledger: &'a Ledger,
+    model: WriteModel,
+    pending: HashMap<Seq, Envelope>,
+    prev_hash: Hash,
+    now: Timestamp,
+}
+
+impl<'a> DryRun<'a> {
+    pub fn new(ledger: &'a Ledger) -> Result<DryRun<'a>, LedgerError> {
+        let head = ledger.head();
+        Ok(DryRun {
+            ledger,
+            model: load_write_model(ledger.store())?,
+            pending: HashMap::new(),
+            prev_hash: head.hash,
+            now: Timestamp::now(),
+        })
+    }
+
+    /// Decides `command` as if everything checked before it had been appended.
+    pub fn check(&mut self, command: &Command) -> Result<Result<(), Rejection>, LedgerError> {
+        let existing = match self.model.id_candidate(&command.id) {
+            Some(seq) => match self.pending.get(&seq) {
+                Some(env) => Some(env.clone()),
+                None => read_envelope(self.ledger.store(), seq)?,
+            },
+            None => None,
+        };
+        match self.model.decide(command, existing.as_ref(), self.now) {
+            Ok(Decision::Append(new)) => {
+                let seq = self.model.head_seq + 1;
+                let (env, _) = Envelope::seal(
+                    seq,
+                    new.stream,
+                    new.stream_version,
+                    new.id,
+                    new.recorded_at,
+                    new.occurred_at,
+                    new.event,
+                    &self.prev_hash,
+                );
+                self.prev_hash = env.hash;
+                self.model.apply(&env);
+                self.pending.insert(seq, env);
+                Ok(Ok(()))
+            }
+            Ok(Decision::Duplicate { .. }) => Ok(Ok(())),
+            Err(r) => Ok(Err(r)),
+        }
+    }
+}

@@ -11,7 +11,7 @@ mod rejection;
 mod verify;
 
 pub use import::{parse_csv, parse_jsonl, ImportFormat, ImportLine, LineError, IMPORT_FIELDS};
-pub use ledger::{Appended, Ledger, LedgerConfig, LedgerError, Outcome, RebuildReport};
+pub use ledger::{Appended, DryRun, Ledger, LedgerConfig, LedgerError, Outcome, RebuildReport};
 pub use model::{command_of, reimbursement_usd, round_cents, Decision, NewEvent, WriteModel};
 pub use query::{Bound, HistoryRow, ReplayRow};
 pub use rejection::Rejection;

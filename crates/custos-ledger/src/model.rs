@@ -369,6 +369,14 @@ impl WriteModel {
                     });
                 }
                 let left = w.amount.value() - w.reimbursed;
+                if left.is_zero() {
+                    return Err(Rejection::AlreadyFullyReimbursed {
+                        id: id.clone(),
+                        withdrawal: withdrawal.clone(),
+                        amount: w.amount,
+                        asset: w.asset.clone(),
+                    });
+                }
                 let requested = amount.unwrap_or(left);
                 let amount =
                     Amount::new(requested, &w.asset).map_err(|e| Rejection::InvalidAmount {

@@ -70,6 +70,13 @@ pub enum Rejection {
         reimbursed: Decimal,
         withdrawn: Amount,
     },
+    #[error("{id}: withdrawal {withdrawal} of {amount} {asset} is already fully reimbursed")]
+    AlreadyFullyReimbursed {
+        id: EventId,
+        withdrawal: EventId,
+        amount: Amount,
+        asset: Asset,
+    },
     #[error("{id}: withdrawal {withdrawal} was already flagged")]
     AlreadyFlagged { id: EventId, withdrawal: EventId },
     #[error("{id}: withdrawal {withdrawal} was marked unauthorized when it happened; there is nothing to flag")]
@@ -137,6 +144,7 @@ impl Rejection {
             }
             Rejection::ReimbursementAfterReversal { .. } => "reimbursement_after_reversal",
             Rejection::ReimbursementExceedsWithdrawal { .. } => "reimbursement_exceeds_withdrawal",
+            Rejection::AlreadyFullyReimbursed { .. } => "already_fully_reimbursed",
             Rejection::AlreadyFlagged { .. } => "already_flagged",
             Rejection::FlagOfWithdrawalMarkedUnauthorized { .. } => {
                 "flag_of_withdrawal_marked_unauthorized"

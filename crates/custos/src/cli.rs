@@ -1,0 +1,535 @@
+//! Arguments and dispatch.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use custos_domain::{AccountId, Amount, Asset, Command, CommandBody, EventId, Seq, Timestamp, Usd};
+use custos_ledger::{Ledger, LedgerConfig, Outcome};
+use rust_decimal::Decimal;
+
+use crate::output::{Format, Report};
+use crate::{demo, export, import, reports, Exit};
+
+const TIME_HELP: &str =
+    "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the end of that day in UTC";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "custos",
+    version,
+    about = "An event-sourced custody ledger: exact, reproducible, provable balances and losses"
+)]
+#[command(
+    after_help = "Exit codes: 0 done (an idempotent replay included); 1 the ledger said no (a rejected command or line, a check that found discrepancies); 2 could not run (IO, usage)."
+)]
+pub struct Args {
+    /// The ledger's folder [default: $CUSTOS_DB, else ./custos-data]
+    #[arg(long, global = true, env = "CUSTOS_DB")]
+    pub db: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// The command's id, its idempotency key [default: a fresh UUID]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// When it happened (valid time), RFC3339 [default: now]
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub at: Option<Timestamp>,
+    /// Refuse unless the account's stream is at this version (optimistic concurrency)
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Moment {
+    /// Valid time: count events that happened at or before this moment [default: now]. Accepts
+    #[arg(long, value_parser = parse_query_time, help = format!("Valid time: count events that happened at or before it [default: now]; {TIME_HELP}"))]
+    pub as_of: Option<Timestamp>,
+    #[arg(long, value_parser = parse_query_time, help = format!("Transaction time: count only what the ledger had recorded by then [default: now]; {TIME_HELP}"))]
+    pub known_at: Option<Timestamp>,
+    /// Answer as the log stood right after this seq (exact reproduction)
+    #[arg(long, conflicts_with = "known_at")]
+    pub at_seq: Option<Seq>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Record a deposit
+    Deposit {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        asset: String,
+        #[arg(long)]
+        amount: String,
+        /// USD value at the time (cents at most)
+        #[arg(long)]
+        usd: Option<String>,
+    },
+    /// Record a withdrawal
+    Withdraw {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        asset: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        usd: Option<String>,
+        /// Known to be unauthorized when it happened
+        #[arg(long)]
+        unauthorized: bool,
+        /// Where the funds went (an address)
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Reverse a withdrawal (credits back its full amount)
+    Reverse {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        withdrawal: String,
+    },
+    /// Reimburse an unauthorized withdrawal [default amount: what is left to reimburse]
+    Reimburse {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        withdrawal: String,
+        #[arg(long)]
+        amount: Option<String>,
+    },
+    /// Flag a past withdrawal as unauthorized
+    Flag {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        withdrawal: String,
+    },
+    /// Suspend all withdrawals
+    SuspendWithdrawals {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume withdrawals
+    ResumeWithdrawals {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Import a command file (.csv or .jsonl): id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized[,recorded_at]
+    Import {
+        file: PathBuf,
+        /// Append nothing unless every line is valid
+        #[arg(long)]
+        strict: bool,
+    },
+    /// List the log
+    Log {
+        #[arg(long, default_value_t = 1)]
+        from_seq: Seq,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Recompute the hash chain, every invariant and every index (exit 1 on discrepancies)
+    Verify {
+        /// A digest taken earlier with `custos digest` (SEQ:HEX or HEX) that must still be in the chain
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print the log's digest: the head seq and its hash, as SEQ:HEX
+    Digest {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Balances per account and asset at a moment
+    Balances {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        asset: Option<String>,
+        #[command(flatten)]
+        moment: Moment,
+        /// Include zero balances
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Loss totals (attempted, prevented, completed, reimbursed, outstanding) at a moment
+    Losses {
+        #[command(flatten)]
+        moment: Moment,
+        /// Add per-symbol rows for misc and per-account rows
+        #[arg(long)]
+        detail: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Every event of an account with the balance after it
+    History {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        asset: Option<String>,
+        #[arg(long, value_parser = parse_query_time)]
+        from: Option<Timestamp>,
+        #[arg(long, value_parser = parse_query_time)]
+        to: Option<Timestamp>,
+        #[command(flatten)]
+        moment: Moment,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// A valid-time window event by event, with running loss totals
+    Replay {
+        #[arg(long, value_parser = parse_query_time)]
+        from: Timestamp,
+        #[arg(long, value_parser = parse_query_time)]
+        to: Timestamp,
+        #[arg(long, value_parser = parse_query_time)]
+        known_at: Option<Timestamp>,
+        #[arg(long)]
+        at_seq: Option<Seq>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Refold projections from the log into fresh storage and swap them in atomically
+    Rebuild {
+        /// balances or losses [default: both]
+        #[arg(long)]
+        projection: Option<String>,
+        /// Fold into a scratch projection and print its differences from the stored one
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export the log (csv, jsonl: re-importable) or a journal for hledger / ledger-cli
+    Export {
+        #[arg(long, value_enum)]
+        format: export::ExportFormat,
+        /// Journal only: events that happened at or before this moment
+        #[arg(long, value_parser = parse_query_time)]
+        as_of: Option<Timestamp>,
+        /// Write here instead of standard output
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Import the January 2022 incident into a ledger, verify it, and print the incident report
+    Demo {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also draw the incident window as an SVG chart
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+}
+
+fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
+}
+
+fn parse_query_time(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_query(s).map_err(|e| e.to_string())
+}
+
+pub fn db_dir(args_db: &Option<PathBuf>) -> PathBuf {
+    args_db
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("custos-data"))
+}
+
+pub fn open_ledger(dir: &std::path::Path, holder: &str) -> Result<Arc<Ledger>> {
+    let config = LedgerConfig {
+        holder: holder.to_string(),
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::open(dir, config)
+        .with_context(|| format!("cannot open the ledger at {}", dir.display()))?;
+    for notice in ledger.take_notices() {
+        eprintln!("note: {notice}");
+    }
+    Ok(Arc::new(ledger))
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).take(2).collect();
+    format!("custos {}", args.join(" "))
+}
+
+pub async fn run(args: Args) -> Result<Exit> {
+    let dir = db_dir(&args.db);
+    if let Cmd::Demo { format, plot } = &args.command {
+        // The demo keeps its ledger only in a folder named on its command line (never in
+        // $CUSTOS_DB, which may be a real ledger).
+        let explicit = std::env::args().any(|a| a == "--db" || a.starts_with("--db="));
+        return demo::run(
+            *format,
+            plot.as_deref(),
+            args.db.as_deref().filter(|_| explicit),
+        )
+        .await;
+    }
+    let ledger = open_ledger(&dir, &command_line())?;
+    let out = &mut std::io::stdout().lock();
+    let exit = match args.command {
+        Cmd::Demo { .. } => unreachable!("handled above"),
+        Cmd::Import { file, strict } => import::run(&ledger, &file, strict).await?,
+        Cmd::Log {
+            from_seq,
+            limit,
+            format,
+        } => {
+            reports::log(&ledger, from_seq, limit)?.write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
+        Cmd::Digest { format } => {
+            let head = ledger.head();
+            let token = format!("{}:{}", head.seq, hex::encode(head.hash));
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"seq": head.seq, "hash": hex::encode(head.hash), "digest": token})
+                )?,
+                _ => writeln!(out, "{token}")?,
+            }
+            Exit::Ok
+        }
+        Cmd::Balances {
+            account,
+            asset,
+            moment,
+            all,
+            format,
+        } => {
+            let account = account.as_deref().map(AccountId::new).transpose()?;
+            let asset = asset.as_deref().map(Asset::new).transpose()?;
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            reports::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?
+                .write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::Losses {
+            moment,
+            detail,
+            format,
+        } => {
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            reports::losses(&ledger.losses_at(&bound)?, &bound, detail).write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::History {
+            account,
+            asset,
+            from,
+            to,
+            moment,
+            format,
+        } => {
+            let account = AccountId::new(&account)?;
+            let asset = asset.as_deref().map(Asset::new).transpose()?;
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            reports::history(&ledger, &account, asset.as_ref(), from, to, &bound)?
+                .write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::Replay {
+            from,
+            to,
+            known_at,
+            at_seq,
+            format,
+        } => {
+            if from > to {
+                bail!("--from {from} is after --to {to}");
+            }
+            let bound = ledger.bound(None, known_at, at_seq)?;
+            reports::replay(&ledger, from, to, &bound, format)?.write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::Rebuild {
+            projection,
+            dry_run,
+        } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
+        Cmd::Export {
+            format,
+            as_of,
+            output,
+        } => {
+            export::run(&ledger, format, as_of, output.as_deref())?;
+            Exit::Ok
+        }
+        write => submit_one(&ledger, write, out).await?,
+    };
+    Ok(exit)
+}
+
+fn id_of(common: &Common) -> Result<EventId> {
+    let id = common
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Ok(EventId::new(&id)?)
+}
+
+fn decimal(field: &str, s: &str) -> Result<Decimal> {
+    custos_domain::parse_decimal(s).with_context(|| format!("--{field}"))
+}
+
+/// Builds the command of a write subcommand.
+fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
+    let (common, body) = match cmd {
+        Cmd::Deposit {
+            common,
+            account,
+            asset,
+            amount,
+            usd,
+        } => {
+            let asset = Asset::new(&asset)?;
+            let body = CommandBody::Deposit {
+                account: AccountId::new(&account)?,
+                amount: Amount::parse(&amount, &asset).context("--amount")?,
+                asset,
+                usd_value: usd
+                    .as_deref()
+                    .map(Usd::parse)
+                    .transpose()
+                    .context("--usd")?,
+            };
+            (common, body)
+        }
+        Cmd::Withdraw {
+            common,
+            account,
+            asset,
+            amount,
+            usd,
+            unauthorized,
+            destination,
+        } => {
+            let asset = Asset::new(&asset)?;
+            let body = CommandBody::Withdraw {
+                account: AccountId::new(&account)?,
+                amount: Amount::parse(&amount, &asset).context("--amount")?,
+                asset,
+                usd_value: usd
+                    .as_deref()
+                    .map(Usd::parse)
+                    .transpose()
+                    .context("--usd")?,
+                unauthorized,
+                destination,
+            };
+            (common, body)
+        }
+        Cmd::Reverse { common, withdrawal } => (
+            common,
+            CommandBody::Reverse {
+                withdrawal: EventId::new(&withdrawal)?,
+                account: None,
+                asset: None,
+                amount: None,
+            },
+        ),
+        Cmd::Reimburse {
+            common,
+            withdrawal,
+            amount,
+        } => {
+            let amount = amount
+                .as_deref()
+                .map(|a| decimal("amount", a))
+                .transpose()?;
+            (
+                common,
+                CommandBody::Reimburse {
+                    withdrawal: EventId::new(&withdrawal)?,
+                    account: None,
+                    asset: None,
+                    amount,
+                },
+            )
+        }
+        Cmd::Flag { common, withdrawal } => (
+            common,
+            CommandBody::Flag {
+                withdrawal: EventId::new(&withdrawal)?,
+                account: None,
+                asset: None,
+            },
+        ),
+        Cmd::SuspendWithdrawals { common, reason } => {
+            (common, CommandBody::SuspendWithdrawals { reason })
+        }
+        Cmd::ResumeWithdrawals { common } => (common, CommandBody::ResumeWithdrawals),
+        other => bail!("not a write command: {other:?}"),
+    };
+    let command = Command {
+        id: id_of(&common)?,
+        occurred_at: common.at,
+        recorded_at: None,
+        expected_version: common.expected_version,
+        body,
+    };
+    Ok((command, common.format))
+}
+
+async fn submit_one(ledger: &Arc<Ledger>, cmd: Cmd, out: &mut impl Write) -> Result<Exit> {
+    let (command, format) = command_of(cmd)?;
+    let outcome: Outcome = ledger.submit(command).await?;
+    print_outcome(&outcome, format, out)?;
+    Ok(if outcome.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Refused
+    })
+}
+
+pub fn print_outcome(outcome: &Outcome, format: Format, out: &mut impl Write) -> Result<()> {
+    match (outcome, format) {
+        (Ok(a), Format::Json) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate})
+        )?,
+        (Err(r), Format::Json) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"error": {"code": r.code(), "message": r.to_string()}})
+        )?,
+        (Ok(a), _) if a.duplicate => writeln!(
+            out,
+            "{} was already recorded at seq {} (idempotent replay, nothing appended)",
+            a.id, a.seq
+        )?,
+        (Ok(a), _) => writeln!(out, "appended {} at seq {}", a.id, a.seq)?,
+        (Err(r), _) => eprintln!("rejected: {r}"),
+    }
+    Ok(())
+}
+
+/// Renders a report to a string (used by the demo and the snapshot tests).
+pub fn render(report: &Report, format: Format) -> String {
+    let mut buf = Vec::new();
+    report.write(format, &mut buf).expect("writing to memory");
+    String::from_utf8(buf).expect("reports are UTF-8")
+}

@@ -1,0 +1,202 @@
+//! `custos export`: the log as a re-importable command file (CSV or JSON Lines), or as a
+//! plain-text accounting journal that hledger and ledger-cli read.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use custos_domain::{Envelope, Event, Timestamp};
+use custos_ledger::{Ledger, IMPORT_FIELDS};
+use rust_decimal::Decimal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+    Ledger,
+}
+
+/// The import-format fields of an event (empty where the importer wants them empty).
+pub fn import_fields(env: &Envelope) -> [String; 10] {
+    let account = env
+        .stream
+        .account()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (asset, amount) = match env.event.asset_amount() {
+        Some((a, m)) => (a.to_string(), m.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let reference = env
+        .event
+        .withdrawal_ref()
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_default();
+    let (account, asset, amount, usd, unauthorized) = match &env.event {
+        Event::Deposited { usd_value, .. } => {
+            (account, asset, amount, usd_value.map(|u| u.to_string()), "")
+        }
+        Event::Withdrawn {
+            usd_value,
+            unauthorized,
+            ..
+        } => (
+            account,
+            asset,
+            amount,
+            usd_value.map(|u| u.to_string()),
+            if *unauthorized { "true" } else { "false" },
+        ),
+        // Reversals and reimbursements carry the withdrawal's USD value, derived, not given.
+        Event::Reversed { .. } | Event::Reimbursed { .. } => (account, asset, amount, None, ""),
+        Event::WithdrawalFlagged(_) => (account, asset, String::new(), None, ""),
+        Event::WithdrawalsSuspended { .. } | Event::WithdrawalsResumed => {
+            (String::new(), String::new(), String::new(), None, "")
+        }
+    };
+    [
+        env.event_id.to_string(),
+        env.occurred_at.to_rfc3339(),
+        env.recorded_at.to_rfc3339(),
+        account,
+        env.event.kind().name().to_string(),
+        asset,
+        amount,
+        usd.unwrap_or_default(),
+        reference,
+        unauthorized.to_string(),
+    ]
+}
+
+pub fn run(
+    ledger: &Ledger,
+    format: ExportFormat,
+    as_of: Option<Timestamp>,
+    output: Option<&Path>,
+) -> Result<()> {
+    let sink: Box<dyn Write> = match output {
+        Some(p) => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(sink);
+    let mut failure: Option<anyhow::Error> = None;
+    match format {
+        ExportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(IMPORT_FIELDS)?;
+            out.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        }
+        ExportFormat::Ledger => {
+            writeln!(out, "; Custos journal export: one transaction per event, one account per (customer, asset).")?;
+            writeln!(out, "; customers:<account>:<asset> holds each customer's balance; custody:<asset> is the other side.")?;
+            if let Some(t) = as_of {
+                writeln!(out, "; events that happened at or before {t}")?;
+            }
+            writeln!(out)?;
+        }
+        ExportFormat::Jsonl => {}
+    }
+    ledger.for_each_envelope(1, |env| {
+        let result = (|| -> Result<()> {
+            match format {
+                ExportFormat::Csv => {
+                    let mut w = csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(Vec::new());
+                    w.write_record(import_fields(&env))?;
+                    out.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+                }
+                ExportFormat::Jsonl => {
+                    let fields = import_fields(&env);
+                    let mut obj = serde_json::Map::new();
+                    for (name, value) in IMPORT_FIELDS.iter().zip(fields) {
+                        if !value.is_empty() {
+                            obj.insert((*name).to_string(), serde_json::Value::String(value));
+                        }
+                    }
+                    writeln!(out, "{}", serde_json::Value::Object(obj))?;
+                }
+                ExportFormat::Ledger => {
+                    if as_of.is_none_or(|t| env.occurred_at <= t) {
+                        journal_entry(&mut out, &env)?;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A commodity symbol as hledger reads it: bare when letters only, quoted otherwise.
+fn commodity(symbol: &str) -> String {
+    if symbol.chars().all(|c| c.is_ascii_alphabetic()) {
+        symbol.to_string()
+    } else {
+        format!("\"{symbol}\"")
+    }
+}
+
+fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
+    let date = env.occurred_at.to_datetime().format("%Y-%m-%d");
+    let Some((asset, amount)) = env.event.asset_amount() else {
+        writeln!(
+            out,
+            "; {date} seq {} {} {}\n",
+            env.seq,
+            env.event.kind().event_name(),
+            env.event_id
+        )?;
+        return Ok(());
+    };
+    let change: Decimal = match &env.event {
+        Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
+            amount.value()
+        }
+        Event::Withdrawn { .. } => -amount.value(),
+        _ => {
+            writeln!(
+                out,
+                "; {date} seq {} {} {} ({} {})\n",
+                env.seq,
+                env.event.kind().event_name(),
+                env.event_id,
+                amount,
+                asset
+            )?;
+            return Ok(());
+        }
+    };
+    let account = env
+        .stream
+        .account()
+        .expect("balance events are on account streams");
+    let c = commodity(asset.as_str());
+    writeln!(
+        out,
+        "{date} {} {}  ; seq:{}, occurred_at:{}",
+        env.event.kind().event_name(),
+        env.event_id,
+        env.seq,
+        env.occurred_at
+    )?;
+    writeln!(out, "    customers:{account}:{asset}    {change} {c}")?;
+    writeln!(out, "    custody:{asset}    {} {c}", -change)?;
+    writeln!(out)?;
+    Ok(())
+}

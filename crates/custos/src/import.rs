@@ -1,0 +1,225 @@
+//! `custos import`: streams a command file into the ledger in batches, two batches in flight
+//! (one being parsed while the writer makes the previous one durable), so memory does not grow
+//! with the file. Rejected lines are reported with their line number and reason; the rest are
+//! appended. Re-importing a file appends nothing new.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use custos_domain::Command;
+use custos_ledger::{parse_csv, parse_jsonl, DryRun, ImportFormat, ImportLine, Ledger, Outcome};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Exit;
+
+/// Commands per batch handed to the writer.
+pub const IMPORT_BATCH_COMMANDS: usize = 4096;
+/// Batches submitted and not yet answered.
+const BATCHES_IN_FLIGHT_MAX: usize = 2;
+/// Rejected lines printed in full; the rest are counted.
+const REJECTED_LINES_PRINTED_MAX: usize = 200;
+
+/// A progress bar on standard error, drawn only when it is a terminal.
+pub fn bar(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub appended: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+    /// Up to `REJECTED_LINES_PRINTED_MAX` rejected lines, as `line N: reason`.
+    pub rejections: Vec<String>,
+}
+
+impl Summary {
+    pub fn line(&self, label: &str) -> String {
+        let total = self.appended + self.duplicates + self.rejected;
+        let rate = if self.seconds > 0.0 {
+            self.appended as f64 / self.seconds
+        } else {
+            0.0
+        };
+        format!(
+            "{label}: {} appended, {} duplicates, {} rejected ({} lines) in {:.2} s, {:.0} events/s",
+            self.appended, self.duplicates, self.rejected, total, self.seconds, rate
+        )
+    }
+    fn reject(&mut self, line: u64, reason: String) {
+        self.rejected += 1;
+        if self.rejections.len() < REJECTED_LINES_PRINTED_MAX {
+            self.rejections.push(format!("line {line}: {reason}"));
+        }
+    }
+}
+
+pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool) -> Result<Exit> {
+    let format = ImportFormat::from_path(path).with_context(|| {
+        format!(
+            "{}: the file name must end in .csv or .jsonl",
+            path.display()
+        )
+    })?;
+    let open = || -> Result<(File, u64)> {
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((f, len))
+    };
+    if strict {
+        let (f, len) = open()?;
+        let problems = check_all(ledger, f, format, len)?;
+        if !problems.is_empty() {
+            for p in problems.iter().take(REJECTED_LINES_PRINTED_MAX) {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "import --strict {}: {} lines would be rejected; nothing was appended",
+                path.display(),
+                problems.len()
+            );
+            return Ok(Exit::Refused);
+        }
+    }
+    let (f, len) = open()?;
+    let summary = import_reader(ledger, f, format, len, "importing").await?;
+    for r in &summary.rejections {
+        eprintln!("{r}");
+    }
+    if summary.rejected as usize > summary.rejections.len() {
+        eprintln!(
+            "... and {} more rejected lines",
+            summary.rejected as usize - summary.rejections.len()
+        );
+    }
+    println!("{}", summary.line(&format!("import {}", path.display())));
+    Ok(if summary.rejected == 0 {
+        Exit::Ok
+    } else {
+        Exit::Refused
+    })
+}
+
+fn lines<R: Read + 'static>(
+    reader: R,
+    format: ImportFormat,
+) -> Box<dyn Iterator<Item = ImportLine>> {
+    match format {
+        ImportFormat::Csv => Box::new(parse_csv(reader)),
+        ImportFormat::Jsonl => Box::new(parse_jsonl(BufReader::new(reader))),
+    }
+}
+
+/// Every problem the file would meet, checked against a private copy of the ledger's state.
+fn check_all<R: Read + 'static>(
+    ledger: &Ledger,
+    reader: R,
+    format: ImportFormat,
+    len: u64,
+) -> Result<Vec<String>> {
+    let bar = bar(len, "checking");
+    let mut dry = DryRun::new(ledger)?;
+    let mut problems = Vec::new();
+    for line in lines(bar.wrap_read(reader), format) {
+        match line.command {
+            Err(e) => problems.push(e.to_string()),
+            Ok(cmd) => {
+                if let Err(r) = dry.check(&cmd)? {
+                    problems.push(format!("line {}: {r}", line.line));
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(problems)
+}
+
+type InFlight =
+    tokio::task::JoinHandle<Result<(Vec<u64>, Vec<Outcome>), custos_ledger::LedgerError>>;
+
+/// Streams `reader` into the ledger.
+pub async fn import_reader<R: Read + Send + 'static>(
+    ledger: &Arc<Ledger>,
+    reader: R,
+    format: ImportFormat,
+    len: u64,
+    message: &str,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let bar = bar(len, message);
+    let mut summary = Summary::default();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut batch: Vec<Command> = Vec::with_capacity(IMPORT_BATCH_COMMANDS);
+    let mut batch_lines: Vec<u64> = Vec::with_capacity(IMPORT_BATCH_COMMANDS);
+    let mut iter = lines(bar.wrap_read(reader), format);
+    loop {
+        let next = iter.next();
+        let end = next.is_none();
+        if let Some(line) = next {
+            match line.command {
+                Ok(cmd) => {
+                    batch.push(cmd);
+                    batch_lines.push(line.line);
+                }
+                Err(e) => summary.reject(
+                    e.line,
+                    format!(
+                        "{}{}",
+                        e.field.map(|f| format!("field {f}: ")).unwrap_or_default(),
+                        e.message
+                    ),
+                ),
+            }
+        }
+        if batch.len() >= IMPORT_BATCH_COMMANDS || (end && !batch.is_empty()) {
+            let ledger = Arc::clone(ledger);
+            let commands = std::mem::take(&mut batch);
+            let numbers = std::mem::take(&mut batch_lines);
+            in_flight.push_back(tokio::spawn(async move {
+                let outcomes = ledger.submit_batch(commands).await?;
+                Ok((numbers, outcomes))
+            }));
+        }
+        while in_flight.len() >= BATCHES_IN_FLIGHT_MAX || (end && !in_flight.is_empty()) {
+            let (numbers, outcomes) = in_flight
+                .pop_front()
+                .expect("non-empty")
+                .await
+                .context("import task")??;
+            for (line, outcome) in numbers.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(a) if a.duplicate => summary.duplicates += 1,
+                    Ok(_) => summary.appended += 1,
+                    Err(r) => summary.reject(line, r.to_string()),
+                }
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    summary.rejections.sort_by_key(|r| {
+        r.strip_prefix("line ")
+            .and_then(|s| s.split(':').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

@@ -1,0 +1,214 @@
+//! Reports in three formats from one description: an aligned text table for people, CSV for
+//! spreadsheets, JSON for machines. Decimals are printed exactly, and as strings in JSON.
+
+use std::io::Write;
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum Cell {
+    Text(String),
+    /// A quantity, printed normalized (no trailing zeros).
+    Dec(Decimal),
+    /// A US dollar value, printed with exactly two decimals (cents are exact).
+    Usd(Decimal),
+    Int(u64),
+    Bool(bool),
+    Null,
+}
+
+impl Cell {
+    fn text(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Dec(d) => d.normalize().to_string(),
+            Cell::Usd(d) => usd_text(*d),
+            Cell::Int(i) => i.to_string(),
+            Cell::Bool(b) => b.to_string(),
+            Cell::Null => String::new(),
+        }
+    }
+    fn json(&self) -> Value {
+        match self {
+            Cell::Text(s) => Value::String(s.clone()),
+            Cell::Dec(d) => Value::String(d.normalize().to_string()),
+            Cell::Usd(d) => Value::String(usd_text(*d)),
+            Cell::Int(i) => Value::from(*i),
+            Cell::Bool(b) => Value::Bool(*b),
+            Cell::Null => Value::Null,
+        }
+    }
+    fn numeric(&self) -> bool {
+        matches!(self, Cell::Dec(_) | Cell::Usd(_) | Cell::Int(_))
+    }
+}
+
+fn usd_text(d: Decimal) -> String {
+    let mut d = d.round_dp(2);
+    d.rescale(2);
+    d.to_string()
+}
+
+impl From<&str> for Cell {
+    fn from(s: &str) -> Self {
+        Cell::Text(s.to_string())
+    }
+}
+impl From<String> for Cell {
+    fn from(s: String) -> Self {
+        Cell::Text(s)
+    }
+}
+impl From<Decimal> for Cell {
+    fn from(d: Decimal) -> Self {
+        Cell::Dec(d)
+    }
+}
+impl From<u64> for Cell {
+    fn from(i: u64) -> Self {
+        Cell::Int(i)
+    }
+}
+impl From<bool> for Cell {
+    fn from(b: bool) -> Self {
+        Cell::Bool(b)
+    }
+}
+impl<T: Into<Cell>> From<Option<T>> for Cell {
+    fn from(o: Option<T>) -> Self {
+        o.map_or(Cell::Null, Into::into)
+    }
+}
+
+/// A table with a title and the facts it answered for (printed above the table, as header
+/// comments in CSV, and as top-level fields in JSON).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub title: String,
+    pub meta: Vec<(&'static str, Value)>,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Report {
+    pub fn new(title: impl Into<String>, columns: &[&str]) -> Report {
+        Report {
+            title: title.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+    pub fn meta(mut self, key: &'static str, value: impl Into<Value>) -> Report {
+        self.meta.push((key, value.into()));
+        self
+    }
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        for (k, v) in &self.meta {
+            obj.insert((*k).to_string(), v.clone());
+        }
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                for (c, cell) in self.columns.iter().zip(r) {
+                    m.insert(c.clone(), cell.json());
+                }
+                Value::Object(m)
+            })
+            .collect();
+        obj.insert("rows".into(), Value::Array(rows));
+        Value::Object(obj)
+    }
+
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        if !self.title.is_empty() {
+            out.push_str(&self.title);
+            out.push('\n');
+        }
+        for (k, v) in &self.meta {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        let texts: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(Cell::text).collect())
+            .collect();
+        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.len()).collect();
+        for r in &texts {
+            for (i, t) in r.iter().enumerate() {
+                widths[i] = widths[i].max(t.chars().count());
+            }
+        }
+        let numeric: Vec<bool> = (0..self.columns.len())
+            .map(|i| {
+                self.rows.iter().any(|r| r[i].numeric())
+                    && self
+                        .rows
+                        .iter()
+                        .all(|r| r[i].numeric() || matches!(r[i], Cell::Null))
+            })
+            .collect();
+        let line = |cells: Vec<String>| -> String {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    if numeric[i] {
+                        format!("{t:>w$}", w = widths[i])
+                    } else {
+                        format!("{t:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            parts.join("  ").trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(self.columns.clone()));
+        out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+        for r in texts {
+            out.push_str(&line(r));
+        }
+        if self.rows.is_empty() {
+            out.push_str("(no rows)\n");
+        }
+        out
+    }
+
+    pub fn write(&self, format: Format, out: &mut impl Write) -> std::io::Result<()> {
+        match format {
+            Format::Table => out.write_all(self.render_table().as_bytes()),
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut *out, &self.to_json())?;
+                out.write_all(b"\n")
+            }
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(&self.columns)?;
+                for r in &self.rows {
+                    w.write_record(r.iter().map(Cell::text))?;
+                }
+                w.flush()
+            }
+        }
+    }
+}
