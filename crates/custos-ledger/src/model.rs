@@ -462,10 +462,13 @@ impl WriteModel {
                 .map_or(env.occurred_at, |m| m.max(env.occurred_at)),
         );
         let key = fnv64(env.event_id.as_str().as_bytes());
-        if self.ids.contains_key(&key) {
-            self.id_collisions.insert(env.event_id.clone(), env.seq);
-        } else {
-            self.ids.insert(key, env.seq);
+        match self.ids.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.id_collisions.insert(env.event_id.clone(), env.seq);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(env.seq);
+            }
         }
         let stream = self.streams.entry(env.stream.clone()).or_default();
         assert_eq!(

@@ -148,16 +148,22 @@ impl Ledger {
         progress(head.seq, head.seq);
         let events = last.map_or(0, |l| l.0);
         match last {
-            Some((seq, hash, recorded_at)) => {
-                if head.seq != seq || head.hash != hash || head.recorded_at != recorded_at {
-                    found.push(Some(seq.min(head.seq)), format!("the head record (seq {}) does not match the last stored event (seq {seq})", head.seq));
-                }
+            Some((seq, hash, recorded_at))
+                if head.seq != seq || head.hash != hash || head.recorded_at != recorded_at =>
+            {
+                found.push(
+                    Some(seq.min(head.seq)),
+                    format!(
+                        "the head record (seq {}) does not match the last stored event (seq {seq})",
+                        head.seq
+                    ),
+                );
             }
             None if head.seq != 0 => found.push(
                 Some(1),
                 format!("the head says seq {} but the log is empty", head.seq),
             ),
-            None => {}
+            _ => {}
         }
         for kind in IndexKind::ALL {
             let mut want = indexes.remove(&kind).unwrap_or_default();

@@ -30,6 +30,9 @@ pub struct Balances {
     flows: BTreeMap<Asset, Flows>,
 }
 
+/// An account's balances as a checkpoint stores them: account, then (asset, exact decimal).
+type StoredAccount = (String, Vec<(String, [u8; 16])>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceRow {
     pub account: AccountId,
@@ -169,7 +172,7 @@ impl Projection for Balances {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let rows: Vec<(String, Vec<(String, [u8; 16])>)> = self
+        let rows: Vec<StoredAccount> = self
             .balances
             .iter()
             .map(|(a, m)| {

@@ -202,7 +202,7 @@ pub fn encode_page(entries: &[(u64, Seq)]) -> Vec<u8> {
 }
 
 pub fn decode_page(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, Seq)> + '_> {
-    (bytes.len() % 16 == 0).then(|| {
+    bytes.len().is_multiple_of(16).then(|| {
         bytes.chunks_exact(16).map(|c| {
             (
                 u64::from_be_bytes(c[..8].try_into().expect("8")),

@@ -199,11 +199,10 @@ impl Store {
             assert_eq!(batch.first_seq, self.head().seq + 1, "appends are gap-free");
         }
         let mut sb = sled::Batch::default();
-        let mut seq = batch.first_seq;
         let mut chunk: Vec<Vec<u8>> = Vec::new();
         let mut chunk_bytes = 0usize;
-        let mut chunk_first = seq;
-        for record in batch.records {
+        let mut chunk_first = batch.first_seq;
+        for (seq, record) in (batch.first_seq..).zip(batch.records) {
             if !chunk.is_empty()
                 && (chunk.len() >= CHUNK_EVENTS_MAX || chunk_bytes + record.len() > CHUNK_BYTES_MAX)
             {
@@ -214,7 +213,6 @@ impl Store {
             }
             chunk_bytes += record.len();
             chunk.push(record);
-            seq += 1;
         }
         if !chunk.is_empty() {
             sb.insert(&chunk_key(chunk_first), encode_chunk(&chunk));

@@ -21,7 +21,7 @@ pub const INCIDENT_CSV: &[u8] = include_bytes!("../../../fixtures/incident-2022-
 
 pub const DETECTED_AT: &str = "2022-01-17T23:40:00Z";
 pub const WINDOW_FROM: &str = "2022-01-17T19:00:00Z";
-pub const WINDOW_TO: &str = "2022-01-19T23:59:59Z";
+pub const WINDOW_TO: &str = "2022-01-19T12:00:00Z";
 
 fn ts(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).expect("valid constant")

@@ -16,7 +16,7 @@ const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 210.0;
 const LEFT: f64 = 110.0;
 const RIGHT: f64 = 30.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 96.0;
 const GAP: f64 = 55.0;
 
 struct Series {
@@ -29,7 +29,7 @@ fn usd_label(v: Decimal) -> String {
     let s = v.abs().to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -88,8 +88,15 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
     )?;
     writeln!(
         svg,
-        r##"<text x="{LEFT}" y="48" font-size="12" fill="#555">{} to {} (UTC), as known {}. Shaded: withdrawals suspended. Source: Custos ledger, digest seq {}.</text>"##,
-        from, to, bound.known_at, bound.known_seq
+        r##"<text x="{LEFT}" y="48" font-size="12" fill="#555">{} to {} UTC (valid time), as known to the ledger at seq {} ({}).</text>"##,
+        from,
+        to,
+        bound.known_seq,
+        bound.known_at.to_datetime().format("%Y-%m-%d %H:%M UTC")
+    )?;
+    writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="64" font-size="12" fill="#555">Shaded: withdrawals suspended. Completed = attempted - prevented; outstanding = completed - reimbursed. Each panel has its own scale.</text>"##
     )?;
     for (gi, group) in groups.iter().enumerate() {
         let top = TOP + gi as f64 * (PANEL_HEIGHT + GAP);
@@ -220,7 +227,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
             usd_label(series[1].points.last().map(|p| p.1).unwrap_or_default()),
             usd_label(series[2].points.last().map(|p| p.1).unwrap_or_default())
         )?;
-        for s in &series {
+        for (si, s) in series.iter().enumerate().rev() {
             let mut d = String::new();
             let mut prev_y = None;
             for (t, v) in &s.points {
@@ -234,11 +241,32 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
             if let Some(py) = prev_y {
                 write!(d, " L{:.1},{py:.1}", x(t1))?;
             }
-            writeln!(
-                svg,
-                r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2"/>"#,
-                s.color
-            )?;
+            if si == 2 {
+                // Outstanding as a shaded area, so the completed line stays visible over it.
+                writeln!(
+                    svg,
+                    r#"<path d="{d} L{:.1},{bottom:.1} L{:.1},{bottom:.1} Z" fill="{}" opacity="0.18" stroke="none"/>"#,
+                    x(t1),
+                    x(t0),
+                    s.color
+                )?;
+                writeln!(
+                    svg,
+                    r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
+                    s.color
+                )?;
+            } else {
+                let dash = if si == 0 {
+                    r#" stroke-dasharray="7 4""#
+                } else {
+                    ""
+                };
+                writeln!(
+                    svg,
+                    r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2.5"{dash}/>"#,
+                    s.color
+                )?;
+            }
         }
     }
     let ly = height - 22.0;
