@@ -1,1 +1,164 @@
+//! Helpers for the end-to-end tests: the real `custos` binary, temporary ledgers, and a small
+//! command builder. Tests live in `tests/tests/`.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Output};
+use std::sync::OnceLock;
+
+use custos_domain::{AccountId, Amount, Asset, Command, CommandBody, EventId, Timestamp, Usd};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// The `custos` binary, built once per test process with the same cargo that runs the tests.
+pub fn custos_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Process::new(cargo)
+            .args(["build", "-q", "-p", "custos", "--bin", "custos"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building custos failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace().join("target"));
+        target.join("debug").join("custos")
+    })
+    .clone()
+}
+
+/// Runs `custos --db DIR ARGS...` and returns its output.
+pub fn custos(dir: &Path, args: &[&str]) -> Output {
+    Process::new(custos_bin())
+        .arg("--db")
+        .arg(dir)
+        .args(args)
+        .env_remove("CUSTOS_DB")
+        .output()
+        .expect("custos runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn t(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).expect("valid time")
+}
+
+pub fn account(s: &str) -> AccountId {
+    AccountId::new(s).expect("valid account")
+}
+
+pub fn asset(s: &str) -> Asset {
+    Asset::new(s).expect("valid asset")
+}
+
+pub fn id(s: &str) -> EventId {
+    EventId::new(s).expect("valid id")
+}
+
+pub fn cmd(ident: &str, at: &str, body: CommandBody) -> Command {
+    Command {
+        id: id(ident),
+        occurred_at: Some(t(at)),
+        recorded_at: None,
+        expected_version: None,
+        body,
+    }
+}
+
+pub fn deposit(ident: &str, at: &str, acct: &str, sym: &str, amount: &str) -> Command {
+    let a = asset(sym);
+    cmd(
+        ident,
+        at,
+        CommandBody::Deposit {
+            account: account(acct),
+            amount: Amount::parse(amount, &a).expect("amount"),
+            asset: a,
+            usd_value: None,
+        },
+    )
+}
+
+pub fn withdraw(
+    ident: &str,
+    at: &str,
+    acct: &str,
+    sym: &str,
+    amount: &str,
+    usd: Option<&str>,
+    unauthorized: bool,
+) -> Command {
+    let a = asset(sym);
+    cmd(
+        ident,
+        at,
+        CommandBody::Withdraw {
+            account: account(acct),
+            amount: Amount::parse(amount, &a).expect("amount"),
+            asset: a,
+            usd_value: usd.map(|u| Usd::parse(u).expect("usd")),
+            unauthorized,
+            destination: None,
+        },
+    )
+}
+
+pub fn reference(kind: &str, ident: &str, at: &str, withdrawal: &str) -> Command {
+    let w = id(withdrawal);
+    let body = match kind {
+        "reverse" => CommandBody::Reverse {
+            withdrawal: w,
+            account: None,
+            asset: None,
+            amount: None,
+        },
+        "reimburse" => CommandBody::Reimburse {
+            withdrawal: w,
+            account: None,
+            asset: None,
+            amount: None,
+        },
+        "flag" => CommandBody::Flag {
+            withdrawal: w,
+            account: None,
+            asset: None,
+        },
+        other => panic!("unknown reference kind {other}"),
+    };
+    cmd(ident, at, body)
+}
+
+pub fn suspend(ident: &str, at: &str) -> Command {
+    cmd(ident, at, CommandBody::SuspendWithdrawals { reason: None })
+}
+
+pub fn resume(ident: &str, at: &str) -> Command {
+    cmd(ident, at, CommandBody::ResumeWithdrawals)
+}
+
+/// A multi-threaded runtime for library tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -441,17 +441,28 @@ pub fn incident(seed: u64) -> Incident {
             if r.unauthorized { "true" } else { "" }
         ));
     }
-    let victim0 = account_name(victims[0]);
+    // Attempts the ledger refuses, submitted after the fact (recorded now): two withdrawals
+    // inside the suspension from an account whose history ends before it, a second
+    // reimbursement of a fully reimbursed withdrawal, a reversal of a withdrawal that does not
+    // exist, and an amount finer than its asset allows.
+    let mut last_at: std::collections::HashMap<&str, DateTime<Utc>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        last_at.insert(r.account.as_str(), r.at);
+    }
+    let quiet = (0..ACCOUNTS)
+        .map(account_name)
+        .find(|a| last_at.get(a.as_str()).is_some_and(|t| *t < suspended))
+        .expect("some account has no activity after the suspension began");
     let rejected = [
-        format!("late-wd-1,2022-01-18T10:15:00Z,2022-01-18T10:15:02Z,{victim0},withdrawal,ETH,0.5,1550.00,,"),
-        format!("late-wd-2,2022-01-18T17:45:59Z,2022-01-18T17:46:01Z,{victim0},withdrawal,BTC,0.01,420.00,,"),
-        "double-reimb,2022-01-19T18:00:00Z,2022-01-19T18:00:02Z,,reimbursement,,,,unauth-001,".to_string(),
-        "ghost-rev,2022-01-18T12:00:00Z,2022-01-18T12:00:02Z,,reversal,,,,unauth-999,".to_string(),
-        "bad-scale,2022-01-20T12:00:00Z,2022-01-20T12:00:02Z,acct-000001,deposit,BTC,0.123456789,,,".to_string(),
+        format!("late-wd-1,2022-01-18T10:15:00Z,{quiet},withdrawal,ETH,0.5,1550.00,,"),
+        format!("late-wd-2,2022-01-18T17:45:59Z,{quiet},withdrawal,BTC,0.01,420.00,,"),
+        "double-reimb,2022-02-01T12:00:00Z,,reimbursement,,,,unauth-001,".to_string(),
+        "ghost-rev,2022-01-18T12:00:00Z,,reversal,,,,unauth-999,".to_string(),
+        "bad-scale,2022-01-20T12:00:00Z,acct-000001,deposit,BTC,0.123456789,,,".to_string(),
     ];
-    let mut rejected_csv = String::from(
-        "id,occurred_at,recorded_at,account,kind,asset,amount,usd_value,ref,unauthorized\n",
-    );
+    let mut rejected_csv =
+        String::from("id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized\n");
     for r in &rejected {
         rejected_csv.push_str(r);
         rejected_csv.push('\n');
