@@ -1,0 +1,55 @@
+//! An append storm for the crash test: `storm DIR WRITERS PER_WRITER PREFIX`. Each writer task
+//! sends deposits `PREFIX-s{w}-{i}` (1 USDC to `acct-s{w}`) one at a time and prints `ack ID SEQ` on standard
+//! output, flushed, only after the ledger has answered, which it does only once the deposit is
+//! durable. The test kills this process with SIGKILL at a random moment.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use custos_ledger::{Ledger, LedgerConfig};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(&args[1]);
+    let writers: usize = args[2].parse().expect("writers");
+    let per_writer: usize = args[3].parse().expect("per writer");
+    let prefix = args[4].clone();
+    let ledger = Arc::new(
+        Ledger::open(
+            &dir,
+            LedgerConfig {
+                checkpoint_every: 500,
+                holder: "storm".into(),
+            },
+        )
+        .expect("opens"),
+    );
+    let rt = custos_tests::runtime();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let ledger = Arc::clone(&ledger);
+            let prefix = prefix.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let mut c = custos_tests::deposit(
+                        &format!("{prefix}-s{w}-{i}"),
+                        "2022-01-01T00:00:00Z",
+                        &format!("acct-s{w}"),
+                        "USDC",
+                        "1",
+                    );
+                    c.occurred_at = None;
+                    let outcome = ledger.submit(c).await.expect("append");
+                    let a = outcome.expect("deposits are accepted");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {} {}", a.id, a.seq).unwrap();
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
