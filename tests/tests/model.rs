@@ -352,7 +352,7 @@ fn build(op: &Op, clock: &mut Timestamp, model: &Reference, sent: &[Command]) ->
     let target = |n: u8| {
         let mut ids: Vec<&String> = model.withdrawals.keys().collect();
         ids.sort();
-        if ids.is_empty() || n % 7 == 0 {
+        if ids.is_empty() || n.is_multiple_of(7) {
             format!("w-missing-{n}")
         } else {
             ids[n as usize % ids.len()].clone()
