@@ -162,3 +162,30 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Opens sled directly on a (closed) ledger folder: for tests that tamper with the stored log
+/// the way an attacker with disk access would, below every check the ledger makes.
+pub fn raw_sled(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir.join("sled"))
+        .open()
+        .expect("sled opens")
+}
+
+/// Rewrites the stored record of every seq in a chunk through `f(seq, record) -> new record`.
+pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) {
+    let chunks: Vec<(sled::IVec, sled::IVec)> = db
+        .scan_prefix([custos_store::layout::PREFIX_CHUNK])
+        .map(|r| r.unwrap())
+        .collect();
+    for (k, v) in chunks {
+        let first = u64::from_be_bytes(k[1..9].try_into().unwrap());
+        let view = custos_store::layout::ChunkView::parse(&v).expect("chunk parses");
+        let records: Vec<Vec<u8>> = (0..view.len())
+            .map(|i| f(first + i as u64, view.record(i).unwrap()))
+            .collect();
+        db.insert(k, custos_store::layout::encode_chunk(&records))
+            .unwrap();
+    }
+    db.flush().unwrap();
+}
