@@ -302,7 +302,7 @@ fn a_withdrawal_flagged_later_is_unauthorized_only_as_known_after_the_flag() {
         },
     )
     .unwrap();
-    let mut with_rec = |mut c: Command, rec: &str| {
+    let with_rec = |mut c: Command, rec: &str| {
         c.recorded_at = Some(t(rec));
         l.submit_batch_blocking(vec![c])
             .unwrap()
