@@ -199,17 +199,17 @@ pub fn replay(
         .find(|r| r.group == "total")
         .map(|r| r.cols.completed_usd())
         .unwrap_or_default();
-    let mut report = with_bound(
-        Report::new(
-            format!("Replay of {from} .. {to} in valid-time order"),
-            &columns,
-        ),
-        bound,
+    // A replay has no single as_of: each row is as of its own occurred_at.
+    let mut report = Report::new(
+        format!("Replay of {from} .. {to} in valid-time order"),
+        &columns,
     )
+    .meta("known_at", time(bound.known_at))
+    .meta("known_seq", bound.known_seq)
     .meta("from", time(from))
     .meta("to", time(to))
     .meta("events", rows.len() as u64)
-    .meta("completed_usd_before_window", start_total.to_string());
+    .meta("completed_usd_before_window", format!("{start_total:.2}"));
     for r in rows {
         let mut cells: Vec<Cell> = vec![
             r.seq.into(),
@@ -218,8 +218,8 @@ pub fn replay(
             r.event_id.to_string().into(),
             r.stream.to_string().into(),
             r.kind.event_name().into(),
-            r.asset.map(|a| a.to_string()).into(),
-            r.change.into(),
+            r.asset.as_ref().map(|a| a.to_string()).into(),
+            r.asset.as_ref().map(|_| r.change).into(),
             r.unauthorized.into(),
             r.balance_after.into(),
         ];
