@@ -117,6 +117,7 @@ pub fn withdraw(
             usd_value: usd.map(|u| Usd::parse(u).expect("usd")),
             unauthorized,
             destination: None,
+            auth_factor: None,
         },
     )
 }

@@ -9,6 +9,7 @@ use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, SCHEMA_VERSION_CURRENT};
+use crate::event_v1::EventV1;
 use crate::types::{EventId, Hash, Seq, StreamId, Timestamp};
 
 /// The hash the chain starts from (the link before seq 1).
@@ -73,22 +74,21 @@ pub fn encode_payload(event: &Event) -> Vec<u8> {
 
 /// Decodes a payload of any known schema version into today's event.
 pub fn decode_payload(version: u16, bytes: &[u8]) -> Result<Event, CodecError> {
-    let err = |e: bincode::error::DecodeError| CodecError::Payload {
-        version,
-        reason: e.to_string(),
-    };
-    match version {
-        1 => {
-            let (event, used): (Event, usize) =
-                bincode::decode_from_slice(bytes, config()).map_err(err)?;
-            if used != bytes.len() {
-                return Err(CodecError::Payload {
-                    version,
-                    reason: format!("{} trailing bytes", bytes.len() - used),
-                });
-            }
-            Ok(event)
+    fn whole<T: bincode::Decode<()>>(version: u16, bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, used): (T, usize) =
+            bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError::Payload {
+                version,
+                reason: e.to_string(),
+            })?;
+        if used != bytes.len() {
+            let reason = format!("{} trailing bytes", bytes.len() - used);
+            return Err(CodecError::Payload { version, reason });
         }
+        Ok(value)
+    }
+    match version {
+        1 => Ok(whole::<EventV1>(version, bytes)?.upcast()),
+        2 => whole::<Event>(version, bytes),
         other => Err(CodecError::UnknownSchemaVersion(other)),
     }
 }
@@ -203,6 +203,7 @@ mod tests {
             usd_value: Some(Usd::parse("3911.21").unwrap()),
             unauthorized: true,
             destination: Some("0xabc".into()),
+            auth_factor: Some(crate::event::AuthFactor::Sms),
         };
         let t = Timestamp::parse_rfc3339("2022-01-17T20:00:00Z").unwrap();
         let (env, record) = Envelope::seal(
@@ -221,6 +222,25 @@ mod tests {
         let mut tampered = record.clone();
         tampered[3] ^= 1;
         assert!(!Envelope::link_ok(&tampered, &GENESIS_HASH));
+    }
+
+    #[test]
+    fn version_1_payloads_are_upcast() {
+        let eth = Asset::new("ETH").unwrap();
+        let v1 = EventV1::Withdrawn {
+            asset: eth.clone(),
+            amount: Amount::parse("2", &eth).unwrap(),
+            usd_value: None,
+            unauthorized: false,
+            destination: Some("0xdead".into()),
+        };
+        let bytes = bincode::encode_to_vec(&v1, config()).unwrap();
+        let event = decode_payload(1, &bytes).unwrap();
+        assert!(
+            matches!(event, Event::Withdrawn { auth_factor: None, ref destination, .. } if destination.as_deref() == Some("0xdead"))
+        );
+        // The same bytes are not a valid version 2 payload (the new field is missing).
+        assert!(decode_payload(2, &bytes).is_err());
     }
 
     #[test]

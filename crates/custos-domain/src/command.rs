@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::event::EventKind;
+use crate::event::{AuthFactor, EventKind};
 use crate::types::{AccountId, Amount, Asset, EventId, Timestamp, Usd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub enum CommandBody {
         usd_value: Option<Usd>,
         unauthorized: bool,
         destination: Option<String>,
+        auth_factor: Option<AuthFactor>,
     },
     /// Account, asset and amount follow from the withdrawal; when given they must match.
     Reverse {

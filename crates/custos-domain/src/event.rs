@@ -10,8 +10,45 @@ use bincode::{Decode, Encode};
 
 use crate::types::{Amount, Asset, EventId, Seq, Timestamp, Usd};
 
-/// The payload schema version new events are written with.
-pub const SCHEMA_VERSION_CURRENT: u16 = 1;
+/// The payload schema version new events are written with. Version 1 (see `event_v1`) lacked
+/// `Withdrawn::auth_factor`; it is decoded forever and upcast.
+pub const SCHEMA_VERSION_CURRENT: u16 = 2;
+
+/// The second factor that authorized a withdrawal, as the exchange reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum AuthFactor {
+    Totp,
+    Sms,
+    Email,
+    HardwareKey,
+    ApiKey,
+    /// No second factor was asked (e.g. a whitelisted address).
+    NotRequired,
+}
+
+impl AuthFactor {
+    pub const ALL: [AuthFactor; 6] = [
+        AuthFactor::Totp,
+        AuthFactor::Sms,
+        AuthFactor::Email,
+        AuthFactor::HardwareKey,
+        AuthFactor::ApiKey,
+        AuthFactor::NotRequired,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthFactor::Totp => "totp",
+            AuthFactor::Sms => "sms",
+            AuthFactor::Email => "email",
+            AuthFactor::HardwareKey => "hardware-key",
+            AuthFactor::ApiKey => "api-key",
+            AuthFactor::NotRequired => "not-required",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AuthFactor> {
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
 
 /// A reversal that happened before the withdrawal it reverses was flagged.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -49,6 +86,8 @@ pub enum Event {
         /// Marked unauthorized when it happened (as opposed to flagged later).
         unauthorized: bool,
         destination: Option<String>,
+        /// Schema version 2: the second factor that authorized it, when known.
+        auth_factor: Option<AuthFactor>,
     },
     /// Credits back the full amount of a withdrawal.
     Reversed {

@@ -8,11 +8,12 @@
 mod codec;
 mod command;
 mod event;
+mod event_v1;
 mod types;
 
 pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope, GENESIS_HASH};
 pub use command::{Command, CommandBody};
-pub use event::{Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
+pub use event::{AuthFactor, Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
 pub use types::{
     parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId,
     Timestamp, Usd,

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, Read};
 
 use custos_domain::{
-    AccountId, Amount, Asset, Command, CommandBody, DomainError, EventId, EventKind, Timestamp, Usd,
+    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind,
+    Timestamp, Usd,
 };
 use rust_decimal::Decimal;
 
 /// The fields of the import format, in the order export writes them.
-pub const IMPORT_FIELDS: [&str; 10] = [
+pub const IMPORT_FIELDS: [&str; 11] = [
     "id",
     "occurred_at",
     "recorded_at",
@@ -25,8 +26,9 @@ pub const IMPORT_FIELDS: [&str; 10] = [
     "usd_value",
     "ref",
     "unauthorized",
+    "auth_factor",
 ];
-const REQUIRED_FIELDS: [&str; 4] = ["id", "occurred_at", "kind", "ref"];
+const REQUIRED_FIELDS: [&str; 3] = ["id", "occurred_at", "kind"];
 /// The longest line the importer reads (a limit on memory, and on garbage).
 pub const LINE_BYTES_MAX: usize = 4096;
 
@@ -154,6 +156,31 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             ))
         }
     };
+    let auth_factor = match f.get("auth_factor") {
+        None => None,
+        Some(name) => Some(AuthFactor::parse(name).ok_or_else(|| {
+            err(
+                "auth_factor",
+                format!(
+                    "unknown authorization factor {name:?} (expected one of {})",
+                    AuthFactor::ALL
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?),
+    };
+    if auth_factor.is_some() && kind != EventKind::Withdrawal {
+        return Err(err(
+            "auth_factor",
+            format!(
+                "only a withdrawal has an authorization factor, not a {}",
+                kind.name()
+            ),
+        ));
+    }
     if unauthorized && kind != EventKind::Withdrawal {
         return Err(err(
             "unauthorized",
@@ -184,6 +211,7 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
                     usd_value,
                     unauthorized,
                     destination: None,
+                    auth_factor,
                 }
             }
         }

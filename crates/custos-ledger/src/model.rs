@@ -287,6 +287,7 @@ impl WriteModel {
                 usd_value,
                 unauthorized,
                 destination,
+                auth_factor,
             } => {
                 if let Some(s) = self.suspension_at(occurred_at) {
                     return Err(Rejection::WithdrawalDuringSuspension {
@@ -313,6 +314,7 @@ impl WriteModel {
                     usd_value: *usd_value,
                     unauthorized: *unauthorized,
                     destination: destination.clone(),
+                    auth_factor: *auth_factor,
                 })
             }
             CommandBody::Reverse {
@@ -606,6 +608,7 @@ pub fn command_of(env: &Envelope) -> Command {
             usd_value,
             unauthorized,
             destination,
+            auth_factor,
         } => CommandBody::Withdraw {
             account: account(),
             asset: asset.clone(),
@@ -613,6 +616,7 @@ pub fn command_of(env: &Envelope) -> Command {
             usd_value: *usd_value,
             unauthorized: *unauthorized,
             destination: destination.clone(),
+            auth_factor: *auth_factor,
         },
         Event::Reversed {
             withdrawal,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use custos_domain::{AccountId, Amount, Asset, Command, CommandBody, EventId, Seq, Timestamp, Usd};
+use custos_domain::{
+    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, EventId, Seq, Timestamp, Usd,
+};
 use custos_ledger::{Ledger, LedgerConfig, Outcome};
 use rust_decimal::Decimal;
 
@@ -94,6 +96,9 @@ pub enum Cmd {
         /// Where the funds went (an address)
         #[arg(long)]
         destination: Option<String>,
+        /// The second factor that authorized it: totp, sms, email, hardware-key, api-key, not-required
+        #[arg(long, value_parser = parse_auth_factor)]
+        auth_factor: Option<AuthFactor>,
     },
     /// Reverse a withdrawal (credits back its full amount)
     Reverse {
@@ -243,6 +248,16 @@ pub enum Cmd {
 
 fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
+}
+
+fn parse_auth_factor(s: &str) -> Result<AuthFactor, String> {
+    AuthFactor::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = AuthFactor::ALL.iter().map(|f| f.name()).collect();
+        format!(
+            "unknown authorization factor {s:?} (expected one of {})",
+            names.join(", ")
+        )
+    })
 }
 
 fn parse_query_time(s: &str) -> Result<Timestamp, String> {
@@ -425,6 +440,7 @@ fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
             usd,
             unauthorized,
             destination,
+            auth_factor,
         } => {
             let asset = Asset::new(&asset)?;
             let body = CommandBody::Withdraw {
@@ -438,6 +454,7 @@ fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
                     .context("--usd")?,
                 unauthorized,
                 destination,
+                auth_factor,
             };
             (common, body)
         }

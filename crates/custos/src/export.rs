@@ -19,7 +19,7 @@ pub enum ExportFormat {
 }
 
 /// The import-format fields of an event (empty where the importer wants them empty).
-pub fn import_fields(env: &Envelope) -> [String; 10] {
+pub fn import_fields(env: &Envelope) -> [String; 11] {
     let account = env
         .stream
         .account()
@@ -34,6 +34,13 @@ pub fn import_fields(env: &Envelope) -> [String; 10] {
         .withdrawal_ref()
         .map(|(id, _)| id.to_string())
         .unwrap_or_default();
+    let auth_factor = match &env.event {
+        Event::Withdrawn {
+            auth_factor: Some(f),
+            ..
+        } => f.name().to_string(),
+        _ => String::new(),
+    };
     let (account, asset, amount, usd, unauthorized) = match &env.event {
         Event::Deposited { usd_value, .. } => {
             (account, asset, amount, usd_value.map(|u| u.to_string()), "")
@@ -67,6 +74,7 @@ pub fn import_fields(env: &Envelope) -> [String; 10] {
         usd.unwrap_or_default(),
         reference,
         unauthorized.to_string(),
+        auth_factor,
     ]
 }
 
