@@ -86,6 +86,11 @@ pub struct Losses {
     by_account: BTreeMap<(AccountId, Asset), LossCols>,
     /// Withdrawals (by seq) flagged unauthorized by the events folded so far.
     flagged: HashSet<Seq>,
+    /// Per group (ETH, BTC, misc): the sums and the accounts with an attempted loss, kept as
+    /// events are folded so that a report (and each row of a replay) costs O(1), not O(accounts).
+    groups: [LossCols; 3],
+    affected: [HashSet<AccountId>; 3],
+    affected_total: HashSet<AccountId>,
 }
 
 enum Col {
@@ -115,6 +120,12 @@ impl Losses {
                 c.reimbursed_usd += usd;
             }
         };
+        let g = asset.group().index();
+        bump(&mut self.groups[g]);
+        if matches!(col, Col::Attempted) && !self.affected[g].contains(account) {
+            self.affected[g].insert(account.clone());
+            self.affected_total.insert(account.clone());
+        }
         bump(self.by_asset.entry(asset.clone()).or_default());
         bump(
             self.by_account
@@ -162,17 +173,8 @@ impl Losses {
     /// The report: ETH, BTC, misc and total rows; with `detail`, then one row per misc symbol and
     /// one per (account, asset).
     pub fn rows(&self, detail: bool) -> Vec<LossRow> {
-        let mut groups = [LossCols::default(); 3];
-        let mut affected: [HashSet<&AccountId>; 3] = Default::default();
-        let mut affected_total: HashSet<&AccountId> = HashSet::new();
-        for ((account, asset), cols) in &self.by_account {
-            let g = asset.group().index();
-            groups[g].add(cols);
-            if !cols.attempted.is_zero() {
-                affected[g].insert(account);
-                affected_total.insert(account);
-            }
-        }
+        let (groups, affected, affected_total) =
+            (&self.groups, &self.affected, &self.affected_total);
         let mut total = LossCols::default();
         let mut rows = Vec::new();
         for group in AssetGroup::ALL {
@@ -320,6 +322,12 @@ impl Projection for Losses {
                 LossCols::from_bytes(c)?,
             );
             out.by_asset.entry(asset.clone()).or_default().add(&cols);
+            let g = asset.group().index();
+            out.groups[g].add(&cols);
+            if !cols.attempted.is_zero() {
+                out.affected[g].insert(account.clone());
+                out.affected_total.insert(account.clone());
+            }
             out.by_account.insert((account, asset), cols);
         }
         Some(out)

@@ -1,0 +1,400 @@
+//! `custos-bench`: one run, one workload, every figure BENCHMARKS.md quotes.
+//!
+//! Generates a deterministic workload (default 1,000,000 events over 100,000 accounts), then
+//! measures on this machine, in this run: the durable import through the real `custos` binary;
+//! appends/s with 1, 8 and 64 concurrent callers; the raw limit (the same encoded events into
+//! sled, one key per event, `apply_batch` + flush + fsync per batch); a full rebuild with its
+//! peak memory; and point-in-time query latency at 100 random past moments, in-process and as
+//! whole `custos` processes. Timings are reported, never asserted.
+
+use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use custos_domain::{AccountId, Timestamp};
+use custos_ledger::{Ledger, LedgerConfig};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure Custos on a deterministic workload (see BENCHMARKS.md)")]
+struct Args {
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Random past moments per query kind
+    #[arg(long, default_value_t = 100)]
+    moments: usize,
+    /// Work folder, kept afterwards (default: a fresh folder under the system temp dir, removed)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print JSON instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Reuse the ledger already in --dir (skips generation, import, raw limit and rebuild) and
+    /// keep the folder afterwards: for profiling the query paths
+    #[arg(long, requires = "dir")]
+    reuse: bool,
+}
+
+struct Row {
+    name: String,
+    value: String,
+    note: String,
+}
+
+fn custos_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("custos");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p custos)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Runs a child and returns its wall time and peak resident memory (KiB), via wait4.
+fn run_measured(cmd: &mut Process) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    if rc < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed (status {status})");
+    }
+    Ok((elapsed, usage.ru_maxrss as u64))
+}
+
+fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (p(0.5), p(0.99), *v.last().expect("samples"))
+}
+
+fn fmt_us(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} us")
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("custos-bench-{}", std::process::id())),
+    };
+    if dir.exists() && !args.reuse {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let bin = custos_bin()?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut push = |name: &str, value: String, note: String| {
+        eprintln!("{name}: {value} {note}");
+        rows.push(Row {
+            name: name.into(),
+            value,
+            note,
+        });
+    };
+
+    // The workload.
+    let csv = dir.join("workload.csv");
+    let db = dir.join("ledger");
+    let (first, last) = if args.reuse {
+        let mut sink = std::io::sink();
+        custos_fixtures::workload::write_csv(&mut sink, args.events, args.accounts, args.seed)?
+    } else {
+        let mut w = BufWriter::new(std::fs::File::create(&csv)?);
+        let span =
+            custos_fixtures::workload::write_csv(&mut w, args.events, args.accounts, args.seed)?;
+        w.flush()?;
+        span
+    };
+    if !args.reuse {
+        let size_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
+        push(
+            "workload",
+            format!("{} events, {} accounts", args.events, args.accounts),
+            format!("{size_mb:.0} MB of CSV"),
+        );
+
+        // 1. Durable import through the real binary (whole process).
+        let (elapsed, rss) = run_measured(
+            Process::new(&bin)
+                .arg("--db")
+                .arg(&db)
+                .arg("import")
+                .arg(&csv)
+                .stdout(std::process::Stdio::null()),
+        )?;
+        let import_rate = args.events as f64 / elapsed.as_secs_f64();
+        push(
+            "import (custos import, durable)",
+            format!("{import_rate:.0} events/s"),
+            format!(
+                "{:.2} s, peak RSS {} MiB",
+                elapsed.as_secs_f64(),
+                rss / 1024
+            ),
+        );
+
+        // 2. The raw limit: the same encoded records into sled, one key per event.
+        let raw_rate = raw_sled_limit(&db, &dir.join("raw"))?;
+        push(
+            "raw sled limit (1 key/event, apply_batch+flush+fsync per 4096)",
+            format!("{raw_rate:.0} events/s"),
+            format!("import / raw = {:.2}x", import_rate / raw_rate),
+        );
+
+        // 3. Full rebuild (whole process), with its peak memory.
+        let (elapsed, rss) = run_measured(
+            Process::new(&bin)
+                .arg("--db")
+                .arg(&db)
+                .arg("rebuild")
+                .stdout(std::process::Stdio::null()),
+        )?;
+        let rebuild_rate = 2.0 * args.events as f64 / elapsed.as_secs_f64();
+        push(
+            "rebuild (both projections, whole process)",
+            format!("{rebuild_rate:.0} events/s"),
+            format!(
+                "{:.2} s for 2 x {} events, peak RSS {} MiB",
+                elapsed.as_secs_f64(),
+                args.events,
+                rss / 1024
+            ),
+        );
+    }
+
+    // 4. Point-in-time queries, in process.
+    let ledger = Ledger::open(
+        &db,
+        LedgerConfig {
+            holder: "custos-bench".into(),
+            ..LedgerConfig::default()
+        },
+    )?;
+    let t0 = Timestamp::from_datetime(first).expect("in range").nanos();
+    let t1 = Timestamp::from_datetime(last).expect("in range").nanos();
+    let mut rng = custos_fixtures_rng(args.seed);
+    let moments: Vec<Timestamp> = (0..args.moments)
+        .map(|_| Timestamp::from_nanos(t0 + (rng() % (t1 - t0) as u64) as i64))
+        .collect();
+    let opened = Instant::now();
+    let _ = ledger.balances_at(&ledger.bound(None, None, None)?)?;
+    push(
+        "first query after open (loads the head state)",
+        fmt_us(opened.elapsed()),
+        String::new(),
+    );
+    let mut one = Vec::new();
+    let mut all = Vec::new();
+    let mut losses = Vec::new();
+    let mut replay = Vec::new();
+    let mut rows_all = 0;
+    let mut replay_events = 0;
+    for t in &moments {
+        let bound = ledger.bound(Some(*t), None, None)?;
+        let acct = AccountId::new(&format!("acct-{:06}", rng() % args.accounts))?;
+        let s = Instant::now();
+        let b = ledger.account_balances_at(&acct, &bound)?;
+        let _ = b.rows(None, None, false);
+        one.push(s.elapsed());
+        let s = Instant::now();
+        rows_all = ledger.balances_at(&bound)?.rows(None, None, false).len();
+        all.push(s.elapsed());
+        let s = Instant::now();
+        let _ = ledger.losses_at(&bound)?.rows(false);
+        losses.push(s.elapsed());
+        let s = Instant::now();
+        let from = Timestamp::from_nanos(t.nanos() - 14 * 3_600_000_000_000);
+        replay_events = ledger.replay(from, *t, &bound)?.1.len();
+        replay.push(s.elapsed());
+    }
+    for (name, samples, extra) in [
+        ("one account's balances at T", one, String::new()),
+        (
+            "all balances at T",
+            all,
+            format!("{rows_all} rows at the last moment"),
+        ),
+        ("loss totals at T", losses, String::new()),
+        (
+            "14-hour replay ending at T",
+            replay,
+            format!("{replay_events} events in the last window"),
+        ),
+    ] {
+        let (p50, p99, max) = stats(samples);
+        push(
+            name,
+            format!("median {}", fmt_us(p50)),
+            format!("p99 {}, max {}; {extra}", fmt_us(p99), fmt_us(max)),
+        );
+    }
+
+    // 5. Appends with 1, 8 and 64 concurrent callers (a fresh ledger; each append durable).
+    drop(ledger);
+    for callers in if args.reuse {
+        vec![]
+    } else {
+        vec![1usize, 8, 64]
+    } {
+        let rate = appends(&dir.join(format!("appends-{callers}")), callers, 4096)?;
+        push(
+            &format!("appends, {callers} concurrent callers"),
+            format!("{rate:.0} appends/s"),
+            String::new(),
+        );
+    }
+
+    // 6. Whole-process CLI latency (opening the store is part of what a user waits for).
+    let t = moments[0].to_rfc3339();
+    for (name, query) in [
+        (
+            "custos balances --account (process)",
+            vec!["balances", "--account", "acct-000001", "--as-of", &t],
+        ),
+        ("custos losses (process)", vec!["losses", "--as-of", &t]),
+    ] {
+        let mut samples = Vec::new();
+        for _ in 0..10 {
+            let (d, _) = run_measured(
+                Process::new(&bin)
+                    .arg("--db")
+                    .arg(&db)
+                    .args(&query)
+                    .stdout(std::process::Stdio::null()),
+            )?;
+            samples.push(d);
+        }
+        let (p50, _, max) = stats(samples);
+        push(
+            name,
+            format!("median {}", fmt_us(p50)),
+            format!("max {}", fmt_us(max)),
+        );
+    }
+
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"name": r.name, "value": r.value, "note": r.note}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
+        let v = rows.iter().map(|r| r.value.len()).max().unwrap_or(10);
+        println!("| {:w$} | {:v$} | note |", "figure", "value");
+        println!("|{}|{}|------|", "-".repeat(w + 2), "-".repeat(v + 2));
+        for r in &rows {
+            println!("| {:w$} | {:v$} | {} |", r.name, r.value, r.note);
+        }
+    }
+    if args.dir.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    Ok(())
+}
+
+fn custos_fixtures_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Writes the ledger's own stored records into a fresh sled, one key per event, in batches of
+/// the import's size, each made durable the same way (flush + fsync of the data file).
+fn raw_sled_limit(ledger_dir: &Path, raw_dir: &Path) -> Result<f64> {
+    let store = custos_store::Store::open(ledger_dir, "custos-bench raw")?;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    store.for_each_record(1, |_, r| {
+        records.push(r.to_vec());
+        ControlFlow::Continue(())
+    })?;
+    drop(store);
+    let db = sled::Config::new()
+        .path(raw_dir)
+        .cache_capacity(512 << 20)
+        .open()?;
+    let data = std::fs::File::open(raw_dir.join("db"))?;
+    let started = Instant::now();
+    for (i, batch) in records.chunks(4096).enumerate() {
+        let mut b = sled::Batch::default();
+        for (j, r) in batch.iter().enumerate() {
+            let seq = (i * 4096 + j + 1) as u64;
+            b.insert(&seq.to_be_bytes(), r.as_slice());
+        }
+        db.apply_batch(b)?;
+        db.flush()?;
+        data.sync_all()?;
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Durable appends per second with `callers` tasks each sending one deposit at a time.
+fn appends(dir: &Path, callers: usize, total: usize) -> Result<f64> {
+    let ledger = Arc::new(Ledger::open(
+        dir,
+        LedgerConfig {
+            holder: "custos-bench appends".into(),
+            ..LedgerConfig::default()
+        },
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let per = total / callers;
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..callers {
+            let ledger = Arc::clone(&ledger);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    let eth = custos_domain::Asset::new("ETH").expect("valid");
+                    let cmd = custos_domain::Command {
+                        id: custos_domain::EventId::new(&format!("a{c}-{i}")).expect("valid"),
+                        occurred_at: None,
+                        recorded_at: None,
+                        expected_version: None,
+                        body: custos_domain::CommandBody::Deposit {
+                            account: AccountId::new(&format!("acct-{c}")).expect("valid"),
+                            amount: custos_domain::Amount::parse("1", &eth).expect("valid"),
+                            asset: eth,
+                            usd_value: None,
+                        },
+                    };
+                    ledger.submit(cmd).await.expect("append").expect("accepted");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    });
+    Ok((per * callers) as f64 / started.elapsed().as_secs_f64())
+}
