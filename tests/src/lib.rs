@@ -9,10 +9,7 @@ use custos_domain::{AccountId, Amount, Asset, Command, CommandBody, EventId, Tim
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
 }
 
 /// The `custos` binary, built once per test process with the same cargo that runs the tests.
@@ -26,9 +23,8 @@ pub fn custos_bin() -> PathBuf {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building custos failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| workspace().join("target"));
+        let target =
+            std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
         target.join("debug").join("custos")
     })
     .clone()
@@ -36,13 +32,7 @@ pub fn custos_bin() -> PathBuf {
 
 /// Runs `custos --db DIR ARGS...` and returns its output.
 pub fn custos(dir: &Path, args: &[&str]) -> Output {
-    Process::new(custos_bin())
-        .arg("--db")
-        .arg(dir)
-        .args(args)
-        .env_remove("CUSTOS_DB")
-        .output()
-        .expect("custos runs")
+    Process::new(custos_bin()).arg("--db").arg(dir).args(args).env_remove("CUSTOS_DB").output().expect("custos runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -74,13 +64,7 @@ pub fn id(s: &str) -> EventId {
 }
 
 pub fn cmd(ident: &str, at: &str, body: CommandBody) -> Command {
-    Command {
-        id: id(ident),
-        occurred_at: Some(t(at)),
-        recorded_at: None,
-        expected_version: None,
-        body,
-    }
+    Command { id: id(ident), occurred_at: Some(t(at)), recorded_at: None, expected_version: None, body }
 }
 
 pub fn deposit(ident: &str, at: &str, acct: &str, sym: &str, amount: &str) -> Command {
@@ -125,23 +109,9 @@ pub fn withdraw(
 pub fn reference(kind: &str, ident: &str, at: &str, withdrawal: &str) -> Command {
     let w = id(withdrawal);
     let body = match kind {
-        "reverse" => CommandBody::Reverse {
-            withdrawal: w,
-            account: None,
-            asset: None,
-            amount: None,
-        },
-        "reimburse" => CommandBody::Reimburse {
-            withdrawal: w,
-            account: None,
-            asset: None,
-            amount: None,
-        },
-        "flag" => CommandBody::Flag {
-            withdrawal: w,
-            account: None,
-            asset: None,
-        },
+        "reverse" => CommandBody::Reverse { withdrawal: w, account: None, asset: None, amount: None },
+        "reimburse" => CommandBody::Reimburse { withdrawal: w, account: None, asset: None, amount: None },
+        "flag" => CommandBody::Flag { withdrawal: w, account: None, asset: None },
         other => panic!("unknown reference kind {other}"),
     };
     cmd(ident, at, body)
@@ -157,36 +127,24 @@ pub fn resume(ident: &str, at: &str) -> Command {
 
 /// A multi-threaded runtime for library tests.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("runtime")
 }
 
 /// Opens sled directly on a (closed) ledger folder: for tests that tamper with the stored log
 /// the way an attacker with disk access would, below every check the ledger makes.
 pub fn raw_sled(dir: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir.join("sled"))
-        .open()
-        .expect("sled opens")
+    sled::Config::new().path(dir.join("sled")).open().expect("sled opens")
 }
 
 /// Rewrites the stored record of every seq in a chunk through `f(seq, record) -> new record`.
 pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) {
-    let chunks: Vec<(sled::IVec, sled::IVec)> = db
-        .scan_prefix([custos_store::layout::PREFIX_CHUNK])
-        .map(|r| r.unwrap())
-        .collect();
+    let chunks: Vec<(sled::IVec, sled::IVec)> =
+        db.scan_prefix([custos_store::layout::PREFIX_CHUNK]).map(|r| r.unwrap()).collect();
     for (k, v) in chunks {
         let first = u64::from_be_bytes(k[1..9].try_into().unwrap());
         let view = custos_store::layout::ChunkView::parse(&v).expect("chunk parses");
-        let records: Vec<Vec<u8>> = (0..view.len())
-            .map(|i| f(first + i as u64, view.record(i).unwrap()))
-            .collect();
-        db.insert(k, custos_store::layout::encode_chunk(&records))
-            .unwrap();
+        let records: Vec<Vec<u8>> = (0..view.len()).map(|i| f(first + i as u64, view.record(i).unwrap())).collect();
+        db.insert(k, custos_store::layout::encode_chunk(&records)).unwrap();
     }
     db.flush().unwrap();
 }

@@ -14,10 +14,7 @@ const WRITERS: usize = 8;
 const PER_WRITER: usize = 400;
 
 fn rounds() -> usize {
-    std::env::var("CUSTOS_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    std::env::var("CUSTOS_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
 
 #[test]
@@ -47,25 +44,13 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let seen = reader.join().unwrap();
-        eprintln!(
-            "round {round}: killed after {} acknowledged appends",
-            seen.len()
-        );
+        eprintln!("round {round}: killed after {} acknowledged appends", seen.len());
 
-        let ledger = Ledger::open(
-            dir.path(),
-            LedgerConfig {
-                checkpoint_every: 500,
-                holder: "crash test".into(),
-            },
-        )
-        .unwrap();
+        let ledger =
+            Ledger::open(dir.path(), LedgerConfig { checkpoint_every: 500, holder: "crash test".into() }).unwrap();
         for (id, seq) in &seen {
             if let Some(prev) = acked.insert(id.clone(), *seq) {
-                assert_eq!(
-                    prev, *seq,
-                    "round {round}: {id} was acknowledged at two seqs"
-                );
+                assert_eq!(prev, *seq, "round {round}: {id} was acknowledged at two seqs");
             }
         }
         for (id, seq) in &acked {
@@ -102,11 +87,7 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         for o in &outcomes {
             let a = o.as_ref().expect("deposits are accepted");
             if let Some(seq) = acked.get(a.id.as_str()) {
-                assert!(
-                    a.duplicate && a.seq == *seq,
-                    "round {round}: {} re-sent",
-                    a.id
-                );
+                assert!(a.duplicate && a.seq == *seq, "round {round}: {} re-sent", a.id);
             }
             if !a.duplicate {
                 appended += 1;
@@ -121,12 +102,7 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         let bound = ledger.bound(None, None, None).unwrap();
         let balances = ledger.balances_at(&bound).unwrap();
         for row in balances.rows(None, None, false) {
-            assert_eq!(
-                row.balance,
-                rust_decimal::Decimal::from((PER_WRITER * (round + 1)) as u64),
-                "{}",
-                row.account
-            );
+            assert_eq!(row.balance, rust_decimal::Decimal::from((PER_WRITER * (round + 1)) as u64), "{}", row.account);
         }
         ledger.close().unwrap();
     }

@@ -8,27 +8,18 @@ const FIXTURE: &str = "fixtures/incident-2022-01/commands.csv";
 const REJECTED: &str = "fixtures/incident-2022-01/rejected.csv";
 
 fn json(o: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(o))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
 }
 
 fn row<'a>(report: &'a Value, group: &str) -> &'a Value {
-    report["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .find(|r| r["group"] == group)
-        .expect("group row")
+    report["rows"].as_array().expect("rows").iter().find(|r| r["group"] == group).expect("group row")
 }
 
 #[test]
 fn the_committed_fixture_is_what_the_generator_makes() {
     let data = custos_fixtures::incident(custos_fixtures::SEED);
     let committed = std::fs::read_to_string(workspace().join(FIXTURE)).unwrap();
-    assert!(
-        committed == data.commands_csv,
-        "fixtures/incident-2022-01/commands.csv is stale: regenerate it"
-    );
+    assert!(committed == data.commands_csv, "fixtures/incident-2022-01/commands.csv is stale: regenerate it");
     let rejected = std::fs::read_to_string(workspace().join(REJECTED)).unwrap();
     assert_eq!(rejected, data.rejected_csv);
     assert!(data.commands >= 50_000);
@@ -37,16 +28,7 @@ fn the_committed_fixture_is_what_the_generator_makes() {
 #[test]
 fn the_demo_reproduces_the_published_figures_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = custos(
-        dir.path(),
-        &[
-            "demo",
-            "--format",
-            "json",
-            "--plot",
-            dir.path().join("w.svg").to_str().unwrap(),
-        ],
-    );
+    let out = custos(dir.path(), &["demo", "--format", "json", "--plot", dir.path().join("w.svg").to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let v = json(&out);
     let losses = &v["losses"];
@@ -63,22 +45,14 @@ fn the_demo_reproduces_the_published_figures_exactly() {
     assert_eq!(total["completed_usd"], "33812346.00");
     assert_eq!(total["accounts_affected"], 483);
     for r in [eth, btc, misc, total] {
-        assert_eq!(
-            r["reimbursed_usd"], r["completed_usd"],
-            "reimbursed = completed"
-        );
+        assert_eq!(r["reimbursed_usd"], r["completed_usd"], "reimbursed = completed");
         assert_eq!(r["outstanding_usd"], "0.00");
     }
     assert_eq!(eth["reimbursed"], "4836.26");
     assert_eq!(btc["outstanding"], "0");
     assert_eq!(v["affected_accounts"]["count"], 483);
-    let prevented = v["affected_accounts"]["prevented_in_full"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        prevented > 483 / 2,
-        "the majority were prevented: {prevented}"
-    );
+    let prevented = v["affected_accounts"]["prevented_in_full"].as_u64().unwrap();
+    assert!(prevented > 483 / 2, "the majority were prevented: {prevented}");
     let s = &v["suspensions"][0];
     assert_eq!(s["suspended_at"], "2022-01-18T03:46:00Z");
     assert_eq!(s["resumed_at"], "2022-01-18T17:46:00Z");
@@ -90,16 +64,9 @@ fn the_demo_reproduces_the_published_figures_exactly() {
 
 fn imported() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = custos(
-        dir.path(),
-        &["import", workspace().join(FIXTURE).to_str().unwrap()],
-    );
+    let out = custos(dir.path(), &["import", workspace().join(FIXTURE).to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("53193 appended, 0 duplicates, 0 rejected"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("53193 appended, 0 duplicates, 0 rejected"), "{}", stdout(&out));
     dir
 }
 
@@ -109,54 +76,23 @@ fn bitemporal_views_verify_and_the_rejected_file_over_the_cli() {
     let d = dir.path();
 
     // Before the flags were recorded, nothing was known to be unauthorized.
-    let before = custos(
-        d,
-        &[
-            "losses",
-            "--known-at",
-            "2022-01-18T03:45:00Z",
-            "--format",
-            "json",
-        ],
-    );
+    let before = custos(d, &["losses", "--known-at", "2022-01-18T03:45:00Z", "--format", "json"]);
     assert_eq!(code(&before), 0, "{}", stderr(&before));
     let v = json(&before);
     assert_eq!(row(&v, "total")["attempted_usd"], "0.00");
     assert_eq!(row(&v, "total")["accounts_affected"], 0);
     assert_eq!(v["known_at"], "2022-01-18T03:45:00Z");
     // Known today, as of the same moment: the attack so far is visible, nothing prevented.
-    let hindsight = json(&custos(
-        d,
-        &[
-            "losses",
-            "--as-of",
-            "2022-01-18T03:45:00Z",
-            "--format",
-            "json",
-        ],
-    ));
+    let hindsight = json(&custos(d, &["losses", "--as-of", "2022-01-18T03:45:00Z", "--format", "json"]));
     assert_ne!(row(&hindsight, "total")["attempted_usd"], "0.00");
     assert_eq!(row(&hindsight, "total")["prevented_usd"], "0.00");
     // At a seq: exact reproduction gives the same answer as the time it stands for.
-    let at_seq = json(&custos(
-        d,
-        &["losses", "--at-seq", "53193", "--format", "json"],
-    ));
+    let at_seq = json(&custos(d, &["losses", "--at-seq", "53193", "--format", "json"]));
     assert_eq!(row(&at_seq, "total")["completed_usd"], "33812346.00");
 
     // The replay of the attack window lists exactly the incident's withdrawals, in time order.
-    let out = custos(
-        d,
-        &[
-            "replay",
-            "--from",
-            "2022-01-17T20:00:00Z",
-            "--to",
-            "2022-01-18T03:45:59Z",
-            "--format",
-            "json",
-        ],
-    );
+    let out =
+        custos(d, &["replay", "--from", "2022-01-17T20:00:00Z", "--to", "2022-01-18T03:45:59Z", "--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let replay = json(&out);
     let rows = replay["rows"].as_array().unwrap();
@@ -173,39 +109,21 @@ fn bitemporal_views_verify_and_the_rejected_file_over_the_cli() {
     expected.sort();
     let got: Vec<(String, String)> = rows
         .iter()
-        .map(|r| {
-            (
-                r["occurred_at"].as_str().unwrap().to_string(),
-                r["id"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (r["occurred_at"].as_str().unwrap().to_string(), r["id"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(got, expected);
     assert!(
-        got.iter()
-            .all(|(_, id)| id.starts_with("unauth-") || id.starts_with("dep-")),
+        got.iter().all(|(_, id)| id.starts_with("unauth-") || id.starts_with("dep-")),
         "only the attack and deposits"
     );
-    assert_eq!(
-        got.iter()
-            .filter(|(_, id)| id.starts_with("unauth-"))
-            .count(),
-        483
-    );
-    assert!(rows
-        .iter()
-        .filter(|r| r["kind"] == "Withdrawn")
-        .all(|r| r["unauthorized"] == true));
+    assert_eq!(got.iter().filter(|(_, id)| id.starts_with("unauth-")).count(), 483);
+    assert!(rows.iter().filter(|r| r["kind"] == "Withdrawn").all(|r| r["unauthorized"] == true));
     let last = rows.last().unwrap();
     assert_eq!(last["total_completed_usd"], last["total_attempted_usd"]);
 
     let out = custos(d, &["verify"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).contains("verified 53193 events"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("verified 53193 events"), "{}", stdout(&out));
 
     // The rejected commands: each line refused with its reason, nothing appended.
     let digest_before = stdout(&custos(d, &["digest"]));
@@ -219,40 +137,20 @@ fn bitemporal_views_verify_and_the_rejected_file_over_the_cli() {
         (5, "withdrawal unauth-999, which the ledger does not have"),
         (6, "field amount: amount 0.123456789 has 9 decimal places; BTC allows at most 8"),
     ] {
-        assert!(err.lines().any(|l| l.starts_with(&format!("line {line}:")) && l.contains(reason)), "line {line} {reason}:\n{err}");
+        assert!(
+            err.lines().any(|l| l.starts_with(&format!("line {line}:")) && l.contains(reason)),
+            "line {line} {reason}:\n{err}"
+        );
     }
-    assert!(
-        stdout(&out).contains("0 appended, 0 duplicates, 5 rejected"),
-        "{}",
-        stdout(&out)
-    );
-    assert_eq!(
-        stdout(&custos(d, &["digest"])),
-        digest_before,
-        "nothing was appended"
-    );
-    let out = custos(
-        d,
-        &[
-            "import",
-            "--strict",
-            workspace().join(REJECTED).to_str().unwrap(),
-        ],
-    );
+    assert!(stdout(&out).contains("0 appended, 0 duplicates, 5 rejected"), "{}", stdout(&out));
+    assert_eq!(stdout(&custos(d, &["digest"])), digest_before, "nothing was appended");
+    let out = custos(d, &["import", "--strict", workspace().join(REJECTED).to_str().unwrap()]);
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("nothing was appended"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("nothing was appended"), "{}", stderr(&out));
 
     // Re-importing the data set appends nothing.
     let out = custos(d, &["import", workspace().join(FIXTURE).to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("0 appended, 53193 duplicates, 0 rejected"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("0 appended, 53193 duplicates, 0 rejected"), "{}", stdout(&out));
     assert_eq!(stdout(&custos(d, &["digest"])), digest_before);
 }

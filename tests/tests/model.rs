@@ -120,60 +120,33 @@ impl Reference {
     fn apply(&mut self, c: &Command) -> Said {
         let id = c.id.as_str().to_string();
         if let Some((seq, prev)) = self.ids.get(&id) {
-            return if prev == c {
-                Said::Duplicate(*seq)
-            } else {
-                Said::Refused("id_reused_with_different_content")
-            };
+            return if prev == c { Said::Duplicate(*seq) } else { Said::Refused("id_reused_with_different_content") };
         }
         let at = c.occurred_at.expect("tests give times");
         let stream = match &c.body {
-            CommandBody::Deposit { account, .. } | CommandBody::Withdraw { account, .. } => {
-                account.to_string()
-            }
+            CommandBody::Deposit { account, .. } | CommandBody::Withdraw { account, .. } => account.to_string(),
             CommandBody::Reverse { withdrawal, .. }
             | CommandBody::Reimburse { withdrawal, .. }
-            | CommandBody::Flag { withdrawal, .. } => {
-                match self.withdrawals.get(withdrawal.as_str()) {
-                    Some(w) => w.acct.clone(),
-                    None => return Said::Refused("unknown_withdrawal"),
-                }
-            }
+            | CommandBody::Flag { withdrawal, .. } => match self.withdrawals.get(withdrawal.as_str()) {
+                Some(w) => w.acct.clone(),
+                None => return Said::Refused("unknown_withdrawal"),
+            },
             _ => "$ledger".to_string(),
         };
         if self.last_time.get(&stream).is_some_and(|last| at < *last) {
             return Said::Refused("occurred_before_stream_head");
         }
-        let in_suspension = |s: &[(Timestamp, Option<Timestamp>)]| {
-            s.iter().any(|(a, b)| *a <= at && b.is_none_or(|b| at < b))
-        };
+        let in_suspension =
+            |s: &[(Timestamp, Option<Timestamp>)]| s.iter().any(|(a, b)| *a <= at && b.is_none_or(|b| at < b));
         match &c.body {
-            CommandBody::Deposit {
-                account,
-                asset,
-                amount,
-                ..
-            } => {
-                *self
-                    .balances
-                    .entry((account.to_string(), asset.to_string()))
-                    .or_default() += amount.value();
+            CommandBody::Deposit { account, asset, amount, .. } => {
+                *self.balances.entry((account.to_string(), asset.to_string())).or_default() += amount.value();
             }
-            CommandBody::Withdraw {
-                account,
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                ..
-            } => {
+            CommandBody::Withdraw { account, asset, amount, usd_value, unauthorized, .. } => {
                 if in_suspension(&self.suspensions) {
                     return Said::Refused("withdrawal_during_suspension");
                 }
-                let b = self
-                    .balances
-                    .entry((account.to_string(), asset.to_string()))
-                    .or_default();
+                let b = self.balances.entry((account.to_string(), asset.to_string())).or_default();
                 if *b < amount.value() {
                     return Said::Refused("insufficient_balance");
                 }
@@ -198,10 +171,7 @@ impl Reference {
                 }
             }
             CommandBody::Reverse { withdrawal, .. } => {
-                let w = self
-                    .withdrawals
-                    .get_mut(withdrawal.as_str())
-                    .expect("checked");
+                let w = self.withdrawals.get_mut(withdrawal.as_str()).expect("checked");
                 if w.reversed {
                     return Said::Refused("already_reversed");
                 }
@@ -209,10 +179,7 @@ impl Reference {
                     return Said::Refused("reversal_after_reimbursement");
                 }
                 w.reversed = true;
-                *self
-                    .balances
-                    .entry((w.acct.clone(), w.asset.clone()))
-                    .or_default() += w.amount;
+                *self.balances.entry((w.acct.clone(), w.asset.clone())).or_default() += w.amount;
                 if w.marker || w.flagged {
                     let l = self.losses.entry(w.asset.clone()).or_default();
                     l[1] += w.amount;
@@ -220,10 +187,7 @@ impl Reference {
                 }
             }
             CommandBody::Reimburse { withdrawal, .. } => {
-                let w = self
-                    .withdrawals
-                    .get_mut(withdrawal.as_str())
-                    .expect("checked");
+                let w = self.withdrawals.get_mut(withdrawal.as_str()).expect("checked");
                 if !(w.marker || w.flagged) {
                     return Said::Refused("reimbursement_of_authorized_withdrawal");
                 }
@@ -235,19 +199,13 @@ impl Reference {
                     return Said::Refused("already_fully_reimbursed");
                 }
                 w.reimbursed += left;
-                *self
-                    .balances
-                    .entry((w.acct.clone(), w.asset.clone()))
-                    .or_default() += left;
+                *self.balances.entry((w.acct.clone(), w.asset.clone())).or_default() += left;
                 let l = self.losses.entry(w.asset.clone()).or_default();
                 l[2] += left;
                 l[5] += w.usd;
             }
             CommandBody::Flag { withdrawal, .. } => {
-                let w = self
-                    .withdrawals
-                    .get_mut(withdrawal.as_str())
-                    .expect("checked");
+                let w = self.withdrawals.get_mut(withdrawal.as_str()).expect("checked");
                 if w.marker {
                     return Said::Refused("flag_of_withdrawal_marked_unauthorized");
                 }
@@ -290,14 +248,7 @@ fn said(o: &Outcome) -> Said {
 }
 
 fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::open(
-        dir,
-        LedgerConfig {
-            checkpoint_every: 7,
-            holder: "model test".into(),
-        },
-    )
-    .expect("opens")
+    Ledger::open(dir, LedgerConfig { checkpoint_every: 7, holder: "model test".into() }).expect("opens")
 }
 
 fn compare(ledger: &Ledger, model: &Reference, step: usize) -> Result<(), TestCaseError> {
@@ -309,29 +260,13 @@ fn compare(ledger: &Ledger, model: &Reference, step: usize) -> Result<(), TestCa
         .into_iter()
         .map(|r| ((r.account.to_string(), r.asset.to_string()), r.balance))
         .collect();
-    let want: BTreeMap<(String, String), Decimal> = model
-        .balances
-        .iter()
-        .filter(|(_, b)| !b.is_zero())
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
+    let want: BTreeMap<(String, String), Decimal> =
+        model.balances.iter().filter(|(_, b)| !b.is_zero()).map(|(k, v)| (k.clone(), *v)).collect();
     prop_assert_eq!(&real, &want, "balances after step {}", step);
     let losses = ledger.losses_at(&bound).unwrap();
     for (asset, want) in &model.losses {
-        let c = losses
-            .by_asset()
-            .iter()
-            .find(|(a, _)| a.as_str() == asset)
-            .map(|(_, c)| *c)
-            .unwrap_or_default();
-        let got = [
-            c.attempted,
-            c.prevented,
-            c.reimbursed,
-            c.attempted_usd,
-            c.prevented_usd,
-            c.reimbursed_usd,
-        ];
+        let c = losses.by_asset().iter().find(|(a, _)| a.as_str() == asset).map(|(_, c)| *c).unwrap_or_default();
+        let got = [c.attempted, c.prevented, c.reimbursed, c.attempted_usd, c.prevented_usd, c.reimbursed_usd];
         prop_assert_eq!(&got, want, "losses of {} after step {}", asset, step);
     }
     Ok(())
@@ -343,11 +278,7 @@ fn build(op: &Op, clock: &mut Timestamp, model: &Reference, sent: &[Command]) ->
         clock.to_rfc3339()
     };
     let ident = |n: u8| format!("c{n}");
-    let amount = |cents: u32| {
-        (Decimal::from(cents) / Decimal::from(100))
-            .normalize()
-            .to_string()
-    };
+    let amount = |cents: u32| (Decimal::from(cents) / Decimal::from(100)).normalize().to_string();
     // A withdrawal the model knows, or a made-up id when there is none.
     let target = |n: u8| {
         let mut ids: Vec<&String> = model.withdrawals.keys().collect();
@@ -359,28 +290,10 @@ fn build(op: &Op, clock: &mut Timestamp, model: &Reference, sent: &[Command]) ->
         }
     };
     Some(match op {
-        Op::Deposit {
-            id,
-            acct,
-            asset,
-            cents,
-            dt,
-        } => deposit(
-            &ident(*id),
-            &tick(*dt),
-            ACCOUNTS[*acct as usize],
-            ASSETS[*asset as usize],
-            &amount(*cents),
-        ),
-        Op::Withdraw {
-            id,
-            acct,
-            asset,
-            cents,
-            unauthorized,
-            usd,
-            dt,
-        } => withdraw(
+        Op::Deposit { id, acct, asset, cents, dt } => {
+            deposit(&ident(*id), &tick(*dt), ACCOUNTS[*acct as usize], ASSETS[*asset as usize], &amount(*cents))
+        }
+        Op::Withdraw { id, acct, asset, cents, unauthorized, usd, dt } => withdraw(
             &ident(*id),
             &tick(*dt),
             ACCOUNTS[*acct as usize],
@@ -389,12 +302,8 @@ fn build(op: &Op, clock: &mut Timestamp, model: &Reference, sent: &[Command]) ->
             Some(&amount(*usd)),
             *unauthorized,
         ),
-        Op::Reverse { id, target: t, dt } => {
-            reference("reverse", &ident(*id), &tick(*dt), &target(*t))
-        }
-        Op::Reimburse { id, target: t, dt } => {
-            reference("reimburse", &ident(*id), &tick(*dt), &target(*t))
-        }
+        Op::Reverse { id, target: t, dt } => reference("reverse", &ident(*id), &tick(*dt), &target(*t)),
+        Op::Reimburse { id, target: t, dt } => reference("reimburse", &ident(*id), &tick(*dt), &target(*t)),
         Op::Flag { id, target: t, dt } => reference("flag", &ident(*id), &tick(*dt), &target(*t)),
         Op::Suspend { id, dt } => suspend(&ident(*id), &tick(*dt)),
         Op::Resume { id, dt } => resume(&ident(*id), &tick(*dt)),
@@ -409,10 +318,7 @@ fn build(op: &Op, clock: &mut Timestamp, model: &Reference, sent: &[Command]) ->
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
 }
 
 proptest! {

@@ -37,14 +37,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// A log: steps with, per step, how far valid time moves and how far behind `recorded_at` lags
 /// (a large lag is a backfill: the event is recorded long after it happened).
 fn log() -> impl Strategy<Value = Vec<(Step, u16, u16)>> {
-    proptest::collection::vec(
-        (
-            step(),
-            0u16..120,
-            prop_oneof![8 => 0u16..5, 1 => 100u16..3000],
-        ),
-        1..60,
-    )
+    proptest::collection::vec((step(), 0u16..120, prop_oneof![8 => 0u16..5, 1 => 100u16..3000]), 1..60)
 }
 
 fn build(ledger: &Ledger, steps: &[(Step, u16, u16)]) {
@@ -57,31 +50,13 @@ fn build(ledger: &Ledger, steps: &[(Step, u16, u16)]) {
         recorded = recorded.max(valid + i64::from(*lag) * MINUTE);
         let at = Timestamp::from_nanos(valid).to_rfc3339();
         let id = format!("e{i}");
-        let pick = |n: u8| {
-            withdrawals
-                .get(n as usize % withdrawals.len().max(1))
-                .cloned()
-                .unwrap_or_else(|| "none".into())
-        };
+        let pick =
+            |n: u8| withdrawals.get(n as usize % withdrawals.len().max(1)).cloned().unwrap_or_else(|| "none".into());
         let mut c: Command = match s {
-            Step::Deposit(a, s, n) => deposit(
-                &id,
-                &at,
-                ACCOUNTS[*a as usize],
-                ASSETS[*s as usize],
-                &cents(*n),
-            ),
+            Step::Deposit(a, s, n) => deposit(&id, &at, ACCOUNTS[*a as usize], ASSETS[*s as usize], &cents(*n)),
             Step::Withdraw(a, s, n, u) => {
                 withdrawals.push(id.clone());
-                withdraw(
-                    &id,
-                    &at,
-                    ACCOUNTS[*a as usize],
-                    ASSETS[*s as usize],
-                    &cents(*n),
-                    Some(&cents(*n * 7)),
-                    *u,
-                )
+                withdraw(&id, &at, ACCOUNTS[*a as usize], ASSETS[*s as usize], &cents(*n), Some(&cents(*n * 7)), *u)
             }
             Step::Reverse(w) => reference("reverse", &id, &at, &pick(*w)),
             Step::Reimburse(w, half) => {
@@ -102,9 +77,7 @@ fn build(ledger: &Ledger, steps: &[(Step, u16, u16)]) {
 }
 
 fn cents(n: u32) -> String {
-    (Decimal::from(n) / Decimal::from(100))
-        .normalize()
-        .to_string()
+    (Decimal::from(n) / Decimal::from(100)).normalize().to_string()
 }
 
 fn envelopes(ledger: &Ledger) -> Vec<Envelope> {
@@ -121,33 +94,23 @@ fn envelopes(ledger: &Ledger) -> Vec<Envelope> {
 type Key = (String, String);
 
 /// DESIGN.md's balance over the counted events, directly.
-fn expected_balances(
-    log: &[Envelope],
-    counts: impl Fn(&Envelope) -> bool,
-) -> BTreeMap<Key, Decimal> {
+fn expected_balances(log: &[Envelope], counts: impl Fn(&Envelope) -> bool) -> BTreeMap<Key, Decimal> {
     let mut out: BTreeMap<Key, Decimal> = BTreeMap::new();
     for e in log.iter().filter(|e| counts(e)) {
         let sign = match e.event {
-            Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
-                Decimal::ONE
-            }
+            Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => Decimal::ONE,
             Event::Withdrawn { .. } => Decimal::NEGATIVE_ONE,
             _ => continue,
         };
         let (asset, amount) = e.event.asset_amount().unwrap();
-        *out.entry((e.stream.to_string(), asset.to_string()))
-            .or_default() += sign * amount.value();
+        *out.entry((e.stream.to_string(), asset.to_string())).or_default() += sign * amount.value();
     }
     out.retain(|_, v| !v.is_zero());
     out
 }
 
 /// DESIGN.md's loss columns per asset: [attempted, prevented, reimbursed] in units then USD.
-fn expected_losses(
-    log: &[Envelope],
-    as_of: Timestamp,
-    known_seq: u64,
-) -> BTreeMap<String, [Decimal; 6]> {
+fn expected_losses(log: &[Envelope], as_of: Timestamp, known_seq: u64) -> BTreeMap<String, [Decimal; 6]> {
     let known: Vec<&Envelope> = log.iter().filter(|e| e.seq <= known_seq).collect();
     let flagged: HashSet<u64> = known
         .iter()
@@ -158,15 +121,7 @@ fn expected_losses(
         .collect();
     let marked: HashSet<u64> = known
         .iter()
-        .filter(|e| {
-            matches!(
-                e.event,
-                Event::Withdrawn {
-                    unauthorized: true,
-                    ..
-                }
-            )
-        })
+        .filter(|e| matches!(e.event, Event::Withdrawn { unauthorized: true, .. }))
         .map(|e| e.seq)
         .collect();
     let unauthorized = |seq: u64| flagged.contains(&seq) || marked.contains(&seq);
@@ -174,15 +129,10 @@ fn expected_losses(
     for e in known.iter().filter(|e| e.occurred_at <= as_of) {
         let usd = e.event.usd_value().map(|u| u.value()).unwrap_or_default();
         let (col, amount, asset) = match &e.event {
-            Event::Withdrawn { asset, amount, .. } if unauthorized(e.seq) => {
-                (0, amount.value(), asset)
+            Event::Withdrawn { asset, amount, .. } if unauthorized(e.seq) => (0, amount.value(), asset),
+            Event::Reversed { asset, amount, withdrawal_seq, .. } if unauthorized(*withdrawal_seq) => {
+                (1, amount.value(), asset)
             }
-            Event::Reversed {
-                asset,
-                amount,
-                withdrawal_seq,
-                ..
-            } if unauthorized(*withdrawal_seq) => (1, amount.value(), asset),
             Event::Reimbursed { asset, amount, .. } => (2, amount.value(), asset),
             _ => continue,
         };
@@ -212,14 +162,7 @@ fn actual_losses(ledger: &Ledger, bound: &Bound) -> BTreeMap<String, [Decimal; 6
         .map(|(a, c)| {
             (
                 a.to_string(),
-                [
-                    c.attempted,
-                    c.prevented,
-                    c.reimbursed,
-                    c.attempted_usd,
-                    c.prevented_usd,
-                    c.reimbursed_usd,
-                ],
+                [c.attempted, c.prevented, c.reimbursed, c.attempted_usd, c.prevented_usd, c.reimbursed_usd],
             )
         })
         .filter(|(_, v)| v.iter().any(|d| !d.is_zero()))
@@ -227,10 +170,7 @@ fn actual_losses(ledger: &Ledger, bound: &Bound) -> BTreeMap<String, [Decimal; 6
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
 }
 
 proptest! {
@@ -294,86 +234,33 @@ proptest! {
 #[test]
 fn a_withdrawal_flagged_later_is_unauthorized_only_as_known_after_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(
-        dir.path(),
-        LedgerConfig {
-            checkpoint_every: 2,
-            holder: "bitemporal".into(),
-        },
-    )
-    .unwrap();
+    let l = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: 2, holder: "bitemporal".into() }).unwrap();
     let with_rec = |mut c: Command, rec: &str| {
         c.recorded_at = Some(t(rec));
-        l.submit_batch_blocking(vec![c])
-            .unwrap()
-            .pop()
-            .unwrap()
-            .unwrap();
+        l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().unwrap();
     };
-    with_rec(
-        deposit("d", "2022-01-17T10:00:00Z", "acct-v", "ETH", "10"),
-        "2022-01-17T10:00:01Z",
-    );
-    with_rec(
-        withdraw(
-            "w",
-            "2022-01-17T21:00:00Z",
-            "acct-v",
-            "ETH",
-            "4",
-            Some("12516"),
-            false,
-        ),
-        "2022-01-17T21:00:01Z",
-    );
-    with_rec(
-        deposit("pad", "2022-01-18T01:00:00Z", "acct-x", "BTC", "1"),
-        "2022-01-18T01:00:01Z",
-    );
-    with_rec(
-        reference("flag", "f", "2022-01-18T05:00:00Z", "w"),
-        "2022-01-18T05:00:01Z",
-    );
+    with_rec(deposit("d", "2022-01-17T10:00:00Z", "acct-v", "ETH", "10"), "2022-01-17T10:00:01Z");
+    with_rec(withdraw("w", "2022-01-17T21:00:00Z", "acct-v", "ETH", "4", Some("12516"), false), "2022-01-17T21:00:01Z");
+    with_rec(deposit("pad", "2022-01-18T01:00:00Z", "acct-x", "BTC", "1"), "2022-01-18T01:00:01Z");
+    with_rec(reference("flag", "f", "2022-01-18T05:00:00Z", "w"), "2022-01-18T05:00:01Z");
     let as_of = t("2022-01-17T22:00:00Z"); // after the withdrawal, before the flag in valid time
     let attempted = |known_at: &str| {
         let b = l.bound(Some(as_of), Some(t(known_at)), None).unwrap();
         let losses = l.losses_at(&b).unwrap();
-        let row = losses
-            .rows(false)
-            .into_iter()
-            .find(|r| r.group == "ETH")
-            .unwrap();
-        (
-            row.cols.attempted,
-            row.cols.attempted_usd,
-            row.accounts_affected,
-            b.as_of,
-        )
+        let row = losses.rows(false).into_iter().find(|r| r.group == "ETH").unwrap();
+        (row.cols.attempted, row.cols.attempted_usd, row.accounts_affected, b.as_of)
     };
     let (units, usd, accounts, a1) = attempted("2022-01-18T05:00:00Z");
-    assert_eq!(
-        (units, usd, accounts),
-        (Decimal::ZERO, Decimal::ZERO, 0),
-        "not yet flagged"
-    );
+    assert_eq!((units, usd, accounts), (Decimal::ZERO, Decimal::ZERO, 0), "not yet flagged");
     let (units, usd, accounts, a2) = attempted("2022-01-18T05:00:01Z");
-    assert_eq!(
-        (units, usd, accounts),
-        (Decimal::from(4), Decimal::from(12516), 1),
-        "flagged from its recorded_at"
-    );
+    assert_eq!((units, usd, accounts), (Decimal::from(4), Decimal::from(12516), 1), "flagged from its recorded_at");
     assert_eq!(a1, a2, "as_of is unchanged");
     // And its balance effect does not depend on the classification.
-    let b = l
-        .bound(Some(as_of), Some(t("2022-01-18T05:00:00Z")), None)
-        .unwrap();
+    let b = l.bound(Some(as_of), Some(t("2022-01-18T05:00:00Z")), None).unwrap();
     assert_eq!(
         l.account_balances_at(&custos_tests::account("acct-v"), &b)
             .unwrap()
-            .balance(
-                &custos_tests::account("acct-v"),
-                &custos_tests::asset("ETH")
-            ),
+            .balance(&custos_tests::account("acct-v"), &custos_tests::asset("ETH")),
         Decimal::from(6)
     );
 }

@@ -9,16 +9,7 @@ const KNOWN: &str = "2026-01-01";
 
 fn small() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = custos(
-        dir.path(),
-        &[
-            "import",
-            workspace()
-                .join("fixtures/small/commands.csv")
-                .to_str()
-                .unwrap(),
-        ],
-    );
+    let out = custos(dir.path(), &["import", workspace().join("fixtures/small/commands.csv").to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     dir
 }
@@ -33,19 +24,9 @@ fn run(dir: &std::path::Path, args: &[&str]) -> String {
 fn the_small_log_gives_the_figures_worked_out_by_hand() {
     let dir = small();
     let d = dir.path();
-    let v: Value = serde_json::from_str(&run(
-        d,
-        &[
-            "balances",
-            "--as-of",
-            "2022-01-31",
-            "--known-at",
-            KNOWN,
-            "--format",
-            "json",
-        ],
-    ))
-    .unwrap();
+    let v: Value =
+        serde_json::from_str(&run(d, &["balances", "--as-of", "2022-01-31", "--known-at", KNOWN, "--format", "json"]))
+            .unwrap();
     let rows: Vec<(String, String, String)> = v["rows"]
         .as_array()
         .unwrap()
@@ -65,48 +46,17 @@ fn the_small_log_gives_the_figures_worked_out_by_hand() {
         ("acct-bob", "USDC", "25000"),
         ("acct-carol", "SOL", "80"),
     ];
-    assert_eq!(
-        rows,
-        want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
-            .to_vec()
-    );
-    let v: Value = serde_json::from_str(&run(
-        d,
-        &[
-            "losses",
-            "--as-of",
-            "2022-01-31",
-            "--known-at",
-            KNOWN,
-            "--format",
-            "json",
-        ],
-    ))
-    .unwrap();
-    let row = |g: &str| {
-        v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["group"] == g)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(
-        (
-            row("ETH")["attempted"].clone(),
-            row("ETH")["outstanding_usd"].clone()
-        ),
-        ("10".into(), "0.00".into())
-    );
+    assert_eq!(rows, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).to_vec());
+    let v: Value =
+        serde_json::from_str(&run(d, &["losses", "--as-of", "2022-01-31", "--known-at", KNOWN, "--format", "json"]))
+            .unwrap();
+    let row = |g: &str| v["rows"].as_array().unwrap().iter().find(|r| r["group"] == g).unwrap().clone();
+    assert_eq!((row("ETH")["attempted"].clone(), row("ETH")["outstanding_usd"].clone()), ("10".into(), "0.00".into()));
     assert_eq!(row("BTC")["reimbursed_usd"], "16771.68");
     assert_eq!(row("BTC")["outstanding"], "0.6");
     assert_eq!(row("BTC")["outstanding_usd"], "25157.52");
     assert_eq!(
-        (
-            row("misc")["attempted_usd"].clone(),
-            row("misc")["prevented_usd"].clone()
-        ),
+        (row("misc")["attempted_usd"].clone(), row("misc")["prevented_usd"].clone()),
         ("27000.00".into(), "27000.00".into())
     );
     assert_eq!(row("misc")["attempted"], Value::Null);
@@ -118,78 +68,23 @@ fn the_small_log_gives_the_figures_worked_out_by_hand() {
 fn report_tables_are_stable() {
     let dir = small();
     let d = dir.path();
-    insta::assert_snapshot!(
-        "balances",
-        run(
-            d,
-            &[
-                "balances",
-                "--as-of",
-                "2022-01-18T12:00:00Z",
-                "--known-at",
-                KNOWN
-            ]
-        )
-    );
+    insta::assert_snapshot!("balances", run(d, &["balances", "--as-of", "2022-01-18T12:00:00Z", "--known-at", KNOWN]));
     insta::assert_snapshot!(
         "balances_known_before_flags",
-        run(
-            d,
-            &[
-                "balances",
-                "--as-of",
-                "2022-01-18T03:00:00Z",
-                "--known-at",
-                "2022-01-18T03:00:00Z",
-                "--all"
-            ]
-        )
+        run(d, &["balances", "--as-of", "2022-01-18T03:00:00Z", "--known-at", "2022-01-18T03:00:00Z", "--all"])
     );
-    insta::assert_snapshot!(
-        "losses",
-        run(d, &["losses", "--as-of", "2022-01-31", "--known-at", KNOWN])
-    );
+    insta::assert_snapshot!("losses", run(d, &["losses", "--as-of", "2022-01-31", "--known-at", KNOWN]));
     insta::assert_snapshot!(
         "losses_detail",
-        run(
-            d,
-            &[
-                "losses",
-                "--as-of",
-                "2022-01-18T17:46:00Z",
-                "--known-at",
-                KNOWN,
-                "--detail"
-            ]
-        )
+        run(d, &["losses", "--as-of", "2022-01-18T17:46:00Z", "--known-at", KNOWN, "--detail"])
     );
-    insta::assert_snapshot!(
-        "history",
-        run(
-            d,
-            &["history", "--account", "acct-alice", "--known-at", KNOWN]
-        )
-    );
+    insta::assert_snapshot!("history", run(d, &["history", "--account", "acct-alice", "--known-at", KNOWN]));
     insta::assert_snapshot!(
         "replay",
-        run(
-            d,
-            &[
-                "replay",
-                "--from",
-                "2022-01-17T20:00:00Z",
-                "--to",
-                "2022-01-19",
-                "--known-at",
-                KNOWN
-            ]
-        )
+        run(d, &["replay", "--from", "2022-01-17T20:00:00Z", "--to", "2022-01-19", "--known-at", KNOWN])
     );
     insta::assert_snapshot!("log", run(d, &["log", "--from-seq", "9", "--limit", "4"]));
-    insta::assert_snapshot!(
-        "losses_csv",
-        run(d, &["losses", "--at-seq", "14", "--format", "csv"])
-    );
+    insta::assert_snapshot!("losses_csv", run(d, &["losses", "--at-seq", "14", "--format", "csv"]));
 }
 
 #[test]
@@ -197,66 +92,35 @@ fn hledger_reads_the_journal_export_and_computes_the_same_balances() {
     let dir = small();
     let d = dir.path();
     let journal = d.join("small.journal");
-    run(
-        d,
-        &[
-            "export",
-            "--format",
-            "ledger",
-            "--as-of",
-            "2022-01-31",
-            "--output",
-            journal.to_str().unwrap(),
-        ],
-    );
+    run(d, &["export", "--format", "ledger", "--as-of", "2022-01-31", "--output", journal.to_str().unwrap()]);
     let out = std::process::Command::new("hledger")
         .arg("-f")
         .arg(&journal)
         .args(["balance", "customers", "--flat", "-O", "csv"])
         .output()
         .expect("hledger is installed (the CI script installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut theirs: Vec<(String, String)> = text
         .lines()
         .skip(1)
         .filter(|l| l.contains("customers:"))
         .map(|l| {
-            let f: Vec<String> = l
-                .split("\",\"")
-                .map(|s| s.trim_matches('"').to_string())
-                .collect();
+            let f: Vec<String> = l.split("\",\"").map(|s| s.trim_matches('"').to_string()).collect();
             // hledger shows a commodity with the precision it first saw it with ("3.0 ETH").
             let (number, symbol) = f[1].split_once(' ').expect("amount and commodity");
-            (
-                f[0].clone(),
-                format!(
-                    "{} {symbol}",
-                    number.parse::<rust_decimal::Decimal>().unwrap().normalize()
-                ),
-            )
+            (f[0].clone(), format!("{} {symbol}", number.parse::<rust_decimal::Decimal>().unwrap().normalize()))
         })
         .collect();
     theirs.sort();
-    let v: Value = serde_json::from_str(&run(
-        d,
-        &["balances", "--as-of", "2022-01-31", "--format", "json"],
-    ))
-    .unwrap();
+    let v: Value = serde_json::from_str(&run(d, &["balances", "--as-of", "2022-01-31", "--format", "json"])).unwrap();
     let mut ours: Vec<(String, String)> = v["rows"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
-            let (a, s, b) = (
-                r["account"].as_str().unwrap(),
-                r["asset"].as_str().unwrap(),
-                r["balance"].as_str().unwrap(),
-            );
+            let (a, s, b) =
+                (r["account"].as_str().unwrap(), r["asset"].as_str().unwrap(), r["balance"].as_str().unwrap());
             (format!("customers:{a}:{s}"), format!("{b} {s}"))
         })
         .collect();
@@ -270,32 +134,16 @@ fn an_exported_log_reimports_into_the_same_ledger() {
     let d = dir.path();
     for format in ["csv", "jsonl"] {
         let file = d.join(format!("export.{format}"));
-        run(
-            d,
-            &[
-                "export",
-                "--format",
-                format,
-                "--output",
-                file.to_str().unwrap(),
-            ],
-        );
+        run(d, &["export", "--format", format, "--output", file.to_str().unwrap()]);
         let fresh = tempfile::tempdir().unwrap();
         let out = custos(fresh.path(), &["import", file.to_str().unwrap()]);
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        for q in [
-            vec!["balances", "--format", "json", "--all"],
-            vec!["losses", "--detail", "--format", "json"],
-        ] {
+        for q in [vec!["balances", "--format", "json", "--all"], vec!["losses", "--detail", "--format", "json"]] {
             let mut args = q.clone();
             args.extend(["--at-seq", "20", "--as-of", "2022-12-31"]);
             assert_eq!(run(fresh.path(), &args), run(d, &args), "{format} {q:?}");
         }
         // Same ids, times and payloads: even the hash chain comes out identical.
-        assert_eq!(
-            run(fresh.path(), &["digest"]),
-            run(d, &["digest"]),
-            "{format}"
-        );
+        assert_eq!(run(fresh.path(), &["digest"]), run(d, &["digest"]), "{format}");
     }
 }

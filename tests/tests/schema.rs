@@ -37,24 +37,13 @@ fn a_log_written_by_the_v1_code_verifies_and_reports_the_expected_figures() {
 
     let out = custos(&d, &["verify"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).contains("verified 21 events"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("verified 21 events"), "{}", stdout(&out));
     assert_eq!(
         stdout(&custos(&d, &["digest"])).trim(),
         "21:2e12d97583aa99377f5d8357ebf20e71c7d0e51e88c92fabd4495bda74866a40"
     );
     let log = json(&d, &["log", "--format", "json"]);
-    assert!(
-        log["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["schema"] == 1),
-        "every stored payload is version 1"
-    );
+    assert!(log["rows"].as_array().unwrap().iter().all(|r| r["schema"] == 1), "every stored payload is version 1");
 
     let balances = json(&d, &["balances", "--format", "json"]);
     let got: Vec<String> = balances["rows"]
@@ -72,53 +61,26 @@ fn a_log_written_by_the_v1_code_verifies_and_reports_the_expected_figures() {
         .collect();
     assert_eq!(
         got,
-        [
-            "acct-alice BTC 0.6",
-            "acct-alice ETH 10.5",
-            "acct-bob ETH 2.5",
-            "acct-bob USDC 25000",
-            "acct-carol SOL 80"
-        ]
+        ["acct-alice BTC 0.6", "acct-alice ETH 10.5", "acct-bob ETH 2.5", "acct-bob USDC 25000", "acct-carol SOL 80"]
     );
     let losses = json(&d, &["losses", "--format", "json"]);
-    let row = |g: &str| {
-        losses["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["group"] == g)
-            .unwrap()
-            .clone()
-    };
+    let row = |g: &str| losses["rows"].as_array().unwrap().iter().find(|r| r["group"] == g).unwrap().clone();
     assert_eq!(row("ETH")["attempted_usd"], "31289.70");
     assert_eq!(row("ETH")["outstanding"], "0");
     assert_eq!(
-        (
-            row("BTC")["outstanding"].clone(),
-            row("BTC")["outstanding_usd"].clone()
-        ),
+        (row("BTC")["outstanding"].clone(), row("BTC")["outstanding_usd"].clone()),
         ("0.6".into(), "25157.52".into())
     );
     assert_eq!(
-        (
-            row("misc")["attempted_usd"].clone(),
-            row("misc")["prevented_usd"].clone()
-        ),
+        (row("misc")["attempted_usd"].clone(), row("misc")["prevented_usd"].clone()),
         ("27000.00".into(), "27000.00".into())
     );
     assert_eq!(row("total")["outstanding_usd"], "25157.52");
     assert_eq!(row("total")["accounts_affected"], 3);
 
     // The v1 withdrawal with a destination reads back with it (and no authorization factor).
-    let history = json(
-        &d,
-        &["history", "--account", "acct-bob", "--format", "json"],
-    );
-    assert!(history["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["id"] == "v1-w-dest"));
+    let history = json(&d, &["history", "--account", "acct-bob", "--format", "json"]);
+    assert!(history["rows"].as_array().unwrap().iter().any(|r| r["id"] == "v1-w-dest"));
 
     // Today's code appends version 2 events on top; the mixed log verifies.
     let out = custos(
@@ -141,54 +103,19 @@ fn a_log_written_by_the_v1_code_verifies_and_reports_the_expected_figures() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let log = json(&d, &["log", "--from-seq", "21", "--format", "json"]);
-    let schemas: Vec<i64> = log["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["schema"].as_i64().unwrap())
-        .collect();
+    let schemas: Vec<i64> = log["rows"].as_array().unwrap().iter().map(|r| r["schema"].as_i64().unwrap()).collect();
     assert_eq!(schemas, [1, 2]);
     assert_eq!(code(&custos(&d, &["verify"])), 0);
     let exported = d.join("export.csv");
-    assert_eq!(
-        code(&custos(
-            &d,
-            &[
-                "export",
-                "--format",
-                "csv",
-                "--output",
-                exported.to_str().unwrap()
-            ]
-        )),
-        0
-    );
-    assert!(std::fs::read_to_string(exported)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .ends_with(",false,sms"));
+    assert_eq!(code(&custos(&d, &["export", "--format", "csv", "--output", exported.to_str().unwrap()])), 0);
+    assert!(std::fs::read_to_string(exported).unwrap().lines().last().unwrap().ends_with(",false,sms"));
 }
 
 fn small_ledger(dir: &Path) {
-    let l = Ledger::open(
-        dir,
-        LedgerConfig {
-            checkpoint_every: 4,
-            holder: "schema test".into(),
-        },
-    )
-    .unwrap();
-    let lines = custos_ledger::parse_csv(
-        std::fs::File::open(workspace().join("fixtures/small/commands.csv")).unwrap(),
-    );
+    let l = Ledger::open(dir, LedgerConfig { checkpoint_every: 4, holder: "schema test".into() }).unwrap();
+    let lines = custos_ledger::parse_csv(std::fs::File::open(workspace().join("fixtures/small/commands.csv")).unwrap());
     let commands = lines.map(|l| l.command.unwrap()).collect();
-    assert!(l
-        .submit_batch_blocking(commands)
-        .unwrap()
-        .iter()
-        .all(|o| o.is_ok()));
+    assert!(l.submit_batch_blocking(commands).unwrap().iter().all(|o| o.is_ok()));
     l.close().unwrap();
 }
 
@@ -208,27 +135,23 @@ fn a_projection_stored_with_another_schema_version_is_rebuilt_on_open() {
     {
         let db = raw_sled(tmp.path());
         let key = meta_key("cp/balances/active", 0);
-        let mut v = db
-            .get(&key)
-            .unwrap()
-            .expect("the balances projection is stored")
-            .to_vec();
+        let mut v = db.get(&key).unwrap().expect("the balances projection is stored").to_vec();
         v[8..12].copy_from_slice(&0u32.to_be_bytes()); // "written by schema version 0"
         db.insert(key, v).unwrap();
         db.flush().unwrap();
     }
-    let out = custos(
-        tmp.path(),
-        &["balances", "--account", "acct-alice", "--format", "csv"],
-    );
+    let out = custos(tmp.path(), &["balances", "--account", "acct-alice", "--format", "csv"]);
     assert_eq!(code(&out), 0);
-    assert!(stderr(&out).contains("projection balances was stored with schema version 0; this build uses 1, so it was rebuilt from the log"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "projection balances was stored with schema version 0; this build uses 2, so it was rebuilt from the log"
+        ),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).contains("acct-alice,ETH,10.5"));
     let again = custos(tmp.path(), &["balances"]);
-    assert!(
-        !stderr(&again).contains("rebuilt"),
-        "rebuilt once, then stored with the current version"
-    );
+    assert!(!stderr(&again).contains("rebuilt"), "rebuilt once, then stored with the current version");
 }
 
 #[test]
@@ -254,11 +177,7 @@ fn rebuild_dry_run_shows_a_stale_projection_and_rebuild_fixes_it() {
             recorded_at: Timestamp::MIN,
             occurred_at: Timestamp::MIN,
             schema_version: 2,
-            event: Event::Deposited {
-                asset: eth.clone(),
-                amount: Amount::parse("1", &eth).unwrap(),
-                usd_value: None,
-            },
+            event: Event::Deposited { asset: eth, amount: Amount::parse("1", &eth).unwrap(), usd_value: None },
             hash: [0; 32],
         };
         state.apply(&fake, Timestamp::MAX);
@@ -269,11 +188,7 @@ fn rebuild_dry_run_shows_a_stale_projection_and_rebuild_fixes_it() {
     }
     let out = custos(d, &["rebuild", "--dry-run"]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("acct-bob ETH") && stdout(&out).contains("differences found"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("acct-bob ETH") && stdout(&out).contains("differences found"), "{}", stdout(&out));
     let out = custos(d, &["verify"]);
     assert_eq!(code(&out), 1);
     assert!(
@@ -284,8 +199,7 @@ fn rebuild_dry_run_shows_a_stale_projection_and_rebuild_fixes_it() {
     let out = custos(d, &["rebuild"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("rebuilt balances: 20 events")
-            && stdout(&out).contains("swapped in atomically"),
+        stdout(&out).contains("rebuilt balances: 20 events") && stdout(&out).contains("swapped in atomically"),
         "{}",
         stdout(&out)
     );

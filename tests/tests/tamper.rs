@@ -89,11 +89,7 @@ fn a_rewritten_history_with_a_recomputed_chain_is_caught_by_an_earlier_digest() 
                 &prev,
             );
             prev = sealed.hash;
-            last = Some(Head {
-                seq,
-                hash: sealed.hash,
-                recorded_at: sealed.recorded_at,
-            });
+            last = Some(Head { seq, hash: sealed.hash, recorded_at: sealed.recorded_at });
             record
         });
         db.insert(KEY_HEAD, &last.unwrap().encode()[..]).unwrap();
@@ -105,19 +101,9 @@ fn a_rewritten_history_with_a_recomputed_chain_is_caught_by_an_earlier_digest() 
     // But the digest the auditor took before is no longer a link of the chain.
     let out = custos(d, &["verify", "--digest", &digest]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("is not a link of the chain: the log was rewritten"),
-        "{}",
-        stdout(&out)
-    );
-    let balance = stdout(&custos(
-        d,
-        &["balances", "--account", "acct-1", "--format", "csv"],
-    ));
-    assert!(
-        balance.contains("1004.5"),
-        "the forged amount is what the ledger now says: {balance}"
-    );
+    assert!(stdout(&out).contains("is not a link of the chain: the log was rewritten"), "{}", stdout(&out));
+    let balance = stdout(&custos(d, &["balances", "--account", "acct-1", "--format", "csv"]));
+    assert!(balance.contains("1004.5"), "the forged amount is what the ledger now says: {balance}");
 }
 
 #[test]
@@ -125,28 +111,11 @@ fn a_digest_still_in_the_chain_is_confirmed() {
     let dir = ledger_with_events();
     let d = dir.path();
     let digest = stdout(&custos(d, &["digest"])).trim().to_string();
-    let out = custos(
-        d,
-        &[
-            "deposit",
-            "--id",
-            "later",
-            "--account",
-            "acct-9",
-            "--asset",
-            "BTC",
-            "--amount",
-            "0.1",
-        ],
-    );
+    let out = custos(d, &["deposit", "--id", "later", "--account", "acct-9", "--asset", "BTC", "--amount", "0.1"]);
     assert_eq!(code(&out), 0);
     let out = custos(d, &["verify", "--digest", &digest]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("chain's link at seq 12"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("chain's link at seq 12"), "{}", stdout(&out));
     let bad = custos(d, &["verify", "--digest", "12:zz"]);
     assert_eq!(code(&bad), 2, "a malformed digest is a usage error");
 }

@@ -7,22 +7,11 @@ use std::sync::Arc;
 
 use custos_domain::{Command, CommandBody};
 use custos_ledger::{Ledger, LedgerConfig, Rejection};
-use custos_tests::{
-    code, custos, custos_bin, deposit, reference, resume, stderr, stdout, suspend, withdraw,
-};
+use custos_tests::{code, custos, custos_bin, deposit, reference, resume, stderr, stdout, suspend, withdraw};
 use rust_decimal::Decimal;
 
 fn ledger(dir: &std::path::Path) -> Arc<Ledger> {
-    Arc::new(
-        Ledger::open(
-            dir,
-            LedgerConfig {
-                checkpoint_every: 4,
-                holder: "write side test".into(),
-            },
-        )
-        .unwrap(),
-    )
+    Arc::new(Ledger::open(dir, LedgerConfig { checkpoint_every: 4, holder: "write side test".into() }).unwrap())
 }
 
 #[test]
@@ -32,28 +21,12 @@ fn an_append_is_acknowledged_only_after_an_fsync_of_sleds_data_file() {
     let db = dir.path().join("ledger");
     // strace -y prints each descriptor's path, so the fsync can be tied to sled's data file.
     let out = Process::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-e",
-            "trace=fsync,fdatasync,sync_file_range,write",
-            "-o",
-        ])
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync,sync_file_range,write", "-o"])
         .arg(&trace)
         .arg(custos_bin())
         .arg("--db")
         .arg(&db)
-        .args([
-            "deposit",
-            "--id",
-            "d1",
-            "--account",
-            "acct-1",
-            "--asset",
-            "ETH",
-            "--amount",
-            "1",
-        ])
+        .args(["deposit", "--id", "d1", "--account", "acct-1", "--asset", "ETH", "--amount", "1"])
         .output()
         .expect("strace is installed (the CI script installs it)");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -68,10 +41,7 @@ fn an_append_is_acknowledged_only_after_an_fsync_of_sleds_data_file() {
         .iter()
         .position(|l| (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains("/sled/db>"))
         .unwrap_or_else(|| panic!("no fsync of sled/db in the trace:\n{trace}"));
-    assert!(
-        fsync < ack,
-        "the data file was fsynced before the acknowledgement:\n{trace}"
-    );
+    assert!(fsync < ack, "the data file was fsynced before the acknowledgement:\n{trace}");
 }
 
 #[test]
@@ -81,10 +51,7 @@ fn a_second_process_is_told_who_holds_the_ledger() {
     let out = custos(dir.path(), &["balances"]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
-    assert!(
-        err.contains("is held by pid") && err.contains("write side test"),
-        "{err}"
-    );
+    assert!(err.contains("is held by pid") && err.contains("write side test"), "{err}");
 }
 
 #[test]
@@ -93,29 +60,12 @@ fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win() {
     let l = ledger(dir.path());
     let rt = custos_tests::runtime();
     rt.block_on(async {
-        l.submit(deposit(
-            "fund",
-            "2022-01-01T00:00:00Z",
-            "acct-r",
-            "BTC",
-            "10",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+        l.submit(deposit("fund", "2022-01-01T00:00:00Z", "acct-r", "BTC", "10")).await.unwrap().unwrap();
         let mut tasks = Vec::new();
         for i in 0..16 {
             let l = Arc::clone(&l);
             // 16 withdrawals of 0.75 BTC (12 BTC in all) against 10 BTC: 13 fit, 3 do not.
-            let c = withdraw(
-                &format!("race-{i}"),
-                "2022-01-02T00:00:00Z",
-                "acct-r",
-                "BTC",
-                "0.75",
-                None,
-                false,
-            );
+            let c = withdraw(&format!("race-{i}"), "2022-01-02T00:00:00Z", "acct-r", "BTC", "0.75", None, false);
             tasks.push(tokio::spawn(async move { l.submit(c).await.unwrap() }));
         }
         let mut won = 0;
@@ -132,39 +82,24 @@ fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win() {
     });
     let bound = l.bound(None, None, None).unwrap();
     assert_eq!(
-        l.account_balances_at(&custos_tests::account("acct-r"), &bound)
-            .unwrap()
-            .rows(None, None, true)[0]
-            .balance,
+        l.account_balances_at(&custos_tests::account("acct-r"), &bound).unwrap().rows(None, None, true)[0].balance,
         Decimal::new(25, 2)
     );
     // The balance never went negative at any point in the log.
     for seq in 1..=l.head().seq {
         let b = l.bound(None, None, Some(seq)).unwrap();
-        assert!(l
-            .balances_at(&b)
-            .unwrap()
-            .rows(None, None, true)
-            .iter()
-            .all(|r| r.balance >= Decimal::ZERO));
+        assert!(l.balances_at(&b).unwrap().rows(None, None, true).iter().all(|r| r.balance >= Decimal::ZERO));
     }
 }
 
 fn expect(l: &Ledger, c: Command, code_name: &str, message_has: &[&str]) {
     let head = l.head();
-    let got = l
-        .submit_batch_blocking(vec![c.clone()])
-        .unwrap()
-        .pop()
-        .unwrap();
+    let got = l.submit_batch_blocking(vec![c.clone()]).unwrap().pop().unwrap();
     let r = got.expect_err(&format!("{:?} should be refused with {code_name}", c.body));
     assert_eq!(r.code(), code_name, "{r}");
     let msg = r.to_string();
     for part in message_has {
-        assert!(
-            msg.contains(part),
-            "{code_name}: {msg:?} should name {part:?}"
-        );
+        assert!(msg.contains(part), "{code_name}: {msg:?} should name {part:?}");
     }
     assert_eq!(l.head(), head, "a refused command appends nothing");
 }
@@ -173,42 +108,12 @@ fn expect(l: &Ledger, c: Command, code_name: &str, message_has: &[&str]) {
 fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let l = ledger(dir.path());
-    let ok = |c: Command| {
-        l.submit_batch_blocking(vec![c])
-            .unwrap()
-            .pop()
-            .unwrap()
-            .expect("accepted")
-    };
+    let ok = |c: Command| l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().expect("accepted");
     ok(deposit("d1", "2022-01-10T00:00:00Z", "acct-1", "ETH", "5"));
-    ok(withdraw(
-        "w1",
-        "2022-01-11T00:00:00Z",
-        "acct-1",
-        "ETH",
-        "1",
-        Some("3000"),
-        false,
-    ));
-    ok(withdraw(
-        "w2",
-        "2022-01-11T01:00:00Z",
-        "acct-1",
-        "ETH",
-        "1",
-        Some("3000"),
-        true,
-    ));
+    ok(withdraw("w1", "2022-01-11T00:00:00Z", "acct-1", "ETH", "1", Some("3000"), false));
+    ok(withdraw("w2", "2022-01-11T01:00:00Z", "acct-1", "ETH", "1", Some("3000"), true));
     ok(deposit("d2", "2022-01-10T00:00:00Z", "acct-2", "BTC", "1"));
-    ok(withdraw(
-        "w3",
-        "2022-01-11T00:00:00Z",
-        "acct-2",
-        "BTC",
-        "0.5",
-        Some("20000"),
-        false,
-    ));
+    ok(withdraw("w3", "2022-01-11T00:00:00Z", "acct-2", "BTC", "0.5", Some("20000"), false));
 
     // 1. ids
     expect(
@@ -218,13 +123,7 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
         &["d1", "seq 1"],
     );
     let replay = l
-        .submit_batch_blocking(vec![deposit(
-            "d1",
-            "2022-01-10T00:00:00Z",
-            "acct-1",
-            "ETH",
-            "5",
-        )])
+        .submit_batch_blocking(vec![deposit("d1", "2022-01-10T00:00:00Z", "acct-1", "ETH", "5")])
         .unwrap()
         .pop()
         .unwrap()
@@ -233,15 +132,7 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
     // 2. balances and time order within an account
     expect(
         &l,
-        withdraw(
-            "x1",
-            "2022-01-12T00:00:00Z",
-            "acct-1",
-            "ETH",
-            "9",
-            None,
-            false,
-        ),
+        withdraw("x1", "2022-01-12T00:00:00Z", "acct-1", "ETH", "9", None, false),
         "insufficient_balance",
         &["x1", "acct-1", "ETH", "9", "balance of 3"],
     );
@@ -252,22 +143,12 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
         &["x2", "acct-1"],
     );
     // 3. references
-    expect(
-        &l,
-        reference("reverse", "x3", "2022-01-12T00:00:00Z", "nope"),
-        "unknown_withdrawal",
-        &["x3", "nope"],
-    );
+    expect(&l, reference("reverse", "x3", "2022-01-12T00:00:00Z", "nope"), "unknown_withdrawal", &["x3", "nope"]);
     let mut mismatch = reference("reverse", "x4", "2022-01-12T00:00:00Z", "w1");
     if let CommandBody::Reverse { asset, .. } = &mut mismatch.body {
         *asset = Some(custos_tests::asset("BTC"));
     }
-    expect(
-        &l,
-        mismatch,
-        "reference_mismatch",
-        &["x4", "asset BTC", "w1", "ETH"],
-    );
+    expect(&l, mismatch, "reference_mismatch", &["x4", "asset BTC", "w1", "ETH"]);
     expect(
         &l,
         reference("reimburse", "x5", "2022-01-12T00:00:00Z", "w1"),
@@ -281,12 +162,7 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
         &["x6", "w2"],
     );
     ok(reference("flag", "f1", "2022-01-12T00:00:00Z", "w1"));
-    expect(
-        &l,
-        reference("flag", "x7", "2022-01-12T01:00:00Z", "w1"),
-        "already_flagged",
-        &["x7", "w1"],
-    );
+    expect(&l, reference("flag", "x7", "2022-01-12T01:00:00Z", "w1"), "already_flagged", &["x7", "w1"]);
     ok(reference("reimburse", "r1", "2022-01-12T02:00:00Z", "w1"));
     expect(
         &l,
@@ -304,34 +180,19 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
     if let CommandBody::Reimburse { amount, .. } = &mut partial.body {
         *amount = Some(Decimal::from(2));
     }
-    expect(
-        &l,
-        partial,
-        "reimbursement_exceeds_withdrawal",
-        &["x10", "2 ETH", "w2", "1 ETH"],
-    );
+    expect(&l, partial, "reimbursement_exceeds_withdrawal", &["x10", "2 ETH", "w2", "1 ETH"]);
     let mut fine = reference("reimburse", "x11", "2022-01-12T03:00:00Z", "w2");
     if let CommandBody::Reimburse { amount, .. } = &mut fine.body {
         *amount = Some(Decimal::new(1, 19));
     }
     expect(&l, fine, "invalid_amount", &["x11", "19 decimal places"]);
     ok(reference("reverse", "v1", "2022-01-12T00:00:00Z", "w3"));
-    expect(
-        &l,
-        reference("reverse", "x12", "2022-01-12T01:00:00Z", "w3"),
-        "already_reversed",
-        &["x12", "w3"],
-    );
+    expect(&l, reference("reverse", "x12", "2022-01-12T01:00:00Z", "w3"), "already_reversed", &["x12", "w3"]);
     // A reversed withdrawal can still be found unauthorized: the flag makes its reversal count
     // as prevented.
     ok(reference("flag", "f3", "2022-01-12T01:00:00Z", "w3"));
     let losses = l.losses_at(&l.bound(None, None, None).unwrap()).unwrap();
-    let btc = losses
-        .by_asset()
-        .iter()
-        .find(|(a, _)| a.as_str() == "BTC")
-        .unwrap()
-        .1;
+    let btc = losses.by_asset().iter().find(|(a, _)| a.as_str() == "BTC").unwrap().1;
     assert_eq!(
         (btc.attempted, btc.prevented, btc.completed()),
         (Decimal::new(5, 1), Decimal::new(5, 1), Decimal::ZERO)
@@ -343,23 +204,9 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
 fn suspensions_future_events_versions_and_reimbursement_after_reversal() {
     let dir = tempfile::tempdir().unwrap();
     let l = ledger(dir.path());
-    let ok = |c: Command| {
-        l.submit_batch_blocking(vec![c])
-            .unwrap()
-            .pop()
-            .unwrap()
-            .expect("accepted")
-    };
+    let ok = |c: Command| l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().expect("accepted");
     ok(deposit("d1", "2022-01-10T00:00:00Z", "acct-1", "ETH", "5"));
-    ok(withdraw(
-        "w1",
-        "2022-01-11T00:00:00Z",
-        "acct-1",
-        "ETH",
-        "1",
-        None,
-        true,
-    ));
+    ok(withdraw("w1", "2022-01-11T00:00:00Z", "acct-1", "ETH", "1", None, true));
     ok(reference("reverse", "v1", "2022-01-11T01:00:00Z", "w1"));
     expect(
         &l,
@@ -367,30 +214,12 @@ fn suspensions_future_events_versions_and_reimbursement_after_reversal() {
         "reimbursement_after_reversal",
         &["x1", "w1"],
     );
-    expect(
-        &l,
-        resume("x2", "2022-01-12T00:00:00Z"),
-        "not_suspended",
-        &["x2"],
-    );
+    expect(&l, resume("x2", "2022-01-12T00:00:00Z"), "not_suspended", &["x2"]);
     ok(suspend("s1", "2022-01-12T00:00:00Z"));
+    expect(&l, suspend("x3", "2022-01-12T01:00:00Z"), "already_suspended", &["x3", "2022-01-12T00:00:00Z"]);
     expect(
         &l,
-        suspend("x3", "2022-01-12T01:00:00Z"),
-        "already_suspended",
-        &["x3", "2022-01-12T00:00:00Z"],
-    );
-    expect(
-        &l,
-        withdraw(
-            "x4",
-            "2022-01-12T05:00:00Z",
-            "acct-1",
-            "ETH",
-            "1",
-            None,
-            false,
-        ),
+        withdraw("x4", "2022-01-12T05:00:00Z", "acct-1", "ETH", "1", None, false),
         "withdrawal_during_suspension",
         &["x4", "acct-1", "2022-01-12T05:00:00Z", "still in force"],
     );
@@ -398,54 +227,23 @@ fn suspensions_future_events_versions_and_reimbursement_after_reversal() {
     // Backfilled into the past suspension: still refused, by valid time.
     expect(
         &l,
-        withdraw(
-            "x5",
-            "2022-01-12T09:59:59Z",
-            "acct-1",
-            "ETH",
-            "1",
-            None,
-            false,
-        ),
+        withdraw("x5", "2022-01-12T09:59:59Z", "acct-1", "ETH", "1", None, false),
         "withdrawal_during_suspension",
         &["x5", "to 2022-01-12T10:00:00Z"],
     );
-    ok(withdraw(
-        "w2",
-        "2022-01-12T10:00:00Z",
-        "acct-1",
-        "ETH",
-        "1",
-        None,
-        false,
-    ));
+    ok(withdraw("w2", "2022-01-12T10:00:00Z", "acct-1", "ETH", "1", None, false));
     // 5. no events from the future
     let mut future = deposit("x6", "2030-01-01T00:00:00Z", "acct-1", "ETH", "1");
-    expect(
-        &l,
-        future.clone(),
-        "occurred_after_recorded",
-        &["x6", "2030-01-01T00:00:00Z"],
-    );
+    expect(&l, future.clone(), "occurred_after_recorded", &["x6", "2030-01-01T00:00:00Z"]);
     future.recorded_at = Some(custos_tests::t("2031-01-01T00:00:00Z"));
     expect(&l, future, "recorded_in_future", &["x6", "2031"]);
     let mut old = deposit("x7", "2022-01-01T00:00:00Z", "acct-7", "ETH", "1");
     old.recorded_at = Some(custos_tests::t("2022-01-02T00:00:00Z"));
-    expect(
-        &l,
-        old,
-        "recorded_before_log_head",
-        &["x7", "2022-01-02T00:00:00Z"],
-    );
+    expect(&l, old, "recorded_before_log_head", &["x7", "2022-01-02T00:00:00Z"]);
     // 6. optimistic concurrency
     let mut stale = deposit("x8", "2022-01-13T00:00:00Z", "acct-1", "ETH", "1");
     stale.expected_version = Some(2);
-    expect(
-        &l,
-        stale.clone(),
-        "stream_version_mismatch",
-        &["x8", "acct-1", "version 4", "expected 2"],
-    );
+    expect(&l, stale.clone(), "stream_version_mismatch", &["x8", "acct-1", "version 4", "expected 2"]);
     stale.expected_version = Some(4);
     ok(stale);
     assert!(l.verify(None, &mut |_, _| {}).unwrap().clean());
@@ -475,45 +273,27 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
     let digest_empty = stdout(&custos(d, &["digest"]));
     let strict = custos(d, &["import", "--strict", csv.to_str().unwrap()]);
     assert_eq!(code(&strict), 1);
-    assert_eq!(
-        stdout(&custos(d, &["digest"])),
-        digest_empty,
-        "--strict appends nothing when a line is bad"
-    );
+    assert_eq!(stdout(&custos(d, &["digest"])), digest_empty, "--strict appends nothing when a line is bad");
     let out = custos(d, &["import", csv.to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     for (line, what) in [
         (3, "field amount: amount \"1.5.5\" is not a decimal number"),
-        (
-            4,
-            "field amount: amount 0.000000001 has 9 decimal places; BTC allows at most 8",
-        ),
+        (4, "field amount: amount 0.000000001 has 9 decimal places; BTC allows at most 8"),
         (5, "field amount: amount -2 ETH is not positive"),
         (6, "field amount: amount 0 ETH is not positive"),
         (7, "field kind: unknown kind \"airdrop\""),
-        (
-            8,
-            "field asset: asset symbol \"eth!\" is not 1-10 uppercase letters or digits",
-        ),
+        (8, "field asset: asset symbol \"eth!\" is not 1-10 uppercase letters or digits"),
         (9, "field account: is required"),
         (10, "occurred_at 2099-01-01T00:00:00Z is after recorded_at"),
-        (
-            11,
-            "reversal refers to withdrawal no-such-withdrawal, which the ledger does not have",
-        ),
+        (11, "reversal refers to withdrawal no-such-withdrawal, which the ledger does not have"),
     ] {
         assert!(
-            err.lines()
-                .any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
+            err.lines().any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
             "line {line}: {what}\n{err}"
         );
     }
-    assert!(
-        stdout(&out).contains("2 appended, 0 duplicates, 9 rejected"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("2 appended, 0 duplicates, 9 rejected"), "{}", stdout(&out));
 
     let jsonl = d.join("bad.jsonl");
     std::fs::write(
@@ -529,25 +309,17 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
     for (line, what) in [
-        (
-            2,
-            "field amount: must be a string holding an exact decimal, not a JSON number",
-        ),
+        (2, "field amount: must be a string holding an exact decimal, not a JSON number"),
         (3, "unknown field \"colour\""),
         (4, "malformed JSON"),
         (5, "field occurred_at: is required"),
     ] {
         assert!(
-            err.lines()
-                .any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
+            err.lines().any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
             "line {line}: {what}\n{err}"
         );
     }
-    assert!(
-        stdout(&out).contains("1 appended, 0 duplicates, 4 rejected"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("1 appended, 0 duplicates, 4 rejected"), "{}", stdout(&out));
     assert_eq!(code(&custos(d, &["verify"])), 0);
     let wrong_ext = custos(d, &["import", d.join("x.txt").to_str().unwrap()]);
     assert_eq!(code(&wrong_ext), 2);

@@ -54,10 +54,7 @@ fn custos_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("exe dir")?.join("custos");
     if !bin.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p custos)",
-            bin.display()
-        );
+        bail!("{} not found: build it first (cargo build --release -p custos)", bin.display());
     }
     Ok(bin)
 }
@@ -107,11 +104,7 @@ fn main() -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut push = |name: &str, value: String, note: String| {
         eprintln!("{name}: {value} {note}");
-        rows.push(Row {
-            name: name.into(),
-            value,
-            note,
-        });
+        rows.push(Row { name: name.into(), value, note });
     };
 
     // The workload.
@@ -122,8 +115,7 @@ fn main() -> Result<()> {
         custos_fixtures::workload::write_csv(&mut sink, args.events, args.accounts, args.seed)?
     } else {
         let mut w = BufWriter::new(std::fs::File::create(&csv)?);
-        let span =
-            custos_fixtures::workload::write_csv(&mut w, args.events, args.accounts, args.seed)?;
+        let span = custos_fixtures::workload::write_csv(&mut w, args.events, args.accounts, args.seed)?;
         w.flush()?;
         span
     };
@@ -137,22 +129,13 @@ fn main() -> Result<()> {
 
         // 1. Durable import through the real binary (whole process).
         let (elapsed, rss) = run_measured(
-            Process::new(&bin)
-                .arg("--db")
-                .arg(&db)
-                .arg("import")
-                .arg(&csv)
-                .stdout(std::process::Stdio::null()),
+            Process::new(&bin).arg("--db").arg(&db).arg("import").arg(&csv).stdout(std::process::Stdio::null()),
         )?;
         let import_rate = args.events as f64 / elapsed.as_secs_f64();
         push(
             "import (custos import, durable)",
             format!("{import_rate:.0} events/s"),
-            format!(
-                "{:.2} s, peak RSS {} MiB",
-                elapsed.as_secs_f64(),
-                rss / 1024
-            ),
+            format!("{:.2} s, peak RSS {} MiB", elapsed.as_secs_f64(), rss / 1024),
         );
 
         // 2. The raw limit: the same encoded records into sled, one key per event.
@@ -164,47 +147,26 @@ fn main() -> Result<()> {
         );
 
         // 3. Full rebuild (whole process), with its peak memory.
-        let (elapsed, rss) = run_measured(
-            Process::new(&bin)
-                .arg("--db")
-                .arg(&db)
-                .arg("rebuild")
-                .stdout(std::process::Stdio::null()),
-        )?;
+        let (elapsed, rss) =
+            run_measured(Process::new(&bin).arg("--db").arg(&db).arg("rebuild").stdout(std::process::Stdio::null()))?;
         let rebuild_rate = 2.0 * args.events as f64 / elapsed.as_secs_f64();
         push(
             "rebuild (both projections, whole process)",
             format!("{rebuild_rate:.0} events/s"),
-            format!(
-                "{:.2} s for 2 x {} events, peak RSS {} MiB",
-                elapsed.as_secs_f64(),
-                args.events,
-                rss / 1024
-            ),
+            format!("{:.2} s for 2 x {} events, peak RSS {} MiB", elapsed.as_secs_f64(), args.events, rss / 1024),
         );
     }
 
     // 4. Point-in-time queries, in process.
-    let ledger = Ledger::open(
-        &db,
-        LedgerConfig {
-            holder: "custos-bench".into(),
-            ..LedgerConfig::default()
-        },
-    )?;
+    let ledger = Ledger::open(&db, LedgerConfig { holder: "custos-bench".into(), ..LedgerConfig::default() })?;
     let t0 = Timestamp::from_datetime(first).expect("in range").nanos();
     let t1 = Timestamp::from_datetime(last).expect("in range").nanos();
     let mut rng = custos_fixtures_rng(args.seed);
-    let moments: Vec<Timestamp> = (0..args.moments)
-        .map(|_| Timestamp::from_nanos(t0 + (rng() % (t1 - t0) as u64) as i64))
-        .collect();
+    let moments: Vec<Timestamp> =
+        (0..args.moments).map(|_| Timestamp::from_nanos(t0 + (rng() % (t1 - t0) as u64) as i64)).collect();
     let opened = Instant::now();
     let _ = ledger.balances_at(&ledger.bound(None, None, None)?)?;
-    push(
-        "first query after open (loads the head state)",
-        fmt_us(opened.elapsed()),
-        String::new(),
-    );
+    push("first query after open (loads the head state)", fmt_us(opened.elapsed()), String::new());
     let mut one = Vec::new();
     let mut all = Vec::new();
     let mut losses = Vec::new();
@@ -231,74 +193,39 @@ fn main() -> Result<()> {
     }
     for (name, samples, extra) in [
         ("one account's balances at T", one, String::new()),
-        (
-            "all balances at T",
-            all,
-            format!("{rows_all} rows at the last moment"),
-        ),
+        ("all balances at T", all, format!("{rows_all} rows at the last moment")),
         ("loss totals at T", losses, String::new()),
-        (
-            "14-hour replay ending at T",
-            replay,
-            format!("{replay_events} events in the last window"),
-        ),
+        ("14-hour replay ending at T", replay, format!("{replay_events} events in the last window")),
     ] {
         let (p50, p99, max) = stats(samples);
-        push(
-            name,
-            format!("median {}", fmt_us(p50)),
-            format!("p99 {}, max {}; {extra}", fmt_us(p99), fmt_us(max)),
-        );
+        push(name, format!("median {}", fmt_us(p50)), format!("p99 {}, max {}; {extra}", fmt_us(p99), fmt_us(max)));
     }
 
     // 5. Appends with 1, 8 and 64 concurrent callers (a fresh ledger; each append durable).
     drop(ledger);
-    for callers in if args.reuse {
-        vec![]
-    } else {
-        vec![1usize, 8, 64]
-    } {
+    for callers in if args.reuse { vec![] } else { vec![1usize, 8, 64] } {
         let rate = appends(&dir.join(format!("appends-{callers}")), callers, 4096)?;
-        push(
-            &format!("appends, {callers} concurrent callers"),
-            format!("{rate:.0} appends/s"),
-            String::new(),
-        );
+        push(&format!("appends, {callers} concurrent callers"), format!("{rate:.0} appends/s"), String::new());
     }
 
     // 6. Whole-process CLI latency (opening the store is part of what a user waits for).
     let t = moments[0].to_rfc3339();
     for (name, query) in [
-        (
-            "custos balances --account (process)",
-            vec!["balances", "--account", "acct-000001", "--as-of", &t],
-        ),
+        ("custos balances --account (process)", vec!["balances", "--account", "acct-000001", "--as-of", &t]),
         ("custos losses (process)", vec!["losses", "--as-of", &t]),
     ] {
         let mut samples = Vec::new();
         for _ in 0..10 {
-            let (d, _) = run_measured(
-                Process::new(&bin)
-                    .arg("--db")
-                    .arg(&db)
-                    .args(&query)
-                    .stdout(std::process::Stdio::null()),
-            )?;
+            let (d, _) =
+                run_measured(Process::new(&bin).arg("--db").arg(&db).args(&query).stdout(std::process::Stdio::null()))?;
             samples.push(d);
         }
         let (p50, _, max) = stats(samples);
-        push(
-            name,
-            format!("median {}", fmt_us(p50)),
-            format!("max {}", fmt_us(max)),
-        );
+        push(name, format!("median {}", fmt_us(p50)), format!("max {}", fmt_us(max)));
     }
 
     if args.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| json!({"name": r.name, "value": r.value, "note": r.note}))
-            .collect();
+        let v: Vec<_> = rows.iter().map(|r| json!({"name": r.name, "value": r.value, "note": r.note})).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(10);
@@ -336,10 +263,7 @@ fn raw_sled_limit(ledger_dir: &Path, raw_dir: &Path) -> Result<f64> {
         ControlFlow::Continue(())
     })?;
     drop(store);
-    let db = sled::Config::new()
-        .path(raw_dir)
-        .cache_capacity(512 << 20)
-        .open()?;
+    let db = sled::Config::new().path(raw_dir).cache_capacity(512 << 20).open()?;
     let data = std::fs::File::open(raw_dir.join("db"))?;
     let started = Instant::now();
     for (i, batch) in records.chunks(4096).enumerate() {
@@ -357,16 +281,9 @@ fn raw_sled_limit(ledger_dir: &Path, raw_dir: &Path) -> Result<f64> {
 
 /// Durable appends per second with `callers` tasks each sending one deposit at a time.
 fn appends(dir: &Path, callers: usize, total: usize) -> Result<f64> {
-    let ledger = Arc::new(Ledger::open(
-        dir,
-        LedgerConfig {
-            holder: "custos-bench appends".into(),
-            ..LedgerConfig::default()
-        },
-    )?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let ledger =
+        Arc::new(Ledger::open(dir, LedgerConfig { holder: "custos-bench appends".into(), ..LedgerConfig::default() })?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let per = total / callers;
     let started = Instant::now();
     rt.block_on(async {

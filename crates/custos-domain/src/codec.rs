@@ -5,7 +5,7 @@
 //! `hash = SHA-256(prev_hash || body)`. Payload versions are decoded forever: `decode_payload`
 //! upcasts every older version to today's [`Event`].
 
-use bincode::{Decode, Encode};
+use bincode::Encode;
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, SCHEMA_VERSION_CURRENT};
@@ -55,16 +55,32 @@ pub struct Envelope {
     pub hash: Hash,
 }
 
-#[derive(Encode, Decode)]
-struct Body {
+/// The borrowed view of a stored body, for decoding without copying the strings and payload
+/// (encoded exactly like [`BodyOut`]: strings and byte slices are both length then bytes).
+#[derive(bincode::BorrowDecode)]
+struct BodyRef<'a> {
     seq: u64,
-    stream: String,
+    stream: &'a str,
     stream_version: u64,
-    event_id: String,
+    event_id: &'a str,
     recorded_at: Timestamp,
     occurred_at: Timestamp,
     schema_version: u16,
-    payload: Vec<u8>,
+    payload: &'a [u8],
+}
+
+/// An envelope's body as [`Envelope::seal`] writes it: every field but the hash, with the
+/// payload already encoded for its schema version. Field order is the stored format.
+#[derive(Encode)]
+struct BodyOut<'a> {
+    seq: u64,
+    stream: &'a str,
+    stream_version: u64,
+    event_id: &'a str,
+    recorded_at: Timestamp,
+    occurred_at: Timestamp,
+    schema_version: u16,
+    payload: &'a [u8],
 }
 
 /// Encodes a payload in the current schema version.
@@ -75,11 +91,8 @@ pub fn encode_payload(event: &Event) -> Vec<u8> {
 /// Decodes a payload of any known schema version into today's event.
 pub fn decode_payload(version: u16, bytes: &[u8]) -> Result<Event, CodecError> {
     fn whole<T: bincode::Decode<()>>(version: u16, bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, used): (T, usize) =
-            bincode::decode_from_slice(bytes, config()).map_err(|e| CodecError::Payload {
-                version,
-                reason: e.to_string(),
-            })?;
+        let (value, used): (T, usize) = bincode::decode_from_slice(bytes, config())
+            .map_err(|e| CodecError::Payload { version, reason: e.to_string() })?;
         if used != bytes.len() {
             let reason = format!("{} trailing bytes", bytes.len() - used);
             return Err(CodecError::Payload { version, reason });
@@ -115,18 +128,18 @@ impl Envelope {
         event: Event,
         prev_hash: &Hash,
     ) -> (Envelope, Vec<u8>) {
-        let body = Body {
+        let payload = encode_payload(&event);
+        let body = BodyOut {
             seq,
-            stream: stream.as_str().to_string(),
+            stream: stream.as_str(),
             stream_version,
-            event_id: event_id.as_str().to_string(),
+            event_id: event_id.as_str(),
             recorded_at,
             occurred_at,
             schema_version: SCHEMA_VERSION_CURRENT,
-            payload: encode_payload(&event),
+            payload: &payload,
         };
-        let mut record =
-            bincode::encode_to_vec(&body, config()).expect("encoding to a Vec cannot fail");
+        let mut record = bincode::encode_to_vec(&body, config()).expect("encoding to a Vec cannot fail");
         let hash = chain_hash(prev_hash, &record);
         record.extend_from_slice(&hash);
         let env = Envelope {
@@ -149,15 +162,14 @@ impl Envelope {
             return Err(CodecError::Truncated(record.len()));
         }
         let (body_bytes, hash_bytes) = record.split_at(record.len() - HASH_LEN);
-        let (body, used): (Body, usize) = bincode::decode_from_slice(body_bytes, config())
-            .map_err(|e| CodecError::Body(e.to_string()))?;
+        let (body, used): (BodyRef<'_>, usize) =
+            bincode::borrow_decode_from_slice(body_bytes, config()).map_err(|e| CodecError::Body(e.to_string()))?;
         if used != body_bytes.len() {
             return Err(CodecError::Trailing(body_bytes.len() - used));
         }
-        let event = decode_payload(body.schema_version, &body.payload)?;
-        let stream = StreamId::parse(&body.stream).map_err(|e| CodecError::Field(e.to_string()))?;
-        let event_id =
-            EventId::new(&body.event_id).map_err(|e| CodecError::Field(e.to_string()))?;
+        let event = decode_payload(body.schema_version, body.payload)?;
+        let stream = StreamId::parse(body.stream).map_err(|e| CodecError::Field(e.to_string()))?;
+        let event_id = EventId::new(body.event_id).map_err(|e| CodecError::Field(e.to_string()))?;
         let mut hash = [0u8; 32];
         hash.copy_from_slice(hash_bytes);
         Ok(Envelope {
@@ -198,7 +210,7 @@ mod tests {
     fn records_round_trip_and_chain() {
         let eth = Asset::new("ETH").unwrap();
         let event = Event::Withdrawn {
-            asset: eth.clone(),
+            asset: eth,
             amount: Amount::parse("1.25", &eth).unwrap(),
             usd_value: Some(Usd::parse("3911.21").unwrap()),
             unauthorized: true,
@@ -228,7 +240,7 @@ mod tests {
     fn version_1_payloads_are_upcast() {
         let eth = Asset::new("ETH").unwrap();
         let v1 = EventV1::Withdrawn {
-            asset: eth.clone(),
+            asset: eth,
             amount: Amount::parse("2", &eth).unwrap(),
             usd_value: None,
             unauthorized: false,
@@ -245,9 +257,6 @@ mod tests {
 
     #[test]
     fn unknown_schema_versions_are_errors_not_defaults() {
-        assert_eq!(
-            decode_payload(99, &[0]),
-            Err(CodecError::UnknownSchemaVersion(99))
-        );
+        assert_eq!(decode_payload(99, &[0]), Err(CodecError::UnknownSchemaVersion(99)));
     }
 }

@@ -195,16 +195,8 @@ impl Event {
     /// The withdrawal a reversal, reimbursement or flag refers to.
     pub fn withdrawal_ref(&self) -> Option<(&EventId, Seq)> {
         match self {
-            Event::Reversed {
-                withdrawal,
-                withdrawal_seq,
-                ..
-            }
-            | Event::Reimbursed {
-                withdrawal,
-                withdrawal_seq,
-                ..
-            } => Some((withdrawal, *withdrawal_seq)),
+            Event::Reversed { withdrawal, withdrawal_seq, .. }
+            | Event::Reimbursed { withdrawal, withdrawal_seq, .. } => Some((withdrawal, *withdrawal_seq)),
             Event::WithdrawalFlagged(f) => Some((&f.withdrawal, f.withdrawal_seq)),
             _ => None,
         }

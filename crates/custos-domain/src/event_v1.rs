@@ -48,57 +48,16 @@ pub(crate) enum EventV1 {
 impl EventV1 {
     pub(crate) fn upcast(self) -> Event {
         match self {
-            EventV1::Deposited {
-                asset,
-                amount,
-                usd_value,
-            } => Event::Deposited {
-                asset,
-                amount,
-                usd_value,
-            },
-            EventV1::Withdrawn {
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                destination,
-            } => Event::Withdrawn {
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                destination,
-                auth_factor: None,
-            },
-            EventV1::Reversed {
-                withdrawal,
-                withdrawal_seq,
-                asset,
-                amount,
-                usd_value,
-                withdrawal_unauthorized,
-            } => Event::Reversed {
-                withdrawal,
-                withdrawal_seq,
-                asset,
-                amount,
-                usd_value,
-                withdrawal_unauthorized,
-            },
-            EventV1::Reimbursed {
-                withdrawal,
-                withdrawal_seq,
-                asset,
-                amount,
-                usd_value,
-            } => Event::Reimbursed {
-                withdrawal,
-                withdrawal_seq,
-                asset,
-                amount,
-                usd_value,
-            },
+            EventV1::Deposited { asset, amount, usd_value } => Event::Deposited { asset, amount, usd_value },
+            EventV1::Withdrawn { asset, amount, usd_value, unauthorized, destination } => {
+                Event::Withdrawn { asset, amount, usd_value, unauthorized, destination, auth_factor: None }
+            }
+            EventV1::Reversed { withdrawal, withdrawal_seq, asset, amount, usd_value, withdrawal_unauthorized } => {
+                Event::Reversed { withdrawal, withdrawal_seq, asset, amount, usd_value, withdrawal_unauthorized }
+            }
+            EventV1::Reimbursed { withdrawal, withdrawal_seq, asset, amount, usd_value } => {
+                Event::Reimbursed { withdrawal, withdrawal_seq, asset, amount, usd_value }
+            }
             EventV1::WithdrawalFlagged(f) => Event::WithdrawalFlagged(f),
             EventV1::WithdrawalsSuspended { reason } => Event::WithdrawalsSuspended { reason },
             EventV1::WithdrawalsResumed => Event::WithdrawalsResumed,

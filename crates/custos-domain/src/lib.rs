@@ -15,6 +15,5 @@ pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope
 pub use command::{Command, CommandBody};
 pub use event::{AuthFactor, Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
 pub use types::{
-    parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId,
-    Timestamp, Usd,
+    parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp, Usd,
 };

@@ -13,9 +13,7 @@ use rust_decimal::Decimal;
 /// Why a value could not become a domain type. Messages name the offending value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error(
-        "account id {0:?} is not 1-64 characters of letters, digits, '.', '_', ':', '@' or '-'"
-    )]
+    #[error("account id {0:?} is not 1-64 characters of letters, digits, '.', '_', ':', '@' or '-'")]
     BadAccountId(String),
     #[error("event id {0:?} is not 1-128 characters of letters, digits, '.', '_', ':' or '-'")]
     BadEventId(String),
@@ -26,12 +24,7 @@ pub enum DomainError {
     #[error("amount {amount} {asset} is not positive")]
     AmountNotPositive { amount: String, asset: String },
     #[error("amount {amount} has {places} decimal places; {asset} allows at most {allowed}")]
-    AmountHasTooManyDecimals {
-        amount: String,
-        asset: String,
-        places: u32,
-        allowed: u32,
-    },
+    AmountHasTooManyDecimals { amount: String, asset: String, places: u32, allowed: u32 },
     #[error("usd value {0} is negative")]
     UsdNegative(String),
     #[error("usd value {0} has more than 2 decimal places (cents)")]
@@ -45,14 +38,27 @@ pub enum DomainError {
 }
 
 fn id_chars_ok(s: &str, extra: &[char]) -> bool {
-    s.chars().all(|c| {
-        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') || extra.contains(&c)
-    })
+    s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') || extra.contains(&c))
 }
 
-/// A customer account, e.g. `acct-000042`. Each account is one event stream.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub struct AccountId(String);
+/// A customer account, e.g. `acct-000042`. Each account is one event stream. Shared (`Arc`), so
+/// the many copies projections keep cost a reference count, not a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(std::sync::Arc<str>);
+
+impl Encode for AccountId {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl<Ctx> Decode<Ctx> for AccountId {
+    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let s = String::decode(decoder)?;
+        AccountId::new(&s).map_err(|_| DecodeError::Other("stored account id is malformed"))
+    }
+}
+bincode::impl_borrow_decode!(AccountId);
 
 /// The longest account id the ledger accepts.
 pub const ACCOUNT_ID_LEN_MAX: usize = 64;
@@ -64,7 +70,7 @@ impl AccountId {
         if s.is_empty() || s.len() > ACCOUNT_ID_LEN_MAX || !id_chars_ok(s, &['@']) {
             return Err(DomainError::BadAccountId(s.to_string()));
         }
-        Ok(AccountId(s.to_string()))
+        Ok(AccountId(std::sync::Arc::from(s)))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -138,9 +144,44 @@ impl fmt::Display for EventId {
     }
 }
 
-/// An asset symbol: 1-10 uppercase ASCII letters or digits.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub struct Asset(String);
+/// An asset symbol: 1-10 uppercase ASCII letters or digits. Stored inline (it is `Copy`), so
+/// folding millions of events does not allocate a string per event; encoded exactly like a
+/// `String` (length, then bytes), as payload schema version 1 wrote it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Asset {
+    bytes: [u8; Asset::SYMBOL_LEN_MAX],
+    len: u8,
+}
+
+impl fmt::Debug for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Asset({:?})", self.as_str())
+    }
+}
+
+impl Encode for Asset {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl<Ctx> Decode<Ctx> for Asset {
+    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        use bincode::de::read::Reader;
+        let len = u64::decode(decoder)? as usize;
+        if len == 0 || len > Asset::SYMBOL_LEN_MAX {
+            return Err(DecodeError::Other("stored asset symbol has a bad length"));
+        }
+        decoder.claim_bytes_read(len)?;
+        let mut bytes = [0u8; Asset::SYMBOL_LEN_MAX];
+        decoder.reader().read(&mut bytes[..len])?;
+        if !bytes[..len].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+            return Err(DecodeError::Other("stored asset symbol is malformed"));
+        }
+        Ok(Asset { bytes, len: len as u8 })
+    }
+}
+bincode::impl_borrow_decode!(Asset);
 
 /// How reports group assets: ETH, BTC, and everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -170,27 +211,27 @@ impl Asset {
     pub fn new(s: &str) -> Result<Self, DomainError> {
         if s.is_empty()
             || s.len() > Self::SYMBOL_LEN_MAX
-            || !s
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            || !s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         {
             return Err(DomainError::BadAssetSymbol(s.to_string()));
         }
-        Ok(Asset(s.to_string()))
+        let mut bytes = [0u8; Asset::SYMBOL_LEN_MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Asset { bytes, len: s.len() as u8 })
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("asset symbols are ASCII")
     }
     /// Decimal places the asset allows: BTC 8, ETH 18, every other asset 6.
     pub fn scale(&self) -> u32 {
-        match self.0.as_str() {
+        match self.as_str() {
             "BTC" => 8,
             "ETH" => 18,
             _ => 6,
         }
     }
     pub fn group(&self) -> AssetGroup {
-        match self.0.as_str() {
+        match self.as_str() {
             "ETH" => AssetGroup::Eth,
             "BTC" => AssetGroup::Btc,
             _ => AssetGroup::Misc,
@@ -200,7 +241,7 @@ impl Asset {
 
 impl fmt::Display for Asset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -228,10 +269,7 @@ impl Amount {
     pub fn new(value: Decimal, asset: &Asset) -> Result<Self, DomainError> {
         let value = value.normalize();
         if value <= Decimal::ZERO {
-            return Err(DomainError::AmountNotPositive {
-                amount: value.to_string(),
-                asset: asset.to_string(),
-            });
+            return Err(DomainError::AmountNotPositive { amount: value.to_string(), asset: asset.to_string() });
         }
         if value.scale() > asset.scale() {
             return Err(DomainError::AmountHasTooManyDecimals {
@@ -268,9 +306,7 @@ impl<Ctx> Decode<Ctx> for Amount {
     fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let d = decode_decimal(decoder)?;
         if d <= Decimal::ZERO || d.scale() > 18 {
-            return Err(DecodeError::Other(
-                "stored amount is not positive or exceeds any asset scale",
-            ));
+            return Err(DecodeError::Other("stored amount is not positive or exceeds any asset scale"));
         }
         Ok(Amount(d))
     }
@@ -280,17 +316,10 @@ bincode::impl_borrow_decode!(Amount);
 /// Parses a plain decimal: optional sign, digits, optional fraction. No exponents, no spaces,
 /// no thousands separators, never a float.
 pub fn parse_decimal(s: &str) -> Result<Decimal, DomainError> {
-    let body = s
-        .strip_prefix('-')
-        .or_else(|| s.strip_prefix('+'))
-        .unwrap_or(s);
+    let body = s.strip_prefix('-').or_else(|| s.strip_prefix('+')).unwrap_or(s);
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     let digits_ok = |p: &str| p.chars().all(|c| c.is_ascii_digit());
-    if int.is_empty()
-        || !digits_ok(int)
-        || !digits_ok(frac)
-        || (body.contains('.') && frac.is_empty())
-    {
+    if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (body.contains('.') && frac.is_empty()) {
         return Err(DomainError::BadDecimal(s.to_string()));
     }
     Decimal::from_str_exact(s).map_err(|_| DomainError::BadDecimal(s.to_string()))
@@ -337,9 +366,7 @@ impl<Ctx> Decode<Ctx> for Usd {
     fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
         let d = decode_decimal(decoder)?;
         if d < Decimal::ZERO || d.scale() > 2 {
-            return Err(DecodeError::Other(
-                "stored usd value is negative or finer than cents",
-            ));
+            return Err(DecodeError::Other("stored usd value is negative or finer than cents"));
         }
         Ok(Usd(d))
     }
@@ -377,18 +404,15 @@ impl Timestamp {
     }
     /// RFC3339 with an offset (converted to UTC). Data fields accept only this form.
     pub fn parse_rfc3339(s: &str) -> Result<Self, DomainError> {
-        let dt =
-            DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(s.to_string()))?;
-        Self::from_datetime(dt.with_timezone(&Utc))
-            .ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()))
+        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(s.to_string()))?;
+        Self::from_datetime(dt.with_timezone(&Utc)).ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()))
     }
     /// Query bound: RFC3339, or a plain date `YYYY-MM-DD` meaning the end of that day in UTC
     /// (its last nanosecond), so `--as-of 2022-01-18` includes everything on the 18th.
     pub fn parse_query(s: &str) -> Result<Self, DomainError> {
         if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             if s.len() == 10 {
-                let end =
-                    NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("valid time");
+                let end = NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("valid time");
                 return Self::from_datetime(Utc.from_utc_datetime(&date.and_time(end)))
                     .ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()));
             }
@@ -397,8 +421,7 @@ impl Timestamp {
     }
     /// RFC3339 in UTC with `Z`, with as many fractional digits as needed (none for whole seconds).
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime()
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        self.to_datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 }
 
@@ -423,39 +446,18 @@ mod tests {
     fn amounts_are_exact_and_checked_against_scale() {
         let btc = Asset::new("BTC").unwrap();
         let eth = Asset::new("ETH").unwrap();
-        assert_eq!(
-            Amount::parse("0.12345678", &btc).unwrap().to_string(),
-            "0.12345678"
-        );
+        assert_eq!(Amount::parse("0.12345678", &btc).unwrap().to_string(), "0.12345678");
         assert!(matches!(
             Amount::parse("0.123456789", &btc),
-            Err(DomainError::AmountHasTooManyDecimals {
-                places: 9,
-                allowed: 8,
-                ..
-            })
+            Err(DomainError::AmountHasTooManyDecimals { places: 9, allowed: 8, .. })
         ));
-        assert_eq!(
-            Amount::parse("1.000000000000000001", &eth)
-                .unwrap()
-                .to_string(),
-            "1.000000000000000001"
-        );
+        assert_eq!(Amount::parse("1.000000000000000001", &eth).unwrap().to_string(), "1.000000000000000001");
         assert_eq!(Amount::parse("1.50", &eth).unwrap().to_string(), "1.5");
         for bad in ["0", "-1", "0.0"] {
-            assert!(
-                matches!(
-                    Amount::parse(bad, &eth),
-                    Err(DomainError::AmountNotPositive { .. })
-                ),
-                "{bad}"
-            );
+            assert!(matches!(Amount::parse(bad, &eth), Err(DomainError::AmountNotPositive { .. })), "{bad}");
         }
         for bad in ["1e3", "1,5", " 1", "abc", "", ".5", "5.", "NaN", "1.2.3"] {
-            assert!(
-                matches!(Amount::parse(bad, &eth), Err(DomainError::BadDecimal(_))),
-                "{bad}"
-            );
+            assert!(matches!(Amount::parse(bad, &eth), Err(DomainError::BadDecimal(_))), "{bad}");
         }
     }
 
@@ -475,10 +477,7 @@ mod tests {
     fn usd_is_cents_at_most() {
         assert!(Usd::parse("15132516").is_ok());
         assert!(Usd::parse("0.01").is_ok());
-        assert!(matches!(
-            Usd::parse("0.001"),
-            Err(DomainError::UsdHasTooManyDecimals(_))
-        ));
+        assert!(matches!(Usd::parse("0.001"), Err(DomainError::UsdHasTooManyDecimals(_))));
         assert!(matches!(Usd::parse("-1"), Err(DomainError::UsdNegative(_))));
     }
 

@@ -65,9 +65,7 @@ impl Rng {
 }
 
 fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .expect("valid time")
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(s).expect("valid time").with_timezone(&Utc)
 }
 
 fn d(s: &str) -> Decimal {
@@ -103,11 +101,7 @@ fn price(start: Decimal, end: Decimal, at: DateTime<Utc>) -> Decimal {
     let frac = Decimal::from(secs) / Decimal::from(31 * 86_400);
     // A triangle wave with a 26-hour period, +-1.5%: no floats anywhere.
     let phase = Decimal::from(secs % 93_600) / Decimal::from(93_600);
-    let tri = if phase < d("0.5") {
-        phase * d("4") - d("1")
-    } else {
-        d("3") - phase * d("4")
-    };
+    let tri = if phase < d("0.5") { phase * d("4") - d("1") } else { d("3") - phase * d("4") };
     cents((start + (end - start) * frac) * (Decimal::ONE + tri * d("0.015")))
 }
 
@@ -124,10 +118,8 @@ fn partition(rng: &mut Rng, total: Decimal, scale: u32, n: usize) -> Vec<Decimal
     let total_units = (total / unit).trunc();
     let weights: Vec<u64> = (0..n).map(|_| 30 + rng.below(140)).collect();
     let sum: u64 = weights.iter().sum();
-    let mut parts: Vec<Decimal> = weights
-        .iter()
-        .map(|w| (total_units * Decimal::from(*w) / Decimal::from(sum)).trunc())
-        .collect();
+    let mut parts: Vec<Decimal> =
+        weights.iter().map(|w| (total_units * Decimal::from(*w) / Decimal::from(sum)).trunc()).collect();
     let mut rest = total_units - parts.iter().copied().sum::<Decimal>();
     let mut i = 0;
     while rest > Decimal::ZERO {
@@ -143,11 +135,7 @@ fn partition(rng: &mut Rng, total: Decimal, scale: u32, n: usize) -> Vec<Decimal
 fn priced_to(amounts: &[Decimal], prices: &[Decimal], target: Decimal) -> Vec<Decimal> {
     let raw: Decimal = amounts.iter().zip(prices).map(|(a, p)| a * p).sum();
     let factor = target / raw;
-    let mut usd: Vec<Decimal> = amounts
-        .iter()
-        .zip(prices)
-        .map(|(a, p)| cents(a * p * factor))
-        .collect();
+    let mut usd: Vec<Decimal> = amounts.iter().zip(prices).map(|(a, p)| cents(a * p * factor)).collect();
     let sum: Decimal = usd.iter().copied().sum();
     *usd.last_mut().expect("non-empty") += target - sum;
     usd
@@ -198,9 +186,7 @@ pub fn incident(seed: u64) -> Incident {
                 base.normalize()
             } else {
                 let share = Decimal::new(rng.range(5, 60), 2);
-                (bal[which] * share)
-                    .round_dp_with_strategy(scale, RoundingStrategy::ToZero)
-                    .normalize()
+                (bal[which] * share).round_dp_with_strategy(scale, RoundingStrategy::ToZero).normalize()
             };
             if amount <= Decimal::ZERO || (!deposit && in_suspension(at)) {
                 at += Duration::seconds(rng.range(3_600, 3 * 86_400));
@@ -219,11 +205,7 @@ pub fn incident(seed: u64) -> Incident {
             push(
                 &mut rows,
                 Row {
-                    id: format!(
-                        "{}-{}-{e:02}",
-                        if deposit { "dep" } else { "wd" },
-                        &account[5..]
-                    ),
+                    id: format!("{}-{}-{e:02}", if deposit { "dep" } else { "wd" }, &account[5..]),
                     at,
                     account: account.clone(),
                     kind: if deposit { "deposit" } else { "withdrawal" },
@@ -250,22 +232,10 @@ pub fn incident(seed: u64) -> Incident {
     let attack_time = |rng: &mut Rng| attack_from + Duration::seconds(rng.range(0, window));
     let mut attacks: Vec<(usize, String, Decimal, DateTime<Utc>, bool)> = Vec::new(); // account, asset, amount, at, completed
     for (k, amount) in eth_amounts.iter().enumerate() {
-        attacks.push((
-            victims[k],
-            "ETH".into(),
-            *amount,
-            attack_time(&mut rng),
-            true,
-        ));
+        attacks.push((victims[k], "ETH".into(), *amount, attack_time(&mut rng), true));
     }
     for (k, amount) in btc_amounts.iter().enumerate() {
-        attacks.push((
-            victims[eth_n + k],
-            "BTC".into(),
-            *amount,
-            attack_time(&mut rng),
-            true,
-        ));
+        attacks.push((victims[eth_n + k], "BTC".into(), *amount, attack_time(&mut rng), true));
     }
     let misc_usd_parts = partition(&mut rng, d(MISC_COMPLETED_USD), 0, misc_n);
     let mut misc_completed = Vec::new();
@@ -274,23 +244,14 @@ pub fn incident(seed: u64) -> Incident {
         // Units from the USD share at the asset's price, rounded to the data's 2 decimals.
         let amount = cents(*usd / d(MISC_PRICE[m])).max(d("0.01"));
         misc_completed.push(*usd);
-        attacks.push((
-            victims[eth_n + btc_n + k],
-            MISC[m].into(),
-            amount,
-            attack_time(&mut rng),
-            true,
-        ));
+        attacks.push((victims[eth_n + btc_n + k], MISC[m].into(), amount, attack_time(&mut rng), true));
     }
     for k in 0..PREVENTED_ACCOUNTS {
         let v = victims[eth_n + btc_n + misc_n + k];
         let (asset, amount) = match k % 3 {
             0 => ("ETH".to_string(), Decimal::new(rng.range(50, 9_000), 2)),
             1 => ("BTC".to_string(), Decimal::new(rng.range(5, 1_200), 2)),
-            _ => (
-                MISC[k % MISC.len()].to_string(),
-                Decimal::new(rng.range(1_000, 500_000), 2),
-            ),
+            _ => (MISC[k % MISC.len()].to_string(), Decimal::new(rng.range(1_000, 500_000), 2)),
         };
         attacks.push((v, asset, amount.normalize(), attack_time(&mut rng), false));
     }
@@ -300,24 +261,13 @@ pub fn incident(seed: u64) -> Incident {
         "BTC" => amount * btc_price(at),
         other => amount * d(MISC_PRICE[MISC.iter().position(|m| *m == other).expect("misc")]),
     };
-    let mut usd: Vec<Decimal> = attacks
-        .iter()
-        .map(|(_, a, amt, at, _)| cents(usd_of(a, *at, *amt)))
-        .collect();
+    let mut usd: Vec<Decimal> = attacks.iter().map(|(_, a, amt, at, _)| cents(usd_of(a, *at, *amt))).collect();
     for (asset, target) in [("ETH", d(ETH_COMPLETED_USD)), ("BTC", d(BTC_COMPLETED_USD))] {
-        let idx: Vec<usize> = (0..attacks.len())
-            .filter(|i| attacks[*i].4 && attacks[*i].1 == asset)
-            .collect();
+        let idx: Vec<usize> = (0..attacks.len()).filter(|i| attacks[*i].4 && attacks[*i].1 == asset).collect();
         let amounts: Vec<Decimal> = idx.iter().map(|i| attacks[*i].2).collect();
         let prices: Vec<Decimal> = idx
             .iter()
-            .map(|i| {
-                if asset == "ETH" {
-                    eth_price(attacks[*i].3)
-                } else {
-                    btc_price(attacks[*i].3)
-                }
-            })
+            .map(|i| if asset == "ETH" { eth_price(attacks[*i].3) } else { btc_price(attacks[*i].3) })
             .collect();
         for (i, v) in idx.iter().zip(priced_to(&amounts, &prices, target)) {
             usd[*i] = v;
@@ -327,8 +277,7 @@ pub fn incident(seed: u64) -> Incident {
         usd[i] = misc_completed[k];
     }
 
-    for (n, ((account, asset, amount, at, completed), usd)) in attacks.iter().zip(&usd).enumerate()
-    {
+    for (n, ((account, asset, amount, at, completed), usd)) in attacks.iter().zip(&usd).enumerate() {
         let account = account_name(*account);
         let wid = format!("unauth-{:03}", n + 1);
         // The victim's holdings: a deposit early in January that covers the theft.
@@ -378,16 +327,10 @@ pub fn incident(seed: u64) -> Incident {
         push(&mut rows, mk(format!("flag-{:03}", n + 1), flag_at, "flag"));
         if *completed {
             let reimb_at = resumed + Duration::seconds(1800 + (n as i64 * 131) % (20 * 3600));
-            push(
-                &mut rows,
-                mk(format!("reimb-{:03}", n + 1), reimb_at, "reimbursement"),
-            );
+            push(&mut rows, mk(format!("reimb-{:03}", n + 1), reimb_at, "reimbursement"));
         } else {
             let rev_at = suspended + Duration::seconds(5 * 3600 + (n as i64 * 61) % (8 * 3600));
-            push(
-                &mut rows,
-                mk(format!("rev-{:03}", n + 1), rev_at, "reversal"),
-            );
+            push(&mut rows, mk(format!("rev-{:03}", n + 1), rev_at, "reversal"));
         }
     }
     push(
@@ -424,9 +367,7 @@ pub fn incident(seed: u64) -> Incident {
     // Background withdrawals never fall in [attack_from, resumed), and each account's events
     // were generated in time order, so sorting by time keeps every account's order.
     rows.sort_by_key(|r| (r.at, r.order));
-    let mut csv = String::from(
-        "id,occurred_at,recorded_at,account,kind,asset,amount,usd_value,ref,unauthorized\n",
-    );
+    let mut csv = String::from("id,occurred_at,recorded_at,account,kind,asset,amount,usd_value,ref,unauthorized\n");
     for r in &rows {
         let recorded = r.at + Duration::seconds(RECORDING_LAG_S);
         csv.push_str(&format!(
@@ -447,8 +388,7 @@ pub fn incident(seed: u64) -> Incident {
     // inside the suspension from an account whose history ends before it, a second
     // reimbursement of a fully reimbursed withdrawal, a reversal of a withdrawal that does not
     // exist, and an amount finer than its asset allows.
-    let mut last_at: std::collections::HashMap<&str, DateTime<Utc>> =
-        std::collections::HashMap::new();
+    let mut last_at: std::collections::HashMap<&str, DateTime<Utc>> = std::collections::HashMap::new();
     for r in &rows {
         last_at.insert(r.account.as_str(), r.at);
     }
@@ -463,16 +403,10 @@ pub fn incident(seed: u64) -> Incident {
         "ghost-rev,2022-01-18T12:00:00Z,,reversal,,,,unauth-999,".to_string(),
         "bad-scale,2022-01-20T12:00:00Z,acct-000001,deposit,BTC,0.123456789,,,".to_string(),
     ];
-    let mut rejected_csv =
-        String::from("id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized\n");
+    let mut rejected_csv = String::from("id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized\n");
     for r in &rejected {
         rejected_csv.push_str(r);
         rejected_csv.push('\n');
     }
-    Incident {
-        commands: rows.len(),
-        commands_csv: csv,
-        rejected: rejected.len(),
-        rejected_csv,
-    }
+    Incident { commands: rows.len(), commands_csv: csv, rejected: rejected.len(), rejected_csv }
 }

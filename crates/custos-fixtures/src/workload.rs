@@ -18,8 +18,7 @@ const ASSETS: [(&str, u32, u64); 6] = [
 ];
 
 /// The header of the import format, as the workload writes it.
-pub const HEADER: &str =
-    "id,occurred_at,recorded_at,account,kind,asset,amount,usd_value,ref,unauthorized";
+pub const HEADER: &str = "id,occurred_at,recorded_at,account,kind,asset,amount,usd_value,ref,unauthorized";
 
 /// Writes the workload as CSV; returns the first and last `occurred_at`.
 pub fn write_csv(
@@ -29,9 +28,7 @@ pub fn write_csv(
     seed: u64,
 ) -> std::io::Result<(DateTime<Utc>, DateTime<Utc>)> {
     let mut rng = Rng(seed);
-    let start = DateTime::parse_from_rfc3339("2022-01-01T00:00:00Z")
-        .expect("valid")
-        .with_timezone(&Utc);
+    let start = DateTime::parse_from_rfc3339("2022-01-01T00:00:00Z").expect("valid").with_timezone(&Utc);
     // Balances in smallest units per (account, asset), to keep every withdrawal affordable.
     let mut balance = vec![0u64; (accounts as usize) * ASSETS.len()];
     // Withdrawals that may still be flagged, reversed or reimbursed: (id, account, unauthorized).
@@ -60,11 +57,7 @@ pub fn write_csv(
         } else if roll < 15 && !flagged.is_empty() {
             let k = rng.below(flagged.len() as u64) as usize;
             let (w, acct) = flagged.swap_remove(k);
-            let kind = if rng.below(2) == 0 {
-                "reversal"
-            } else {
-                "reimbursement"
-            };
+            let kind = if rng.below(2) == 0 { "reversal" } else { "reimbursement" };
             writeln!(out, "e{i},{t},{rec},acct-{acct:06},{kind},,,,w{w},")?;
             continue;
         }
@@ -74,25 +67,13 @@ pub fn write_csv(
         let slot = acct as usize * ASSETS.len() + a;
         let unit = 10u64.pow(scale);
         let withdraw = balance[slot] > 0 && rng.below(100) < 40;
-        let amount = if withdraw {
-            1 + rng.below(balance[slot])
-        } else {
-            1 + rng.below(max)
-        };
-        let text = format!(
-            "{}.{:0width$}",
-            amount / unit,
-            amount % unit,
-            width = scale as usize
-        );
+        let amount = if withdraw { 1 + rng.below(balance[slot]) } else { 1 + rng.below(max) };
+        let text = format!("{}.{:0width$}", amount / unit, amount % unit, width = scale as usize);
         let usd = format!("{}.{:02}", amount / unit * 3, rng.below(100));
         if withdraw {
             balance[slot] -= amount;
             let unauthorized = rng.below(100) == 0;
-            writeln!(
-                out,
-                "w{i},{t},{rec},acct-{acct:06},withdrawal,{sym},{text},{usd},,{unauthorized}"
-            )?;
+            writeln!(out, "w{i},{t},{rec},acct-{acct:06},withdrawal,{sym},{text},{usd},,{unauthorized}")?;
             if unauthorized {
                 flagged.push((i, acct));
             } else if open.len() < 100_000 {
@@ -100,10 +81,7 @@ pub fn write_csv(
             }
         } else {
             balance[slot] += amount;
-            writeln!(
-                out,
-                "d{i},{t},{rec},acct-{acct:06},deposit,{sym},{text},{usd},,"
-            )?;
+            writeln!(out, "d{i},{t},{rec},acct-{acct:06},deposit,{sym},{text},{usd},,")?;
         }
     }
     Ok((start, last_at))

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Read};
 
 use custos_domain::{
-    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind,
-    Timestamp, Usd,
+    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind, Timestamp, Usd,
 };
 use rust_decimal::Decimal;
 
@@ -82,19 +81,11 @@ fn field_name(name: &str) -> Option<&'static str> {
 }
 
 fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
-    let err = |field: &'static str, message: String| LineError {
-        line,
-        field: Some(field),
-        message,
-    };
+    let err = |field: &'static str, message: String| LineError { line, field: Some(field), message };
     let dom = |field: &'static str| move |e: DomainError| err(field, e.to_string());
-    let required =
-        |field: &'static str| f.get(field).ok_or_else(|| err(field, "is required".into()));
+    let required = |field: &'static str| f.get(field).ok_or_else(|| err(field, "is required".into()));
     let absent = |field: &'static str, kind: EventKind| match f.get(field) {
-        Some(v) => Err(err(
-            field,
-            format!("must be empty for a {} (got {v:?})", kind.name()),
-        )),
+        Some(v) => Err(err(field, format!("must be empty for a {} (got {v:?})", kind.name()))),
         None => Ok(()),
     };
     let id = EventId::new(required("id")?).map_err(dom("id"))?;
@@ -104,57 +95,23 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             "kind",
             format!(
                 "unknown kind {kind_text:?} (expected one of {})",
-                EventKind::ALL
-                    .iter()
-                    .map(|k| k.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                EventKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
             ),
         )
     })?;
-    let occurred_at =
-        Timestamp::parse_rfc3339(required("occurred_at")?).map_err(dom("occurred_at"))?;
-    let recorded_at = f
-        .get("recorded_at")
-        .map(Timestamp::parse_rfc3339)
-        .transpose()
-        .map_err(dom("recorded_at"))?;
+    let occurred_at = Timestamp::parse_rfc3339(required("occurred_at")?).map_err(dom("occurred_at"))?;
+    let recorded_at = f.get("recorded_at").map(Timestamp::parse_rfc3339).transpose().map_err(dom("recorded_at"))?;
     let account = || AccountId::new(required("account")?).map_err(dom("account"));
-    let account_opt = || {
-        f.get("account")
-            .map(AccountId::new)
-            .transpose()
-            .map_err(dom("account"))
-    };
+    let account_opt = || f.get("account").map(AccountId::new).transpose().map_err(dom("account"));
     let asset = || Asset::new(required("asset")?).map_err(dom("asset"));
-    let asset_opt = || {
-        f.get("asset")
-            .map(Asset::new)
-            .transpose()
-            .map_err(dom("asset"))
-    };
-    let usd = || {
-        f.get("usd_value")
-            .map(Usd::parse)
-            .transpose()
-            .map_err(dom("usd_value"))
-    };
+    let asset_opt = || f.get("asset").map(Asset::new).transpose().map_err(dom("asset"));
+    let usd = || f.get("usd_value").map(Usd::parse).transpose().map_err(dom("usd_value"));
     let reference = || EventId::new(required("ref")?).map_err(dom("ref"));
-    let amount_opt = || {
-        f.get("amount")
-            .map(custos_domain_parse_decimal)
-            .transpose()
-            .map_err(dom("amount"))
-    };
+    let amount_opt = || f.get("amount").map(custos_domain_parse_decimal).transpose().map_err(dom("amount"));
     let unauthorized = match f.get("unauthorized") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => {
-            return Err(err(
-                "unauthorized",
-                format!("must be true or false (got {other:?})"),
-            ))
-        }
+        Some(other) => return Err(err("unauthorized", format!("must be true or false (got {other:?})"))),
     };
     let auth_factor = match f.get("auth_factor") {
         None => None,
@@ -163,11 +120,7 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
                 "auth_factor",
                 format!(
                     "unknown authorization factor {name:?} (expected one of {})",
-                    AuthFactor::ALL
-                        .iter()
-                        .map(|a| a.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    AuthFactor::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
                 ),
             )
         })?),
@@ -175,19 +128,13 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
     if auth_factor.is_some() && kind != EventKind::Withdrawal {
         return Err(err(
             "auth_factor",
-            format!(
-                "only a withdrawal has an authorization factor, not a {}",
-                kind.name()
-            ),
+            format!("only a withdrawal has an authorization factor, not a {}", kind.name()),
         ));
     }
     if unauthorized && kind != EventKind::Withdrawal {
         return Err(err(
             "unauthorized",
-            format!(
-                "only a withdrawal can be marked unauthorized, not a {}",
-                kind.name()
-            ),
+            format!("only a withdrawal can be marked unauthorized, not a {}", kind.name()),
         ));
     }
     let body = match kind {
@@ -197,12 +144,7 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             let amount = Amount::parse(required("amount")?, &asset).map_err(dom("amount"))?;
             let (account, usd_value) = (account()?, usd()?);
             if kind == EventKind::Deposit {
-                CommandBody::Deposit {
-                    account,
-                    asset,
-                    amount,
-                    usd_value,
-                }
+                CommandBody::Deposit { account, asset, amount, usd_value }
             } else {
                 CommandBody::Withdraw {
                     account,
@@ -219,25 +161,13 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             absent("usd_value", kind)?;
             let (withdrawal, account, asset) = (reference()?, account_opt()?, asset_opt()?);
             match kind {
-                EventKind::Reversal => CommandBody::Reverse {
-                    withdrawal,
-                    account,
-                    asset,
-                    amount: amount_opt()?,
-                },
-                EventKind::Reimbursement => CommandBody::Reimburse {
-                    withdrawal,
-                    account,
-                    asset,
-                    amount: amount_opt()?,
-                },
+                EventKind::Reversal => CommandBody::Reverse { withdrawal, account, asset, amount: amount_opt()? },
+                EventKind::Reimbursement => {
+                    CommandBody::Reimburse { withdrawal, account, asset, amount: amount_opt()? }
+                }
                 _ => {
                     absent("amount", kind)?;
-                    CommandBody::Flag {
-                        withdrawal,
-                        account,
-                        asset,
-                    }
+                    CommandBody::Flag { withdrawal, account, asset }
                 }
             }
         }
@@ -252,38 +182,22 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             }
         }
     };
-    Ok(Command {
-        id,
-        occurred_at: Some(occurred_at),
-        recorded_at,
-        expected_version: None,
-        body,
-    })
+    Ok(Command { id, occurred_at: Some(occurred_at), recorded_at, expected_version: None, body })
 }
 
 fn custos_domain_parse_decimal(s: &str) -> Result<Decimal, DomainError> {
     let d = custos_domain::parse_decimal(s)?;
     if d <= Decimal::ZERO {
-        return Err(DomainError::AmountNotPositive {
-            amount: s.to_string(),
-            asset: "the withdrawal's asset".into(),
-        });
+        return Err(DomainError::AmountNotPositive { amount: s.to_string(), asset: "the withdrawal's asset".into() });
     }
     Ok(d)
 }
 
 /// Parses a CSV command file lazily. A bad header is one error for line 1 and nothing else.
 pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(reader);
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
     let header: Result<Vec<&'static str>, LineError> = match rdr.headers() {
-        Err(e) => Err(LineError {
-            line: 1,
-            field: None,
-            message: format!("cannot read the header: {e}"),
-        }),
+        Err(e) => Err(LineError { line: 1, field: None, message: format!("cannot read the header: {e}") }),
         Ok(h) => {
             let mut names = Vec::new();
             let mut problem = None;
@@ -307,11 +221,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                 }
             }
             match problem {
-                Some(message) => Err(LineError {
-                    line: 1,
-                    field: None,
-                    message,
-                }),
+                Some(message) => Err(LineError { line: 1, field: None, message }),
                 None => Ok(names),
             }
         }
@@ -332,10 +242,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
         }
         if let Some(e) = header_error.take() {
             done = true;
-            return Some(ImportLine {
-                line: 1,
-                command: Err(e),
-            });
+            return Some(ImportLine { line: 1, command: Err(e) });
         }
         loop {
             return match rdr.read_record(&mut record) {
@@ -360,10 +267,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                     for (name, value) in names.iter().zip(record.iter()) {
                         fields.values.insert(name, value);
                     }
-                    Some(ImportLine {
-                        line,
-                        command: to_command(line, &fields),
-                    })
+                    Some(ImportLine { line, command: to_command(line, &fields) })
                 }
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
@@ -372,11 +276,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                     }
                     Some(ImportLine {
                         line,
-                        command: Err(LineError {
-                            line,
-                            field: None,
-                            message: format!("malformed CSV: {e}"),
-                        }),
+                        command: Err(LineError { line, field: None, message: format!("malformed CSV: {e}") }),
                     })
                 }
             };
@@ -397,11 +297,7 @@ pub fn parse_jsonl<R: BufRead>(reader: R) -> impl Iterator<Item = ImportLine> {
             Err(e) => {
                 return Some(ImportLine {
                     line,
-                    command: Err(LineError {
-                        line,
-                        field: None,
-                        message: format!("cannot read: {e}"),
-                    }),
+                    command: Err(LineError { line, field: None, message: format!("cannot read: {e}") }),
                 })
             }
         };
@@ -418,44 +314,25 @@ pub fn parse_jsonl<R: BufRead>(reader: R) -> impl Iterator<Item = ImportLine> {
                 }),
             });
         }
-        return Some(ImportLine {
-            line,
-            command: parse_json_line(line, &bytes),
-        });
+        return Some(ImportLine { line, command: parse_json_line(line, &bytes) });
     })
 }
 
 fn parse_json_line(line: u64, bytes: &[u8]) -> Result<Command, LineError> {
-    let err = |field: Option<&'static str>, message: String| LineError {
-        line,
-        field,
-        message,
-    };
+    let err = |field: Option<&'static str>, message: String| LineError { line, field, message };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| err(None, format!("malformed JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| err(None, "expected a JSON object".into()))?;
+    let object = value.as_object().ok_or_else(|| err(None, "expected a JSON object".into()))?;
     let mut texts: Vec<(&'static str, String)> = Vec::new();
     for (key, v) in object {
-        let name = field_name(key).ok_or_else(|| {
-            err(
-                None,
-                format!(
-                    "unknown field {key:?} (expected: {})",
-                    IMPORT_FIELDS.join(",")
-                ),
-            )
-        })?;
+        let name = field_name(key)
+            .ok_or_else(|| err(None, format!("unknown field {key:?} (expected: {})", IMPORT_FIELDS.join(","))))?;
         let text = match v {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => String::new(),
             serde_json::Value::Bool(b) if name == "unauthorized" => b.to_string(),
             serde_json::Value::Number(_) => {
-                return Err(err(
-                    Some(name),
-                    "must be a string holding an exact decimal, not a JSON number".into(),
-                ))
+                return Err(err(Some(name), "must be a string holding an exact decimal, not a JSON number".into()))
             }
             other => return Err(err(Some(name), format!("must be a string, not {other}"))),
         };
@@ -473,10 +350,7 @@ mod tests {
     use super::*;
 
     fn errors_of(csv: &str) -> Vec<String> {
-        parse_csv(csv.as_bytes())
-            .filter_map(|l| l.command.err())
-            .map(|e| e.to_string())
-            .collect()
+        parse_csv(csv.as_bytes()).filter_map(|l| l.command.err()).map(|e| e.to_string()).collect()
     }
 
     #[test]
@@ -505,31 +379,17 @@ mod tests {
             ("x,2022-01-17T10:00:00Z,a,deposit,eth,1,,,", "asset"),
             ("x,2022-01-17T10:00:00Z,,deposit,ETH,1,,,", "account"),
             ("x,yesterday,a,deposit,ETH,1,,,", "occurred_at"),
-            (
-                "x,2022-01-17T10:00:00Z,a,deposit,ETH,1,1.001,,",
-                "usd_value",
-            ),
+            ("x,2022-01-17T10:00:00Z,a,deposit,ETH,1,1.001,,", "usd_value"),
             ("x,2022-01-17T10:00:00Z,a,reversal,,,,,", "ref"),
-            (
-                "x,2022-01-17T10:00:00Z,a,deposit,ETH,1,,,maybe",
-                "unauthorized",
-            ),
+            ("x,2022-01-17T10:00:00Z,a,deposit,ETH,1,,,maybe", "unauthorized"),
         ];
         for (row, field) in cases {
-            let errs: Vec<LineError> = parse_csv(format!("{head}{row}\n").as_bytes())
-                .filter_map(|l| l.command.err())
-                .collect();
+            let errs: Vec<LineError> =
+                parse_csv(format!("{head}{row}\n").as_bytes()).filter_map(|l| l.command.err()).collect();
             assert_eq!(errs.len(), 1, "{row}");
-            assert_eq!(
-                (errs[0].line, errs[0].field),
-                (2, Some(field)),
-                "{row}: {}",
-                errs[0]
-            );
+            assert_eq!((errs[0].line, errs[0].field), (2, Some(field)), "{row}: {}", errs[0]);
         }
-        assert!(
-            errors_of("id,occurred_at,kind,ref,colour\n")[0].contains("unknown field \"colour\"")
-        );
+        assert!(errors_of("id,occurred_at,kind,ref,colour\n")[0].contains("unknown field \"colour\""));
         assert!(errors_of("id,kind,ref\n")[0].contains("no \"occurred_at\" column"));
     }
 
@@ -542,10 +402,7 @@ mod tests {
         let lines: Vec<ImportLine> = parse_jsonl(text.as_bytes()).collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].command.is_ok());
-        let errs: Vec<LineError> = lines[1..]
-            .iter()
-            .map(|l| l.command.clone().unwrap_err())
-            .collect();
+        let errs: Vec<LineError> = lines[1..].iter().map(|l| l.command.clone().unwrap_err()).collect();
         assert_eq!((errs[0].line, errs[0].field), (3, Some("amount")));
         assert!(errs[1].message.contains("unknown field \"colour\""));
         assert!(errs[2].message.contains("malformed JSON"));

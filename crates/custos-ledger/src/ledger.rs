@@ -49,10 +49,7 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig {
-            checkpoint_every: 65_536,
-            holder: "custos".into(),
-        }
+        LedgerConfig { checkpoint_every: 65_536, holder: "custos".into() }
     }
 }
 
@@ -96,7 +93,8 @@ pub(crate) struct BoundaryInfo {
 pub(crate) struct Shared {
     pub store: Store,
     pub config: LedgerConfig,
-    pub current: Mutex<Option<Arc<Current>>>,
+    /// The projections at the head, folded in place by the writer; queries read it shared.
+    pub current: RwLock<Option<Current>>,
     pub boundaries: RwLock<Vec<BoundaryInfo>>,
     /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
     pub tail_min: Mutex<Timestamp>,
@@ -143,17 +141,13 @@ fn checkpoint_value<P: Projection>(p: &P) -> Vec<u8> {
 
 impl Ledger {
     pub fn open(dir: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
-        assert!(
-            config.checkpoint_every > 0,
-            "checkpoint_every must be positive"
-        );
+        assert!(config.checkpoint_every > 0, "checkpoint_every must be positive");
         let store = Store::open(dir, &config.holder)?;
         let mut boundaries = Vec::new();
         for name in store.list_meta("boundary/")? {
             let v = store.get_meta(&name)?.unwrap_or_default();
-            let seq: Seq = name["boundary/".len()..]
-                .parse()
-                .map_err(|_| corrupt(0, format!("bad boundary name {name}")))?;
+            let seq: Seq =
+                name["boundary/".len()..].parse().map_err(|_| corrupt(0, format!("bad boundary name {name}")))?;
             if v.len() != 16 {
                 return Err(corrupt(seq, "boundary record is not 16 bytes".into()));
             }
@@ -168,24 +162,18 @@ impl Ledger {
             }
         }
         let tail_min = match store.get_meta(TAIL_MIN)? {
-            Some(v) if v.len() == 8 => {
-                Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8")))
-            }
+            Some(v) if v.len() == 8 => Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8"))),
             _ => Timestamp::MAX,
         };
         let shared = Arc::new(Shared {
             store,
             config,
             tail_min: Mutex::new(tail_min),
-            current: Mutex::new(None),
+            current: RwLock::new(None),
             boundaries: RwLock::new(boundaries),
             notices: Mutex::new(Vec::new()),
         });
-        let ledger = Ledger {
-            shared,
-            tx: Mutex::new(None),
-            writer: Mutex::new(None),
-        };
+        let ledger = Ledger { shared, tx: Mutex::new(None), writer: Mutex::new(None) };
         ledger.ensure_projection_versions()?;
         Ok(ledger)
     }
@@ -209,11 +197,7 @@ impl Ledger {
 
     /// Decides and durably appends one command.
     pub async fn submit(&self, command: Command) -> Result<Outcome, LedgerError> {
-        Ok(self
-            .submit_batch(vec![command])
-            .await?
-            .pop()
-            .expect("one outcome per command"))
+        Ok(self.submit_batch(vec![command]).await?.pop().expect("one outcome per command"))
     }
 
     /// Decides and durably appends commands in order (possibly grouped with other callers').
@@ -223,37 +207,25 @@ impl Ledger {
         }
         let tx = self.writer_sender()?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { commands, reply })
-            .await
-            .map_err(|_| LedgerError::WriterGone)?;
+        tx.send(Request { commands, reply }).await.map_err(|_| LedgerError::WriterGone)?;
         match rx.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(LedgerError::Corruption {
-                seq: self.head().seq,
-                what: e,
-            }),
+            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.head().seq, what: e }),
             Err(_) => Err(LedgerError::WriterGone),
         }
     }
 
     /// Blocking form of [`Ledger::submit_batch`] for callers outside an async runtime.
-    pub fn submit_batch_blocking(
-        &self,
-        commands: Vec<Command>,
-    ) -> Result<Vec<Outcome>, LedgerError> {
+    pub fn submit_batch_blocking(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, LedgerError> {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
         let tx = self.writer_sender()?;
         let (reply, rx) = oneshot::channel();
-        tx.blocking_send(Request { commands, reply })
-            .map_err(|_| LedgerError::WriterGone)?;
+        tx.blocking_send(Request { commands, reply }).map_err(|_| LedgerError::WriterGone)?;
         match rx.blocking_recv() {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(LedgerError::Corruption {
-                seq: self.head().seq,
-                what: e,
-            }),
+            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.head().seq, what: e }),
             Err(_) => Err(LedgerError::WriterGone),
         }
     }
@@ -275,15 +247,13 @@ impl Ledger {
         mut f: impl FnMut(Envelope) -> ControlFlow<()>,
     ) -> Result<(), LedgerError> {
         let mut err = None;
-        self.shared
-            .store
-            .for_each_record(from, |seq, record| match Envelope::decode(record) {
-                Ok(env) => f(env),
-                Err(e) => {
-                    err = Some(corrupt(seq, e.to_string()));
-                    ControlFlow::Break(())
-                }
-            })?;
+        self.shared.store.for_each_record(from, |seq, record| match Envelope::decode(record) {
+            Ok(env) => f(env),
+            Err(e) => {
+                err = Some(corrupt(seq, e.to_string()));
+                ControlFlow::Break(())
+            }
+        })?;
         err.map_or(Ok(()), Err)
     }
 
@@ -298,10 +268,7 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("custos-writer".into())
             .spawn(move || writer_loop(shared, model, receiver))
-            .map_err(|e| StoreError::Io {
-                dir: self.dir().to_path_buf(),
-                source: e,
-            })?;
+            .map_err(|e| StoreError::Io { dir: self.dir().to_path_buf(), source: e })?;
         *self.writer.lock().expect("writer lock") = Some(handle);
         *tx = Some(sender.clone());
         Ok(sender)
@@ -317,17 +284,20 @@ impl Ledger {
         Ok(())
     }
 
-    /// The projections at the head (loaded from the last checkpoint plus the tail, once).
-    pub(crate) fn current(&self) -> Result<Arc<Current>, LedgerError> {
-        let mut slot = self.shared.current.lock().expect("current lock");
-        if let Some(c) = slot.as_ref() {
-            if c.balances.last_seq() == self.head().seq {
-                return Ok(Arc::clone(c));
+    /// Runs `f` on the projections at the head (loaded from the last checkpoint plus the tail
+    /// the first time, then kept current by the writer).
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Current) -> R) -> Result<R, LedgerError> {
+        {
+            let slot = self.shared.current.read().expect("current lock");
+            if let Some(c) = slot.as_ref().filter(|c| c.balances.last_seq() == self.head().seq) {
+                return Ok(f(c));
             }
         }
-        let c = Arc::new(load_current(&self.shared)?);
-        *slot = Some(Arc::clone(&c));
-        Ok(c)
+        let mut slot = self.shared.current.write().expect("current lock");
+        if slot.as_ref().is_none_or(|c| c.balances.last_seq() != self.head().seq) {
+            *slot = Some(load_current(&self.shared)?);
+        }
+        Ok(f(slot.as_ref().expect("just loaded")))
     }
 
     /// The latest stored checkpoint of `P` at or before `seq` (with the active generation).
@@ -339,11 +309,7 @@ impl Ledger {
     fn ensure_projection_versions(&self) -> Result<(), LedgerError> {
         for name in [Balances::NAME, Losses::NAME] {
             let stored = stored_version(&self.shared.store, name)?;
-            let code = if name == Balances::NAME {
-                Balances::SCHEMA_VERSION
-            } else {
-                Losses::SCHEMA_VERSION
-            };
+            let code = if name == Balances::NAME { Balances::SCHEMA_VERSION } else { Losses::SCHEMA_VERSION };
             if let Some(v) = stored.filter(|v| *v != code) {
                 let report = self.rebuild(name, &mut |_, _| {})?;
                 self.shared.notices.lock().expect("notices lock").push(format!(
@@ -358,18 +324,11 @@ impl Ledger {
     /// Refolds projection `name` from the log into a fresh generation of checkpoints, then makes
     /// it the active one in one atomic step; until then queries read the old generation.
     /// `progress(done, total)` is called as events are folded.
-    pub fn rebuild(
-        &self,
-        name: &str,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<RebuildReport, LedgerError> {
+    pub fn rebuild(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<RebuildReport, LedgerError> {
         match name {
             n if n == Balances::NAME => self.rebuild_projection::<Balances>(progress),
             n if n == Losses::NAME => self.rebuild_projection::<Losses>(progress),
-            other => Err(corrupt(
-                0,
-                format!("unknown projection {other:?} (known: balances, losses)"),
-            )),
+            other => Err(corrupt(0, format!("unknown projection {other:?} (known: balances, losses)"))),
         }
     }
 
@@ -394,11 +353,7 @@ impl Ledger {
             max_occurred = max_occurred.max(env.occurred_at);
             min_occurred = min_occurred.min(env.occurred_at);
             if env.seq % k == 0 {
-                boundaries.push(BoundaryInfo {
-                    seq: env.seq,
-                    max_occurred,
-                    min_occurred,
-                });
+                boundaries.push(BoundaryInfo { seq: env.seq, max_occurred, min_occurred });
                 min_occurred = Timestamp::MAX;
                 let put = vec![(format!("{prefix}{:020}", env.seq), checkpoint_value(&state))];
                 if let Err(e) = store.write_meta(put, vec![]) {
@@ -422,20 +377,13 @@ impl Ledger {
             remove.extend(store.list_meta(&checkpoint_prefix(P::NAME, g))?);
         }
         let mut put = vec![(active_name(P::NAME), generation_value::<P>(new_gen))];
-        put.extend(
-            boundaries
-                .iter()
-                .map(|b| (boundary_name(b.seq), boundary_value(b))),
-        );
-        put.push((
-            TAIL_MIN.to_string(),
-            min_occurred.nanos().to_be_bytes().to_vec(),
-        ));
+        put.extend(boundaries.iter().map(|b| (boundary_name(b.seq), boundary_value(b))));
+        put.push((TAIL_MIN.to_string(), min_occurred.nanos().to_be_bytes().to_vec()));
         *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
         store.write_meta(put, remove)?;
         *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
         store.sync()?;
-        *self.shared.current.lock().expect("current lock") = None;
+        *self.shared.current.write().expect("current lock") = None;
         Ok(RebuildReport {
             projection: P::NAME.to_string(),
             events: head,
@@ -464,17 +412,15 @@ fn generation_value<P: Projection>(generation: u64) -> Vec<u8> {
 }
 
 fn active_generation(store: &Store, name: &str) -> Result<Option<u64>, StoreError> {
-    Ok(store.get_meta(&active_name(name))?.and_then(|v| {
-        v.get(..8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8")))
-    }))
+    Ok(store
+        .get_meta(&active_name(name))?
+        .and_then(|v| v.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8")))))
 }
 
 fn stored_version(store: &Store, name: &str) -> Result<Option<u32>, StoreError> {
-    Ok(store.get_meta(&active_name(name))?.and_then(|v| {
-        v.get(8..12)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4")))
-    }))
+    Ok(store
+        .get_meta(&active_name(name))?
+        .and_then(|v| v.get(8..12).map(|b| u32::from_be_bytes(b.try_into().expect("4")))))
 }
 
 pub(crate) fn corrupt(seq: Seq, what: String) -> LedgerError {
@@ -487,10 +433,7 @@ pub(crate) fn read_envelope(store: &Store, seq: Seq) -> Result<Option<Envelope>,
         Some(r) => {
             let env = Envelope::decode(&r).map_err(|e| corrupt(seq, e.to_string()))?;
             if env.seq != seq {
-                return Err(corrupt(
-                    seq,
-                    format!("record stored at seq {seq} says seq {}", env.seq),
-                ));
+                return Err(corrupt(seq, format!("record stored at seq {seq} says seq {}", env.seq)));
             }
             Ok(Some(env))
         }
@@ -513,22 +456,13 @@ fn load_checkpoint<P: Projection>(store: &Store, seq: Seq) -> Result<Option<P>, 
         return Ok(None);
     };
     let bytes = store.get_meta(name)?.unwrap_or_default();
-    let version = bytes
-        .get(..4)
-        .map(|b| u32::from_be_bytes(b.try_into().expect("4")));
+    let version = bytes.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4")));
     if version != Some(P::SCHEMA_VERSION) {
         return Ok(None);
     }
-    let state = P::decode(&bytes[4..])
-        .ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
+    let state = P::decode(&bytes[4..]).ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
     if state.last_seq() != at {
-        return Err(corrupt(
-            at,
-            format!(
-                "checkpoint {name} says it folded to seq {}",
-                state.last_seq()
-            ),
-        ));
+        return Err(corrupt(at, format!("checkpoint {name} says it folded to seq {}", state.last_seq())));
     }
     Ok(Some(state))
 }
@@ -554,10 +488,7 @@ fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
     if model.head_seq != head.seq {
         return Err(corrupt(
             model.head_seq,
-            format!(
-                "the log ends at seq {} but its head says {}",
-                model.head_seq, head.seq
-            ),
+            format!("the log ends at seq {} but its head says {}", model.head_seq, head.seq),
         ));
     }
     Ok(model)
@@ -569,10 +500,8 @@ fn load_current(shared: &Shared) -> Result<Current, LedgerError> {
     Ok(current)
 }
 
-/// The writer's view of the projections: kept folded alongside the write model so that
-/// checkpoints land exactly on their boundaries.
+/// The checkpoint generations the writer writes into (read once, when it first folds).
 struct WriterProjections {
-    current: Current,
     generation_balances: u64,
     generation_losses: u64,
 }
@@ -649,29 +578,22 @@ fn commit(
     let store = &shared.store;
     let head = store.head();
     let first_seq = head.seq + 1;
-    let mut prev_hash: Hash = if head.seq == 0 {
-        GENESIS_HASH
-    } else {
-        head.hash
-    };
+    let mut prev_hash: Hash = if head.seq == 0 { GENESIS_HASH } else { head.hash };
     let now = Timestamp::now();
     let mut outcomes = Vec::new();
     let mut pending: Vec<Envelope> = Vec::new();
     let mut records = Vec::new();
     let mut index = Vec::new();
-    let mut by_seq: HashMap<Seq, usize> = HashMap::new();
     for command in requests.iter().flat_map(|r| r.commands.iter()) {
         let existing = match model.id_candidate(&command.id) {
-            Some(seq) if seq >= first_seq => by_seq.get(&seq).map(|i| pending[*i].clone()),
+            Some(seq) if seq >= first_seq => pending.get((seq - first_seq) as usize).cloned(),
             Some(seq) => read_envelope(store, seq)?,
             None => None,
         };
         match model.decide(command, existing.as_ref(), now) {
-            Ok(Decision::Duplicate { seq }) => outcomes.push(Ok(Appended {
-                id: command.id.clone(),
-                seq,
-                duplicate: true,
-            })),
+            Ok(Decision::Duplicate { seq }) => {
+                outcomes.push(Ok(Appended { id: command.id.clone(), seq, duplicate: true }))
+            }
             Ok(Decision::Append(new)) => {
                 let seq = first_seq + pending.len() as u64;
                 let (env, record) = Envelope::seal(
@@ -689,12 +611,7 @@ fn commit(
                 prev_hash = env.hash;
                 index.extend(index_entries(&env));
                 model.apply(&env);
-                outcomes.push(Ok(Appended {
-                    id: env.event_id.clone(),
-                    seq,
-                    duplicate: false,
-                }));
-                by_seq.insert(seq, pending.len());
+                outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false }));
                 records.push(record);
                 pending.push(env);
             }
@@ -715,48 +632,30 @@ fn commit(
         max_occurred = max_occurred.max(env.occurred_at);
         tail_min = tail_min.min(env.occurred_at);
         if env.seq % k == 0 {
-            let info = BoundaryInfo {
-                seq: env.seq,
-                max_occurred,
-                min_occurred: tail_min,
-            };
+            let info = BoundaryInfo { seq: env.seq, max_occurred, min_occurred: tail_min };
             meta.push((boundary_name(env.seq), boundary_value(&info)));
             new_boundaries.push(info);
             tail_min = Timestamp::MAX;
         }
     }
-    meta.push((
-        TAIL_MIN.to_string(),
-        tail_min.nanos().to_be_bytes().to_vec(),
-    ));
+    meta.push((TAIL_MIN.to_string(), tail_min.nanos().to_be_bytes().to_vec()));
     let batch = AppendBatch {
         first_seq,
         records,
         index,
-        head: Some(Head {
-            seq: last.seq,
-            hash: last.hash,
-            recorded_at: last.recorded_at,
-        }),
+        head: Some(Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at }),
         meta,
     };
     store.append(batch)?;
-    *stats = LogStats {
-        max_occurred,
-        tail_min,
-    };
-    shared
-        .boundaries
-        .write()
-        .expect("boundaries lock")
-        .extend(new_boundaries);
+    *stats = LogStats { max_occurred, tail_min };
+    shared.boundaries.write().expect("boundaries lock").extend(new_boundaries);
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     // Checkpoints are a cache of the log: failing to write one costs speed, not correctness,
     // and must not turn a durable append into an error.
     if let Err(e) = fold_into_projections(shared, projections, &pending) {
         tracing::warn!("projection checkpoint not written: {e}");
         *projections = None;
-        *shared.current.lock().expect("current lock") = None;
+        *shared.current.write().expect("current lock") = None;
     }
     Ok(outcomes)
 }
@@ -764,16 +663,8 @@ fn commit(
 /// The index entries of an envelope.
 pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
     let mut out = vec![
-        (
-            IndexKind::EventId,
-            fnv64(env.event_id.as_str().as_bytes()),
-            env.seq,
-        ),
-        (
-            IndexKind::Stream,
-            fnv64(env.stream.as_str().as_bytes()),
-            env.seq,
-        ),
+        (IndexKind::EventId, fnv64(env.event_id.as_str().as_bytes()), env.seq),
+        (IndexKind::Stream, fnv64(env.stream.as_str().as_bytes()), env.seq),
         (IndexKind::OccurredAt, time_key(env.occurred_at), env.seq),
     ];
     if let Event::WithdrawalFlagged(f) = &env.event {
@@ -792,59 +683,46 @@ fn fold_into_projections(
     let store = &shared.store;
     let k = shared.config.checkpoint_every;
     if projections.is_none() {
-        // Everything up to the batch is on disk already; load from there and fold the batch.
-        let mut current = load_current(shared)?;
-        let first = pending[0].seq;
-        if current.balances.last_seq() >= first {
-            // load_current read the batch from disk too: start from the state before it.
-            current = load_current_until(shared, first - 1)?;
-        }
         *projections = Some(WriterProjections {
-            current,
             generation_balances: active_generation(store, Balances::NAME)?.unwrap_or(1),
             generation_losses: active_generation(store, Losses::NAME)?.unwrap_or(1),
         });
     }
-    let wp = projections.as_mut().expect("loaded");
-    for env in pending {
-        let c = &mut wp.current;
-        c.balances.apply(env, Timestamp::MAX);
-        c.losses.apply(env, Timestamp::MAX);
-        c.max_occurred = c.max_occurred.max(env.occurred_at);
-        c.tail_min_occurred = c.tail_min_occurred.min(env.occurred_at);
-        if env.seq % k == 0 {
-            let put = vec![
-                (
-                    format!(
-                        "{}{:020}",
-                        checkpoint_prefix(Balances::NAME, wp.generation_balances),
-                        env.seq
-                    ),
+    let wp = projections.as_ref().expect("loaded");
+    let mut put = Vec::new();
+    {
+        let mut slot = shared.current.write().expect("current lock");
+        let before = pending[0].seq - 1;
+        if slot.as_ref().is_none_or(|c| c.balances.last_seq() != before) {
+            // Everything up to the batch is on disk already; start from the state before it.
+            *slot = Some(load_current_until(shared, before)?);
+        }
+        let c = slot.as_mut().expect("loaded");
+        for env in pending {
+            c.balances.apply(env, Timestamp::MAX);
+            c.losses.apply(env, Timestamp::MAX);
+            c.max_occurred = c.max_occurred.max(env.occurred_at);
+            c.tail_min_occurred = c.tail_min_occurred.min(env.occurred_at);
+            if env.seq % k == 0 {
+                // Encoded under the lock (the state must be exactly at the boundary), written after.
+                put.push((
+                    format!("{}{:020}", checkpoint_prefix(Balances::NAME, wp.generation_balances), env.seq),
                     checkpoint_value(&c.balances),
-                ),
-                (
-                    format!(
-                        "{}{:020}",
-                        checkpoint_prefix(Losses::NAME, wp.generation_losses),
-                        env.seq
-                    ),
+                ));
+                put.push((
+                    format!("{}{:020}", checkpoint_prefix(Losses::NAME, wp.generation_losses), env.seq),
                     checkpoint_value(&c.losses),
-                ),
-                (
-                    active_name(Balances::NAME),
-                    generation_value::<Balances>(wp.generation_balances),
-                ),
-                (
-                    active_name(Losses::NAME),
-                    generation_value::<Losses>(wp.generation_losses),
-                ),
-            ];
-            store.write_meta(put, vec![])?;
-            store.sync()?;
-            c.tail_min_occurred = Timestamp::MAX;
+                ));
+                c.tail_min_occurred = Timestamp::MAX;
+            }
         }
     }
-    *shared.current.lock().expect("current lock") = Some(Arc::new(wp.current.clone()));
+    if !put.is_empty() {
+        put.push((active_name(Balances::NAME), generation_value::<Balances>(wp.generation_balances)));
+        put.push((active_name(Losses::NAME), generation_value::<Losses>(wp.generation_losses)));
+        store.write_meta(put, vec![])?;
+        store.sync()?;
+    }
     Ok(())
 }
 
@@ -855,16 +733,8 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     let mut losses: Losses = load_checkpoint(store, seq)?.unwrap_or_default();
     let boundaries = shared.boundaries.read().expect("boundaries lock").clone();
     let from = balances.last_seq().min(losses.last_seq());
-    let boundary_seq = boundaries
-        .iter()
-        .rev()
-        .find(|b| b.seq <= seq)
-        .map_or(0, |b| b.seq);
-    let mut max_occurred = boundaries
-        .iter()
-        .rev()
-        .find(|b| b.seq <= from)
-        .map_or(Timestamp::MIN, |b| b.max_occurred);
+    let boundary_seq = boundaries.iter().rev().find(|b| b.seq <= seq).map_or(0, |b| b.seq);
+    let mut max_occurred = boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred);
     let mut tail_min_occurred = Timestamp::MAX;
     let mut err = None;
     store.for_each_record(from + 1, |s, record| {
@@ -894,12 +764,7 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     if let Some(e) = err {
         return Err(e);
     }
-    Ok(Current {
-        balances,
-        losses,
-        max_occurred,
-        tail_min_occurred,
-    })
+    Ok(Current { balances, losses, max_occurred, tail_min_occurred })
 }
 
 /// Decides commands against a private copy of the write model without appending anything:

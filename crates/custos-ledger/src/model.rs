@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use custos_domain::{
-    AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef,
-    Seq, StreamId, Timestamp, Usd,
+    AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef, Seq, StreamId,
+    Timestamp, Usd,
 };
 use custos_store::fnv64;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -94,83 +94,49 @@ pub fn round_cents(d: Decimal) -> Decimal {
 
 /// The USD share of a reimbursement: the pro rata value of the cumulative reimbursed amount,
 /// rounded to cents, minus that of what was reimbursed before, so shares add up exactly.
-pub fn reimbursement_usd(
-    withdrawal_usd: Usd,
-    withdrawn: Amount,
-    before: Decimal,
-    amount: Amount,
-) -> Usd {
+pub fn reimbursement_usd(withdrawal_usd: Usd, withdrawn: Amount, before: Decimal, amount: Amount) -> Usd {
     let share = |part: Decimal| round_cents(withdrawal_usd.value() * part / withdrawn.value());
-    Usd::new(share(before + amount.value()) - share(before))
-        .expect("a pro rata share is non-negative cents")
+    Usd::new(share(before + amount.value()) - share(before)).expect("a pro rata share is non-negative cents")
 }
 
 impl WriteModel {
     /// The seq that may hold `id`, if any (the caller confirms by reading the event).
     pub fn id_candidate(&self, id: &EventId) -> Option<Seq> {
-        self.id_collisions
-            .get(id)
-            .copied()
-            .or_else(|| self.ids.get(&fnv64(id.as_str().as_bytes())).copied())
+        self.id_collisions.get(id).copied().or_else(|| self.ids.get(&fnv64(id.as_str().as_bytes())).copied())
     }
 
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
-        self.balances
-            .get(&(account.clone(), asset.clone()))
-            .copied()
-            .unwrap_or_default()
+        self.balances.get(&(account.clone(), *asset)).copied().unwrap_or_default()
     }
 
     /// The suspension `t` falls in, if any.
     pub fn suspension_at(&self, t: Timestamp) -> Option<Suspension> {
-        self.suspensions
-            .iter()
-            .copied()
-            .find(|s| s.suspended_at <= t && s.resumed_at.is_none_or(|r| t < r))
+        self.suspensions.iter().copied().find(|s| s.suspended_at <= t && s.resumed_at.is_none_or(|r| t < r))
     }
 
     pub fn suspended_now(&self) -> Option<Suspension> {
-        self.suspensions
-            .last()
-            .copied()
-            .filter(|s| s.resumed_at.is_none())
+        self.suspensions.last().copied().filter(|s| s.resumed_at.is_none())
     }
 
     /// Decides `cmd` against the state. `existing` is the event stored under the candidate seq of
     /// `cmd.id` (see [`WriteModel::id_candidate`]), if there is one; `now` is the ledger's clock.
-    pub fn decide(
-        &self,
-        cmd: &Command,
-        existing: Option<&Envelope>,
-        now: Timestamp,
-    ) -> Result<Decision, Rejection> {
+    pub fn decide(&self, cmd: &Command, existing: Option<&Envelope>, now: Timestamp) -> Result<Decision, Rejection> {
         let id = &cmd.id;
         if let Some(prev) = existing.filter(|e| &e.event_id == id) {
             return if same_content(cmd, prev) {
                 Ok(Decision::Duplicate { seq: prev.seq })
             } else {
-                Err(Rejection::IdReusedWithDifferentContent {
-                    id: id.clone(),
-                    seq: prev.seq,
-                })
+                Err(Rejection::IdReusedWithDifferentContent { id: id.clone(), seq: prev.seq })
             };
         }
         let head = self.head_recorded_at.unwrap_or(Timestamp::MIN);
         let recorded_at = match cmd.recorded_at {
             Some(r) => {
                 if r > now {
-                    return Err(Rejection::RecordedInFuture {
-                        id: id.clone(),
-                        recorded_at: r,
-                        now,
-                    });
+                    return Err(Rejection::RecordedInFuture { id: id.clone(), recorded_at: r, now });
                 }
                 if r < head {
-                    return Err(Rejection::RecordedBeforeLogHead {
-                        id: id.clone(),
-                        recorded_at: r,
-                        head,
-                    });
+                    return Err(Rejection::RecordedBeforeLogHead { id: id.clone(), recorded_at: r, head });
                 }
                 r
             }
@@ -178,11 +144,7 @@ impl WriteModel {
         };
         let occurred_at = cmd.occurred_at.unwrap_or(recorded_at);
         if occurred_at > recorded_at {
-            return Err(Rejection::OccurredAfterRecorded {
-                id: id.clone(),
-                occurred_at,
-                recorded_at,
-            });
+            return Err(Rejection::OccurredAfterRecorded { id: id.clone(), occurred_at, recorded_at });
         }
         let stream = match &cmd.body {
             CommandBody::Deposit { account, .. } | CommandBody::Withdraw { account, .. } => {
@@ -193,9 +155,7 @@ impl WriteModel {
             | CommandBody::Flag { withdrawal, .. } => {
                 StreamId::Account(self.withdrawal(id, withdrawal, &cmd.body)?.account.clone())
             }
-            CommandBody::SuspendWithdrawals { .. } | CommandBody::ResumeWithdrawals => {
-                StreamId::Ledger
-            }
+            CommandBody::SuspendWithdrawals { .. } | CommandBody::ResumeWithdrawals => StreamId::Ledger,
         };
         let stream_state = self.streams.get(&stream).copied().unwrap_or_default();
         if let Some(expected) = cmd.expected_version {
@@ -208,10 +168,7 @@ impl WriteModel {
                 });
             }
         }
-        if let Some(last) = stream_state
-            .last_occurred_at
-            .filter(|last| occurred_at < *last)
-        {
+        if let Some(last) = stream_state.last_occurred_at.filter(|last| occurred_at < *last) {
             return Err(Rejection::OccurredBeforeStreamHead {
                 id: id.clone(),
                 stream: stream.to_string(),
@@ -236,28 +193,24 @@ impl WriteModel {
         withdrawal: &EventId,
         body: &CommandBody,
     ) -> Result<&WithdrawalState, Rejection> {
-        let w = self
-            .withdrawals
-            .get(withdrawal)
-            .ok_or_else(|| Rejection::UnknownWithdrawal {
-                id: id.clone(),
-                kind: body.kind(),
-                withdrawal: withdrawal.clone(),
-            })?;
+        let w = self.withdrawals.get(withdrawal).ok_or_else(|| Rejection::UnknownWithdrawal {
+            id: id.clone(),
+            kind: body.kind(),
+            withdrawal: withdrawal.clone(),
+        })?;
         let (account, asset) = match body {
             CommandBody::Reverse { account, asset, .. }
             | CommandBody::Reimburse { account, asset, .. }
             | CommandBody::Flag { account, asset, .. } => (account, asset),
             _ => (&None, &None),
         };
-        let mismatch =
-            |field: &'static str, given: String, actual: String| Rejection::ReferenceMismatch {
-                id: id.clone(),
-                withdrawal: withdrawal.clone(),
-                field,
-                given,
-                actual,
-            };
+        let mismatch = |field: &'static str, given: String, actual: String| Rejection::ReferenceMismatch {
+            id: id.clone(),
+            withdrawal: withdrawal.clone(),
+            field,
+            given,
+            actual,
+        };
         if let Some(a) = account.as_ref().filter(|a| **a != w.account) {
             return Err(mismatch("account", a.to_string(), w.account.to_string()));
         }
@@ -270,25 +223,10 @@ impl WriteModel {
     fn decide_event(&self, cmd: &Command, occurred_at: Timestamp) -> Result<Event, Rejection> {
         let id = &cmd.id;
         match &cmd.body {
-            CommandBody::Deposit {
-                asset,
-                amount,
-                usd_value,
-                ..
-            } => Ok(Event::Deposited {
-                asset: asset.clone(),
-                amount: *amount,
-                usd_value: *usd_value,
-            }),
-            CommandBody::Withdraw {
-                account,
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                destination,
-                auth_factor,
-            } => {
+            CommandBody::Deposit { asset, amount, usd_value, .. } => {
+                Ok(Event::Deposited { asset: *asset, amount: *amount, usd_value: *usd_value })
+            }
+            CommandBody::Withdraw { account, asset, amount, usd_value, unauthorized, destination, auth_factor } => {
                 if let Some(s) = self.suspension_at(occurred_at) {
                     return Err(Rejection::WithdrawalDuringSuspension {
                         id: id.clone(),
@@ -303,13 +241,13 @@ impl WriteModel {
                     return Err(Rejection::InsufficientBalance {
                         id: id.clone(),
                         account: account.clone(),
-                        asset: asset.clone(),
+                        asset: *asset,
                         balance,
                         amount: *amount,
                     });
                 }
                 Ok(Event::Withdrawn {
-                    asset: asset.clone(),
+                    asset: *asset,
                     amount: *amount,
                     usd_value: *usd_value,
                     unauthorized: *unauthorized,
@@ -317,9 +255,7 @@ impl WriteModel {
                     auth_factor: *auth_factor,
                 })
             }
-            CommandBody::Reverse {
-                withdrawal, amount, ..
-            } => {
+            CommandBody::Reverse { withdrawal, amount, .. } => {
                 let w = self.withdrawal(id, withdrawal, &cmd.body)?;
                 if let Some(a) = amount.filter(|a| *a != w.amount.value()) {
                     return Err(Rejection::ReferenceMismatch {
@@ -342,21 +278,19 @@ impl WriteModel {
                         id: id.clone(),
                         withdrawal: withdrawal.clone(),
                         reimbursed: w.reimbursed,
-                        asset: w.asset.clone(),
+                        asset: w.asset,
                     });
                 }
                 Ok(Event::Reversed {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
-                    asset: w.asset.clone(),
+                    asset: w.asset,
                     amount: w.amount,
                     usd_value: w.usd_value,
                     withdrawal_unauthorized: w.marked_unauthorized,
                 })
             }
-            CommandBody::Reimburse {
-                withdrawal, amount, ..
-            } => {
+            CommandBody::Reimburse { withdrawal, amount, .. } => {
                 let w = self.withdrawal(id, withdrawal, &cmd.body)?;
                 if !w.unauthorized() {
                     return Err(Rejection::ReimbursementOfAuthorizedWithdrawal {
@@ -376,21 +310,18 @@ impl WriteModel {
                         id: id.clone(),
                         withdrawal: withdrawal.clone(),
                         amount: w.amount,
-                        asset: w.asset.clone(),
+                        asset: w.asset,
                     });
                 }
                 let requested = amount.unwrap_or(left);
-                let amount =
-                    Amount::new(requested, &w.asset).map_err(|e| Rejection::InvalidAmount {
-                        id: id.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let amount = Amount::new(requested, &w.asset)
+                    .map_err(|e| Rejection::InvalidAmount { id: id.clone(), reason: e.to_string() })?;
                 if amount.value() > left {
                     return Err(Rejection::ReimbursementExceedsWithdrawal {
                         id: id.clone(),
                         withdrawal: withdrawal.clone(),
                         amount,
-                        asset: w.asset.clone(),
+                        asset: w.asset,
                         reimbursed: w.reimbursed,
                         withdrawn: w.amount,
                     });
@@ -398,11 +329,9 @@ impl WriteModel {
                 Ok(Event::Reimbursed {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
-                    asset: w.asset.clone(),
+                    asset: w.asset,
                     amount,
-                    usd_value: w
-                        .usd_value
-                        .map(|usd| reimbursement_usd(usd, w.amount, w.reimbursed, amount)),
+                    usd_value: w.usd_value.map(|usd| reimbursement_usd(usd, w.amount, w.reimbursed, amount)),
                 })
             }
             CommandBody::Flag { withdrawal, .. } => {
@@ -414,16 +343,13 @@ impl WriteModel {
                     });
                 }
                 if w.flagged {
-                    return Err(Rejection::AlreadyFlagged {
-                        id: id.clone(),
-                        withdrawal: withdrawal.clone(),
-                    });
+                    return Err(Rejection::AlreadyFlagged { id: id.clone(), withdrawal: withdrawal.clone() });
                 }
                 Ok(Event::WithdrawalFlagged(Flagged {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
                     withdrawal_occurred_at: w.occurred_at,
-                    asset: w.asset.clone(),
+                    asset: w.asset,
                     amount: w.amount,
                     usd_value: w.usd_value,
                     reversed_by: w.reversed_by.clone(),
@@ -431,14 +357,9 @@ impl WriteModel {
             }
             CommandBody::SuspendWithdrawals { reason } => {
                 if let Some(s) = self.suspended_now() {
-                    return Err(Rejection::AlreadySuspended {
-                        id: id.clone(),
-                        since: s.suspended_at,
-                    });
+                    return Err(Rejection::AlreadySuspended { id: id.clone(), since: s.suspended_at });
                 }
-                Ok(Event::WithdrawalsSuspended {
-                    reason: reason.clone(),
-                })
+                Ok(Event::WithdrawalsSuspended { reason: reason.clone() })
             }
             CommandBody::ResumeWithdrawals => {
                 if self.suspended_now().is_none() {
@@ -452,17 +373,10 @@ impl WriteModel {
     /// Folds an appended event into the state. Cannot fail: the event was decided against this
     /// state, or read from a log whose every event was; a broken invariant here is a bug.
     pub fn apply(&mut self, env: &Envelope) {
-        assert_eq!(
-            env.seq,
-            self.head_seq + 1,
-            "events are applied in seq order without gaps"
-        );
+        assert_eq!(env.seq, self.head_seq + 1, "events are applied in seq order without gaps");
         self.head_seq = env.seq;
         self.head_recorded_at = Some(env.recorded_at);
-        self.max_occurred_at = Some(
-            self.max_occurred_at
-                .map_or(env.occurred_at, |m| m.max(env.occurred_at)),
-        );
+        self.max_occurred_at = Some(self.max_occurred_at.map_or(env.occurred_at, |m| m.max(env.occurred_at)));
         let key = fnv64(env.event_id.as_str().as_bytes());
         match self.ids.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => {
@@ -473,44 +387,26 @@ impl WriteModel {
             }
         }
         let stream = self.streams.entry(env.stream.clone()).or_default();
-        assert_eq!(
-            stream.version + 1,
-            env.stream_version,
-            "stream {} versions are gap-free",
-            env.stream
-        );
+        assert_eq!(stream.version + 1, env.stream_version, "stream {} versions are gap-free", env.stream);
         stream.version = env.stream_version;
         stream.last_occurred_at = Some(env.occurred_at);
         let account = env.stream.account();
         let mut credit = |asset: &Asset, delta: Decimal| {
-            let account = account
-                .expect("balance events are on account streams")
-                .clone();
-            let b = self.balances.entry((account, asset.clone())).or_default();
+            let account = account.expect("balance events are on account streams").clone();
+            let b = self.balances.entry((account, *asset)).or_default();
             *b += delta;
-            assert!(
-                *b >= Decimal::ZERO,
-                "balance of {} at seq {} went negative",
-                asset,
-                env.seq
-            );
+            assert!(*b >= Decimal::ZERO, "balance of {} at seq {} went negative", asset, env.seq);
         };
         match &env.event {
             Event::Deposited { asset, amount, .. } => credit(asset, amount.value()),
-            Event::Withdrawn {
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                ..
-            } => {
+            Event::Withdrawn { asset, amount, usd_value, unauthorized, .. } => {
                 credit(asset, -amount.value());
                 self.withdrawals.insert(
                     env.event_id.clone(),
                     WithdrawalState {
                         seq: env.seq,
                         account: account.expect("withdrawals are on account streams").clone(),
-                        asset: asset.clone(),
+                        asset: *asset,
                         amount: *amount,
                         usd_value: *usd_value,
                         occurred_at: env.occurred_at,
@@ -521,62 +417,27 @@ impl WriteModel {
                     },
                 );
             }
-            Event::Reversed {
-                withdrawal,
-                asset,
-                amount,
-                ..
-            } => {
+            Event::Reversed { withdrawal, asset, amount, .. } => {
                 credit(asset, amount.value());
-                let w = self
-                    .withdrawals
-                    .get_mut(withdrawal)
-                    .expect("reversal of a known withdrawal");
-                w.reversed_by = Some(ReversalRef {
-                    seq: env.seq,
-                    occurred_at: env.occurred_at,
-                });
+                let w = self.withdrawals.get_mut(withdrawal).expect("reversal of a known withdrawal");
+                w.reversed_by = Some(ReversalRef { seq: env.seq, occurred_at: env.occurred_at });
             }
-            Event::Reimbursed {
-                withdrawal,
-                asset,
-                amount,
-                ..
-            } => {
+            Event::Reimbursed { withdrawal, asset, amount, .. } => {
                 credit(asset, amount.value());
-                let w = self
-                    .withdrawals
-                    .get_mut(withdrawal)
-                    .expect("reimbursement of a known withdrawal");
+                let w = self.withdrawals.get_mut(withdrawal).expect("reimbursement of a known withdrawal");
                 w.reimbursed += amount.value();
-                assert!(
-                    w.reimbursed <= w.amount.value(),
-                    "withdrawal {withdrawal} reimbursed beyond its amount"
-                );
+                assert!(w.reimbursed <= w.amount.value(), "withdrawal {withdrawal} reimbursed beyond its amount");
             }
             Event::WithdrawalFlagged(f) => {
-                let w = self
-                    .withdrawals
-                    .get_mut(&f.withdrawal)
-                    .expect("flag of a known withdrawal");
+                let w = self.withdrawals.get_mut(&f.withdrawal).expect("flag of a known withdrawal");
                 w.flagged = true;
             }
             Event::WithdrawalsSuspended { .. } => {
-                self.suspensions.push(Suspension {
-                    suspended_at: env.occurred_at,
-                    resumed_at: None,
-                });
+                self.suspensions.push(Suspension { suspended_at: env.occurred_at, resumed_at: None });
             }
             Event::WithdrawalsResumed => {
-                let s = self
-                    .suspensions
-                    .last_mut()
-                    .expect("resume follows a suspension");
-                assert!(
-                    s.resumed_at.is_none(),
-                    "resume while not suspended at seq {}",
-                    env.seq
-                );
+                let s = self.suspensions.last_mut().expect("resume follows a suspension");
+                assert!(s.resumed_at.is_none(), "resume while not suspended at seq {}", env.seq);
                 s.resumed_at = Some(env.occurred_at);
             }
         }
@@ -585,69 +446,38 @@ impl WriteModel {
 
 /// The command that would have produced `env` (used by `verify` and by idempotency checks).
 pub fn command_of(env: &Envelope) -> Command {
-    let account = || {
-        env.stream
-            .account()
-            .cloned()
-            .unwrap_or_else(|| AccountId::new("invalid").expect("valid"))
-    };
+    let account = || env.stream.account().cloned().unwrap_or_else(|| AccountId::new("invalid").expect("valid"));
     let body = match &env.event {
-        Event::Deposited {
-            asset,
-            amount,
-            usd_value,
-        } => CommandBody::Deposit {
-            account: account(),
-            asset: asset.clone(),
-            amount: *amount,
-            usd_value: *usd_value,
-        },
-        Event::Withdrawn {
-            asset,
-            amount,
-            usd_value,
-            unauthorized,
-            destination,
-            auth_factor,
-        } => CommandBody::Withdraw {
-            account: account(),
-            asset: asset.clone(),
-            amount: *amount,
-            usd_value: *usd_value,
-            unauthorized: *unauthorized,
-            destination: destination.clone(),
-            auth_factor: *auth_factor,
-        },
-        Event::Reversed {
-            withdrawal,
-            asset,
-            amount,
-            ..
-        } => CommandBody::Reverse {
+        Event::Deposited { asset, amount, usd_value } => {
+            CommandBody::Deposit { account: account(), asset: *asset, amount: *amount, usd_value: *usd_value }
+        }
+        Event::Withdrawn { asset, amount, usd_value, unauthorized, destination, auth_factor } => {
+            CommandBody::Withdraw {
+                account: account(),
+                asset: *asset,
+                amount: *amount,
+                usd_value: *usd_value,
+                unauthorized: *unauthorized,
+                destination: destination.clone(),
+                auth_factor: *auth_factor,
+            }
+        }
+        Event::Reversed { withdrawal, asset, amount, .. } => CommandBody::Reverse {
             withdrawal: withdrawal.clone(),
             account: Some(account()),
-            asset: Some(asset.clone()),
+            asset: Some(*asset),
             amount: Some(amount.value()),
         },
-        Event::Reimbursed {
-            withdrawal,
-            asset,
-            amount,
-            ..
-        } => CommandBody::Reimburse {
+        Event::Reimbursed { withdrawal, asset, amount, .. } => CommandBody::Reimburse {
             withdrawal: withdrawal.clone(),
             account: Some(account()),
-            asset: Some(asset.clone()),
+            asset: Some(*asset),
             amount: Some(amount.value()),
         },
-        Event::WithdrawalFlagged(f) => CommandBody::Flag {
-            withdrawal: f.withdrawal.clone(),
-            account: Some(account()),
-            asset: Some(f.asset.clone()),
-        },
-        Event::WithdrawalsSuspended { reason } => CommandBody::SuspendWithdrawals {
-            reason: reason.clone(),
-        },
+        Event::WithdrawalFlagged(f) => {
+            CommandBody::Flag { withdrawal: f.withdrawal.clone(), account: Some(account()), asset: Some(f.asset) }
+        }
+        Event::WithdrawalsSuspended { reason } => CommandBody::SuspendWithdrawals { reason: reason.clone() },
         Event::WithdrawalsResumed => CommandBody::ResumeWithdrawals,
     };
     Command {
@@ -662,11 +492,8 @@ pub fn command_of(env: &Envelope) -> Command {
 /// Whether `cmd` asks for what `prev` records. Fields the command leaves out (defaults) match.
 fn same_content(cmd: &Command, prev: &Envelope) -> bool {
     let stored = command_of(prev);
-    let opt_eq =
-        |given: &Option<Timestamp>, actual: &Option<Timestamp>| given.is_none() || given == actual;
-    if !opt_eq(&cmd.occurred_at, &stored.occurred_at)
-        || !opt_eq(&cmd.recorded_at, &stored.recorded_at)
-    {
+    let opt_eq = |given: &Option<Timestamp>, actual: &Option<Timestamp>| given.is_none() || given == actual;
+    if !opt_eq(&cmd.occurred_at, &stored.occurred_at) || !opt_eq(&cmd.recorded_at, &stored.recorded_at) {
         return false;
     }
     fn opt<T: PartialEq>(given: &Option<T>, actual: &Option<T>) -> bool {
@@ -674,44 +501,16 @@ fn same_content(cmd: &Command, prev: &Envelope) -> bool {
     }
     match (&cmd.body, &stored.body) {
         (
-            CommandBody::Reverse {
-                withdrawal: w,
-                account,
-                asset,
-                amount,
-            },
-            CommandBody::Reverse {
-                withdrawal: w2,
-                account: a2,
-                asset: s2,
-                amount: m2,
-            },
+            CommandBody::Reverse { withdrawal: w, account, asset, amount },
+            CommandBody::Reverse { withdrawal: w2, account: a2, asset: s2, amount: m2 },
         )
         | (
-            CommandBody::Reimburse {
-                withdrawal: w,
-                account,
-                asset,
-                amount,
-            },
-            CommandBody::Reimburse {
-                withdrawal: w2,
-                account: a2,
-                asset: s2,
-                amount: m2,
-            },
+            CommandBody::Reimburse { withdrawal: w, account, asset, amount },
+            CommandBody::Reimburse { withdrawal: w2, account: a2, asset: s2, amount: m2 },
         ) => w == w2 && opt(account, a2) && opt(asset, s2) && opt(amount, m2),
         (
-            CommandBody::Flag {
-                withdrawal: w,
-                account,
-                asset,
-            },
-            CommandBody::Flag {
-                withdrawal: w2,
-                account: a2,
-                asset: s2,
-            },
+            CommandBody::Flag { withdrawal: w, account, asset },
+            CommandBody::Flag { withdrawal: w2, account: a2, asset: s2 },
         ) => w == w2 && opt(account, a2) && opt(asset, s2),
         (given, stored) => given == stored,
     }

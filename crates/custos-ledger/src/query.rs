@@ -11,9 +11,7 @@
 
 use std::ops::ControlFlow;
 
-use custos_domain::{
-    AccountId, Asset, Envelope, Event, EventId, EventKind, Seq, StreamId, Timestamp,
-};
+use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, Seq, StreamId, Timestamp};
 use custos_projection::{Balances, LossRow, Losses, Projection};
 use custos_store::{fnv64, time_key, IndexKind};
 use rust_decimal::Decimal;
@@ -72,9 +70,9 @@ pub struct ReplayRow {
 /// The signed change an event makes to its account's balance.
 pub(crate) fn change_of(event: &Event) -> Decimal {
     match event {
-        Event::Deposited { amount, .. }
-        | Event::Reversed { amount, .. }
-        | Event::Reimbursed { amount, .. } => amount.value(),
+        Event::Deposited { amount, .. } | Event::Reversed { amount, .. } | Event::Reimbursed { amount, .. } => {
+            amount.value()
+        }
         Event::Withdrawn { amount, .. } => -amount.value(),
         _ => Decimal::ZERO,
     }
@@ -90,36 +88,19 @@ impl Ledger {
         at_seq: Option<Seq>,
     ) -> Result<Bound, LedgerError> {
         let head = self.head();
-        let now = Timestamp::now().max(if head.seq > 0 {
-            head.recorded_at
-        } else {
-            Timestamp::MIN
-        });
+        let now = Timestamp::now().max(if head.seq > 0 { head.recorded_at } else { Timestamp::MIN });
         if let Some(n) = at_seq {
             if n > head.seq {
-                return Err(corrupt(
-                    n,
-                    format!("seq {n} is beyond the head of the log (seq {})", head.seq),
-                ));
+                return Err(corrupt(n, format!("seq {n} is beyond the head of the log (seq {})", head.seq)));
             }
             let known_at = match self.envelope(n)? {
                 Some(env) => env.recorded_at,
                 None => Timestamp::MIN,
             };
-            return Ok(Bound {
-                as_of: as_of.unwrap_or(now),
-                known_at,
-                known_seq: n,
-                at_seq: Some(n),
-            });
+            return Ok(Bound { as_of: as_of.unwrap_or(now), known_at, known_seq: n, at_seq: Some(n) });
         }
         let known_at = known_at.unwrap_or(now);
-        Ok(Bound {
-            as_of: as_of.unwrap_or(now),
-            known_at,
-            known_seq: self.known_seq(known_at)?,
-            at_seq: None,
-        })
+        Ok(Bound { as_of: as_of.unwrap_or(now), known_at, known_seq: self.known_seq(known_at)?, at_seq: None })
     }
 
     /// The last seq recorded at or before `known_at` (binary search: `recorded_at` is monotone).
@@ -131,9 +112,7 @@ impl Ledger {
         let (mut lo, mut hi) = (0, head.seq); // invariant: recorded(lo) <= known_at < recorded(hi)
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            let env = self
-                .envelope(mid)?
-                .ok_or_else(|| corrupt(mid, "missing from the log".into()))?;
+            let env = self.envelope(mid)?.ok_or_else(|| corrupt(mid, "missing from the log".into()))?;
             if env.recorded_at <= known_at {
                 lo = mid;
             } else {
@@ -156,11 +135,7 @@ impl Ledger {
     }
 
     /// One account's balances at the bound, from its own events only.
-    pub fn account_balances_at(
-        &self,
-        account: &AccountId,
-        bound: &Bound,
-    ) -> Result<Balances, LedgerError> {
+    pub fn account_balances_at(&self, account: &AccountId, bound: &Bound) -> Result<Balances, LedgerError> {
         let mut state = Balances::default();
         for env in self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)? {
             state.apply(&env, bound.as_of);
@@ -169,11 +144,7 @@ impl Ledger {
     }
 
     /// The events of a stream up to `known_seq`, in seq order, from the stream index.
-    pub fn stream_events(
-        &self,
-        stream: &StreamId,
-        known_seq: Seq,
-    ) -> Result<Vec<Envelope>, LedgerError> {
+    pub fn stream_events(&self, stream: &StreamId, known_seq: Seq) -> Result<Vec<Envelope>, LedgerError> {
         let seqs: Vec<Seq> = self
             .store()
             .index_get(IndexKind::Stream, fnv64(stream.as_str().as_bytes()))?
@@ -188,10 +159,7 @@ impl Ledger {
 
     /// The seq of the event with this id, if any.
     pub fn find_event(&self, id: &EventId) -> Result<Option<Envelope>, LedgerError> {
-        for seq in self
-            .store()
-            .index_get(IndexKind::EventId, fnv64(id.as_str().as_bytes()))?
-        {
+        for seq in self.store().index_get(IndexKind::EventId, fnv64(id.as_str().as_bytes()))? {
             if let Some(env) = self.envelope(seq)?.filter(|e| &e.event_id == id) {
                 return Ok(Some(env));
             }
@@ -199,16 +167,12 @@ impl Ledger {
         Ok(None)
     }
 
-    fn state_at<P: Projection>(
-        &self,
-        bound: &Bound,
-        pick: fn(&Current) -> &P,
-    ) -> Result<P, LedgerError> {
+    fn state_at<P: Projection>(&self, bound: &Bound, pick: fn(&Current) -> &P) -> Result<P, LedgerError> {
         let head = self.head().seq;
         if bound.known_seq == head {
-            let current = self.current()?;
-            if bound.as_of >= current.max_occurred {
-                return Ok(pick(&current).clone());
+            let answer = self.with_current(|c| (bound.as_of >= c.max_occurred).then(|| pick(c).clone()))?;
+            if let Some(state) = answer {
+                return Ok(state);
             }
         }
         // The latest boundary where everything before it counts.
@@ -220,11 +184,7 @@ impl Ledger {
                 .find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of)
                 .map_or(0, |b| b.seq)
         };
-        let mut state: P = if start == 0 {
-            P::default()
-        } else {
-            self.checkpoint::<P>(start)?.unwrap_or_default()
-        };
+        let mut state: P = if start == 0 { P::default() } else { self.checkpoint::<P>(start)?.unwrap_or_default() };
         let from = state.last_seq();
         for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
             state.apply(&env, bound.as_of);
@@ -242,11 +202,7 @@ impl Ledger {
         if lowest <= bound.as_of {
             seqs.extend(
                 self.store()
-                    .index_range(
-                        IndexKind::OccurredAt,
-                        time_key(lowest),
-                        time_key(bound.as_of),
-                    )?
+                    .index_range(IndexKind::OccurredAt, time_key(lowest), time_key(bound.as_of))?
                     .into_iter()
                     .map(|(_, s)| s)
                     .filter(|s| *s > from && *s <= bound.known_seq),
@@ -303,17 +259,11 @@ impl Ledger {
             })?;
         } else {
             for &seq in seqs {
-                out.push(
-                    read_envelope(self.store(), seq)?
-                        .ok_or_else(|| corrupt(seq, "indexed but missing".into()))?,
-                );
+                out.push(read_envelope(self.store(), seq)?.ok_or_else(|| corrupt(seq, "indexed but missing".into()))?);
             }
         }
         if out.len() != seqs.len() {
-            return Err(corrupt(
-                last,
-                "an indexed event is missing from the log".into(),
-            ));
+            return Err(corrupt(last, "an indexed event is missing from the log".into()));
         }
         Ok(out)
     }
@@ -340,7 +290,7 @@ impl Ledger {
         }
         for env in events {
             balances.apply(&env, Timestamp::MAX);
-            let ev_asset = env.event.asset_amount().map(|(a, _)| a.clone());
+            let ev_asset = env.event.asset_amount().map(|(a, _)| *a);
             if asset.is_some_and(|want| Some(want) != ev_asset.as_ref())
                 || from.is_some_and(|f| env.occurred_at < f)
                 || to.is_some_and(|t| env.occurred_at > t)
@@ -372,10 +322,7 @@ impl Ledger {
         to: Timestamp,
         bound: &Bound,
     ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), LedgerError> {
-        let before = Bound {
-            as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)),
-            ..*bound
-        };
+        let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
         let mut losses = self.losses_at(&before)?;
         let mut balances = self.balances_at(&before)?;
         let start_rows = losses.rows(false);
@@ -393,7 +340,7 @@ impl Ledger {
         for env in events {
             losses.apply_in_window(&env);
             balances.apply(&env, Timestamp::MAX);
-            let asset = env.event.asset_amount().map(|(a, _)| a.clone());
+            let asset = env.event.asset_amount().map(|(a, _)| *a);
             rows.push(ReplayRow {
                 seq: env.seq,
                 event_id: env.event_id.clone(),
@@ -421,11 +368,9 @@ impl Ledger {
 fn unauthorized_as_known(env: &Envelope, losses: &Losses) -> bool {
     match &env.event {
         Event::Withdrawn { unauthorized, .. } => *unauthorized || losses.is_flagged(env.seq),
-        Event::Reversed {
-            withdrawal_unauthorized,
-            withdrawal_seq,
-            ..
-        } => *withdrawal_unauthorized || losses.is_flagged(*withdrawal_seq),
+        Event::Reversed { withdrawal_unauthorized, withdrawal_seq, .. } => {
+            *withdrawal_unauthorized || losses.is_flagged(*withdrawal_seq)
+        }
         Event::Reimbursed { .. } | Event::WithdrawalFlagged(_) => true,
         _ => false,
     }

@@ -12,52 +12,22 @@ pub enum Rejection {
 
     // Invariant 2: no balance below zero.
     #[error("{id}: withdrawal of {amount} {asset} from {account} exceeds its balance of {balance} {asset}")]
-    InsufficientBalance {
-        id: EventId,
-        account: AccountId,
-        asset: Asset,
-        balance: Decimal,
-        amount: Amount,
-    },
+    InsufficientBalance { id: EventId, account: AccountId, asset: Asset, balance: Decimal, amount: Amount },
     #[error("{id}: occurred_at {occurred_at} is before the last event of {stream} ({last}); events of one account are in time order")]
-    OccurredBeforeStreamHead {
-        id: EventId,
-        stream: String,
-        occurred_at: Timestamp,
-        last: Timestamp,
-    },
+    OccurredBeforeStreamHead { id: EventId, stream: String, occurred_at: Timestamp, last: Timestamp },
 
     // Invariant 3: references, reversals, reimbursements, flags, suspensions.
     #[error("{id}: {} refers to withdrawal {withdrawal}, which the ledger does not have", kind.name())]
-    UnknownWithdrawal {
-        id: EventId,
-        kind: EventKind,
-        withdrawal: EventId,
-    },
-    #[error(
-        "{id}: {field} {given} does not match withdrawal {withdrawal}, whose {field} is {actual}"
-    )]
-    ReferenceMismatch {
-        id: EventId,
-        withdrawal: EventId,
-        field: &'static str,
-        given: String,
-        actual: String,
-    },
+    UnknownWithdrawal { id: EventId, kind: EventKind, withdrawal: EventId },
+    #[error("{id}: {field} {given} does not match withdrawal {withdrawal}, whose {field} is {actual}")]
+    ReferenceMismatch { id: EventId, withdrawal: EventId, field: &'static str, given: String, actual: String },
     #[error("{id}: withdrawal {withdrawal} was already reversed by seq {seq}")]
-    AlreadyReversed {
-        id: EventId,
-        withdrawal: EventId,
-        seq: Seq,
-    },
+    AlreadyReversed { id: EventId, withdrawal: EventId, seq: Seq },
     #[error("{id}: withdrawal {withdrawal} cannot be reversed: {reimbursed} {asset} of it was already reimbursed")]
-    ReversalAfterReimbursement {
-        id: EventId,
-        withdrawal: EventId,
-        reimbursed: Decimal,
-        asset: Asset,
-    },
-    #[error("{id}: withdrawal {withdrawal} is not unauthorized (neither marked nor flagged), so it cannot be reimbursed")]
+    ReversalAfterReimbursement { id: EventId, withdrawal: EventId, reimbursed: Decimal, asset: Asset },
+    #[error(
+        "{id}: withdrawal {withdrawal} is not unauthorized (neither marked nor flagged), so it cannot be reimbursed"
+    )]
     ReimbursementOfAuthorizedWithdrawal { id: EventId, withdrawal: EventId },
     #[error("{id}: withdrawal {withdrawal} was reversed, so it cannot be reimbursed")]
     ReimbursementAfterReversal { id: EventId, withdrawal: EventId },
@@ -71,12 +41,7 @@ pub enum Rejection {
         withdrawn: Amount,
     },
     #[error("{id}: withdrawal {withdrawal} of {amount} {asset} is already fully reimbursed")]
-    AlreadyFullyReimbursed {
-        id: EventId,
-        withdrawal: EventId,
-        amount: Amount,
-        asset: Asset,
-    },
+    AlreadyFullyReimbursed { id: EventId, withdrawal: EventId, amount: Amount, asset: Asset },
     #[error("{id}: withdrawal {withdrawal} was already flagged")]
     AlreadyFlagged { id: EventId, withdrawal: EventId },
     #[error("{id}: withdrawal {withdrawal} was marked unauthorized when it happened; there is nothing to flag")]
@@ -98,34 +63,17 @@ pub enum Rejection {
 
     // Invariant 5: times and amounts.
     #[error("{id}: occurred_at {occurred_at} is after recorded_at {recorded_at} (no events from the future)")]
-    OccurredAfterRecorded {
-        id: EventId,
-        occurred_at: Timestamp,
-        recorded_at: Timestamp,
-    },
+    OccurredAfterRecorded { id: EventId, occurred_at: Timestamp, recorded_at: Timestamp },
     #[error("{id}: recorded_at {recorded_at} is in the future (now {now})")]
-    RecordedInFuture {
-        id: EventId,
-        recorded_at: Timestamp,
-        now: Timestamp,
-    },
+    RecordedInFuture { id: EventId, recorded_at: Timestamp, now: Timestamp },
     #[error("{id}: recorded_at {recorded_at} is before the log's last recorded_at {head}")]
-    RecordedBeforeLogHead {
-        id: EventId,
-        recorded_at: Timestamp,
-        head: Timestamp,
-    },
+    RecordedBeforeLogHead { id: EventId, recorded_at: Timestamp, head: Timestamp },
     #[error("{id}: {reason}")]
     InvalidAmount { id: EventId, reason: String },
 
     // Invariant 6: optimistic concurrency.
     #[error("{id}: stream {stream} is at version {actual}, not the expected {expected}")]
-    StreamVersionMismatch {
-        id: EventId,
-        stream: String,
-        expected: u64,
-        actual: u64,
-    },
+    StreamVersionMismatch { id: EventId, stream: String, expected: u64, actual: u64 },
 }
 
 impl Rejection {
@@ -139,16 +87,12 @@ impl Rejection {
             Rejection::ReferenceMismatch { .. } => "reference_mismatch",
             Rejection::AlreadyReversed { .. } => "already_reversed",
             Rejection::ReversalAfterReimbursement { .. } => "reversal_after_reimbursement",
-            Rejection::ReimbursementOfAuthorizedWithdrawal { .. } => {
-                "reimbursement_of_authorized_withdrawal"
-            }
+            Rejection::ReimbursementOfAuthorizedWithdrawal { .. } => "reimbursement_of_authorized_withdrawal",
             Rejection::ReimbursementAfterReversal { .. } => "reimbursement_after_reversal",
             Rejection::ReimbursementExceedsWithdrawal { .. } => "reimbursement_exceeds_withdrawal",
             Rejection::AlreadyFullyReimbursed { .. } => "already_fully_reimbursed",
             Rejection::AlreadyFlagged { .. } => "already_flagged",
-            Rejection::FlagOfWithdrawalMarkedUnauthorized { .. } => {
-                "flag_of_withdrawal_marked_unauthorized"
-            }
+            Rejection::FlagOfWithdrawalMarkedUnauthorized { .. } => "flag_of_withdrawal_marked_unauthorized",
             Rejection::AlreadySuspended { .. } => "already_suspended",
             Rejection::NotSuspended { .. } => "not_suspended",
             Rejection::WithdrawalDuringSuspension { .. } => "withdrawal_during_suspension",

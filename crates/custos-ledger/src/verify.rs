@@ -153,16 +153,12 @@ impl Ledger {
             {
                 found.push(
                     Some(seq.min(head.seq)),
-                    format!(
-                        "the head record (seq {}) does not match the last stored event (seq {seq})",
-                        head.seq
-                    ),
+                    format!("the head record (seq {}) does not match the last stored event (seq {seq})", head.seq),
                 );
             }
-            None if head.seq != 0 => found.push(
-                Some(1),
-                format!("the head says seq {} but the log is empty", head.seq),
-            ),
+            None if head.seq != 0 => {
+                found.push(Some(1), format!("the head says seq {} but the log is empty", head.seq))
+            }
             _ => {}
         }
         for kind in IndexKind::ALL {
@@ -170,11 +166,8 @@ impl Ledger {
             want.sort_unstable();
             let have = store.index_all(kind)?;
             if want != have {
-                let first = want
-                    .iter()
-                    .zip(have.iter())
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(want.len().min(have.len()));
+                let first =
+                    want.iter().zip(have.iter()).position(|(a, b)| a != b).unwrap_or(want.len().min(have.len()));
                 let seq = want.get(first).or(have.get(first)).map(|e| e.1);
                 found.push(
                     seq,
@@ -202,12 +195,7 @@ impl Ledger {
         }
         let mut discrepancies = found.0;
         discrepancies.sort_by_key(|d| d.seq.unwrap_or(Seq::MAX));
-        Ok(VerifyReport {
-            events,
-            head,
-            discrepancies,
-            digest_found_at,
-        })
+        Ok(VerifyReport { events, head, discrepancies, digest_found_at })
     }
 
     fn checkpoint_seqs(&self) -> Result<std::collections::HashSet<Seq>, LedgerError> {
@@ -230,29 +218,18 @@ fn check_decision(ledger: &Ledger, model: &WriteModel, env: &Envelope) -> Result
                 diffs.push(format!("stream {} (expected {})", env.stream, new.stream));
             }
             if new.stream_version != env.stream_version {
-                diffs.push(format!(
-                    "stream version {} (expected {})",
-                    env.stream_version, new.stream_version
-                ));
+                diffs.push(format!("stream version {} (expected {})", env.stream_version, new.stream_version));
             }
             if new.event != env.event {
-                diffs.push(format!(
-                    "payload {:?} (the ledger would record {:?})",
-                    env.event, new.event
-                ));
+                diffs.push(format!("payload {:?} (the ledger would record {:?})", env.event, new.event));
             }
             if diffs.is_empty() {
                 Ok(())
             } else {
-                Err(format!(
-                    "differs from what the ledger would record: {}",
-                    diffs.join("; ")
-                ))
+                Err(format!("differs from what the ledger would record: {}", diffs.join("; ")))
             }
         }
-        Ok(Decision::Duplicate { seq }) => {
-            Err(format!("id {} was already used by seq {seq}", env.event_id))
-        }
+        Ok(Decision::Duplicate { seq }) => Err(format!("id {} was already used by seq {seq}", env.event_id)),
         Err(rejection) => Err(format!("breaks an invariant: {rejection}")),
     }
 }

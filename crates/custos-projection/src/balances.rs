@@ -26,12 +26,14 @@ impl Flows {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Balances {
     last_seq: Seq,
-    balances: HashMap<AccountId, HashMap<Asset, Decimal>>,
+    /// One flat table: cloning the state is one allocation (keys are reference-counted and
+    /// `Copy`), which the point-in-time path does on every answer from the head.
+    balances: HashMap<(AccountId, Asset), Decimal>,
     flows: BTreeMap<Asset, Flows>,
 }
 
-/// An account's balances as a checkpoint stores them: account, then (asset, exact decimal).
-type StoredAccount = (String, Vec<(String, [u8; 16])>);
+/// A balance as a checkpoint stores it: account, asset, exact decimal.
+type StoredBalance = (String, String, [u8; 16]);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceRow {
@@ -42,11 +44,7 @@ pub struct BalanceRow {
 
 impl Balances {
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
-        self.balances
-            .get(account)
-            .and_then(|m| m.get(asset))
-            .copied()
-            .unwrap_or_default()
+        self.balances.get(&(account.clone(), *asset)).copied().unwrap_or_default()
     }
 
     pub fn flows(&self) -> &BTreeMap<Asset, Flows> {
@@ -54,90 +52,47 @@ impl Balances {
     }
 
     /// Rows sorted by account then asset; zero balances only when `all`.
-    pub fn rows(
-        &self,
-        account: Option<&AccountId>,
-        asset: Option<&Asset>,
-        all: bool,
-    ) -> Vec<BalanceRow> {
-        let mut rows: Vec<BalanceRow> = Vec::new();
-        let mut push = |a: &AccountId, m: &HashMap<Asset, Decimal>| {
-            for (s, b) in m {
-                if asset.is_some_and(|want| want != s) || (!all && b.is_zero()) {
-                    continue;
-                }
-                rows.push(BalanceRow {
-                    account: a.clone(),
-                    asset: s.clone(),
-                    balance: *b,
-                });
-            }
-        };
-        match account {
-            Some(a) => {
-                if let Some(m) = self.balances.get(a) {
-                    push(a, m)
-                }
-            }
-            None => self.balances.iter().for_each(|(a, m)| push(a, m)),
-        }
-        rows.sort_unstable_by(|x, y| (&x.account, &x.asset).cmp(&(&y.account, &y.asset)));
+    pub fn rows(&self, account: Option<&AccountId>, asset: Option<&Asset>, all: bool) -> Vec<BalanceRow> {
+        let mut rows: Vec<BalanceRow> = self
+            .balances
+            .iter()
+            .filter(|((a, s), b)| {
+                account.is_none_or(|want| want == a) && asset.is_none_or(|want| want == s) && (all || !b.is_zero())
+            })
+            .map(|((a, s), b)| BalanceRow { account: a.clone(), asset: *s, balance: *b })
+            .collect();
+        rows.sort_unstable_by(|x, y| (x.account.as_str(), x.asset).cmp(&(y.account.as_str(), y.asset)));
         rows
     }
 
     /// Asserts conservation: per asset, the sum of balances equals the net of the flows, and no
     /// balance is negative. A failure is a bug in the fold or a log that verify would reject.
     pub fn assert_conserved(&self) {
-        let mut sums: BTreeMap<&Asset, Decimal> = BTreeMap::new();
-        for m in self.balances.values() {
-            for (asset, b) in m {
-                assert!(
-                    *b >= Decimal::ZERO,
-                    "negative balance of {asset} after folding to seq {}",
-                    self.last_seq
-                );
-                *sums.entry(asset).or_default() += *b;
-            }
+        let mut sums: BTreeMap<Asset, Decimal> = BTreeMap::new();
+        for ((_, asset), b) in &self.balances {
+            assert!(*b >= Decimal::ZERO, "negative balance of {asset} after folding to seq {}", self.last_seq);
+            *sums.entry(*asset).or_default() += *b;
         }
         for (asset, flows) in &self.flows {
             let sum = sums.get(asset).copied().unwrap_or_default();
-            assert_eq!(
-                sum,
-                flows.net(),
-                "balances of {asset} do not add up to its flows at seq {}",
-                self.last_seq
-            );
+            assert_eq!(sum, flows.net(), "balances of {asset} do not add up to its flows at seq {}", self.last_seq);
         }
     }
 
     fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal) {
-        let account = env
-            .stream
-            .account()
-            .expect("balance events are on account streams");
-        let by_asset = match self.balances.get_mut(account) {
-            Some(m) => m,
-            None => self.balances.entry(account.clone()).or_default(),
-        };
-        match by_asset.get_mut(asset) {
-            Some(b) => *b += delta,
-            None => {
-                by_asset.insert(asset.clone(), delta);
-            }
-        }
+        let account = env.stream.account().expect("balance events are on account streams");
+        *self.balances.entry((account.clone(), *asset)).or_default() += delta;
     }
 
     fn flows_mut(&mut self, asset: &Asset) -> &mut Flows {
-        if !self.flows.contains_key(asset) {
-            self.flows.insert(asset.clone(), Flows::default());
-        }
-        self.flows.get_mut(asset).expect("just inserted")
+        self.flows.entry(*asset).or_default()
     }
 }
 
 impl Projection for Balances {
     const NAME: &'static str = "balances";
-    const SCHEMA_VERSION: u32 = 1;
+    /// 2: one flat (account, asset) table in checkpoints (1 grouped balances by account).
+    const SCHEMA_VERSION: u32 = 2;
 
     fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
         self.last_seq = env.seq;
@@ -161,9 +116,7 @@ impl Projection for Balances {
                 self.credit(env, asset, amount.value());
                 self.flows_mut(asset).reimbursed += amount.value();
             }
-            Event::WithdrawalFlagged(_)
-            | Event::WithdrawalsSuspended { .. }
-            | Event::WithdrawalsResumed => {}
+            Event::WithdrawalFlagged(_) | Event::WithdrawalsSuspended { .. } | Event::WithdrawalsResumed => {}
         }
     }
 
@@ -172,69 +125,33 @@ impl Projection for Balances {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let rows: Vec<StoredAccount> = self
-            .balances
-            .iter()
-            .map(|(a, m)| {
-                (
-                    a.as_str().to_string(),
-                    m.iter()
-                        .map(|(s, b)| (s.as_str().to_string(), dec(*b)))
-                        .collect(),
-                )
-            })
-            .collect();
+        let rows: Vec<StoredBalance> =
+            self.balances.iter().map(|((a, s), b)| (a.as_str().to_string(), s.as_str().to_string(), dec(*b))).collect();
         let flows: Vec<(String, [[u8; 16]; 4])> = self
             .flows
             .iter()
             .map(|(s, f)| {
-                (
-                    s.as_str().to_string(),
-                    [
-                        dec(f.deposited),
-                        dec(f.withdrawn),
-                        dec(f.reversed),
-                        dec(f.reimbursed),
-                    ],
-                )
+                (s.as_str().to_string(), [dec(f.deposited), dec(f.withdrawn), dec(f.reversed), dec(f.reimbursed)])
             })
             .collect();
-        bincode::encode_to_vec((self.last_seq, rows, flows), config())
-            .expect("encoding to a Vec cannot fail")
+        bincode::encode_to_vec((self.last_seq, rows, flows), config()).expect("encoding to a Vec cannot fail")
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        type Stored = (
-            u64,
-            Vec<(String, Vec<(String, [u8; 16])>)>,
-            Vec<(String, [[u8; 16]; 4])>,
-        );
-        let ((last_seq, rows, flows), used): (Stored, usize) =
-            bincode::decode_from_slice(bytes, config()).ok()?;
+        type Stored = (u64, Vec<StoredBalance>, Vec<(String, [[u8; 16]; 4])>);
+        let ((last_seq, rows, flows), used): (Stored, usize) = bincode::decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
             return None;
         }
-        let mut out = Balances {
-            last_seq,
-            ..Default::default()
-        };
-        for (a, m) in rows {
-            let account = AccountId::new(&a).ok()?;
-            let mut by_asset = HashMap::with_capacity(m.len());
-            for (s, b) in m {
-                by_asset.insert(Asset::new(&s).ok()?, undec(b)?);
-            }
-            out.balances.insert(account, by_asset);
+        let mut balances = HashMap::with_capacity(rows.len());
+        for (a, s, b) in rows {
+            balances.insert((AccountId::new(&a).ok()?, Asset::new(&s).ok()?), undec(b)?);
         }
+        let mut out = Balances { last_seq, balances, flows: BTreeMap::new() };
         for (s, [d, w, rv, rb]) in flows {
             out.flows.insert(
                 Asset::new(&s).ok()?,
-                Flows {
-                    deposited: undec(d)?,
-                    withdrawn: undec(w)?,
-                    reversed: undec(rv)?,
-                    reimbursed: undec(rb)?,
-                },
+                Flows { deposited: undec(d)?, withdrawn: undec(w)?, reversed: undec(rv)?, reimbursed: undec(rb)? },
             );
         }
         Some(out)

@@ -101,10 +101,7 @@ enum Col {
 
 impl Losses {
     fn add(&mut self, env: &Envelope, asset: &Asset, col: Col, amount: Amount, usd: Option<Usd>) {
-        let account = env
-            .stream
-            .account()
-            .expect("loss events are on account streams");
+        let account = env.stream.account().expect("loss events are on account streams");
         let usd = usd.map(Usd::value).unwrap_or_default();
         let bump = |c: &mut LossCols| match col {
             Col::Attempted => {
@@ -126,12 +123,8 @@ impl Losses {
             self.affected[g].insert(account.clone());
             self.affected_total.insert(account.clone());
         }
-        bump(self.by_asset.entry(asset.clone()).or_default());
-        bump(
-            self.by_account
-                .entry((account.clone(), asset.clone()))
-                .or_default(),
-        );
+        bump(self.by_asset.entry(*asset).or_default());
+        bump(self.by_account.entry((account.clone(), *asset)).or_default());
     }
 
     /// Whether the withdrawal at `seq` has been flagged by the events folded so far.
@@ -147,13 +140,7 @@ impl Losses {
     pub fn apply_in_window(&mut self, env: &Envelope) {
         self.last_seq = self.last_seq.max(env.seq);
         match &env.event {
-            Event::Withdrawn {
-                asset,
-                amount,
-                usd_value,
-                unauthorized,
-                ..
-            } => {
+            Event::Withdrawn { asset, amount, usd_value, unauthorized, .. } => {
                 if *unauthorized || self.flagged.contains(&env.seq) {
                     self.add(env, asset, Col::Attempted, *amount, *usd_value)
                 }
@@ -173,8 +160,7 @@ impl Losses {
     /// The report: ETH, BTC, misc and total rows; with `detail`, then one row per misc symbol and
     /// one per (account, asset).
     pub fn rows(&self, detail: bool) -> Vec<LossRow> {
-        let (groups, affected, affected_total) =
-            (&self.groups, &self.affected, &self.affected_total);
+        let (groups, affected, affected_total) = (&self.groups, &self.affected, &self.affected_total);
         let mut total = LossCols::default();
         let mut rows = Vec::new();
         for group in AssetGroup::ALL {
@@ -198,19 +184,12 @@ impl Losses {
             accounts_affected: affected_total.len() as u64,
         });
         if detail {
-            for (asset, cols) in self
-                .by_asset
-                .iter()
-                .filter(|(a, _)| a.group() == AssetGroup::Misc)
-            {
-                let accounts = self
-                    .by_account
-                    .iter()
-                    .filter(|((_, s), c)| s == asset && !c.attempted.is_zero())
-                    .count();
+            for (asset, cols) in self.by_asset.iter().filter(|(a, _)| a.group() == AssetGroup::Misc) {
+                let accounts =
+                    self.by_account.iter().filter(|((_, s), c)| s == asset && !c.attempted.is_zero()).count();
                 rows.push(LossRow {
                     group: "misc".into(),
-                    asset: Some(asset.clone()),
+                    asset: Some(*asset),
                     account: None,
                     cols: *cols,
                     units: true,
@@ -220,7 +199,7 @@ impl Losses {
             for ((account, asset), cols) in &self.by_account {
                 rows.push(LossRow {
                     group: asset.group().name().to_string(),
-                    asset: Some(asset.clone()),
+                    asset: Some(*asset),
                     account: Some(account.clone()),
                     cols: *cols,
                     units: true,
@@ -246,40 +225,23 @@ impl Projection for Losses {
                 self.flagged.insert(f.withdrawal_seq);
                 if f.withdrawal_occurred_at <= as_of {
                     self.add(env, &f.asset, Col::Attempted, f.amount, f.usd_value);
-                    if f.reversed_by
-                        .as_ref()
-                        .is_some_and(|r| r.occurred_at <= as_of)
-                    {
+                    if f.reversed_by.as_ref().is_some_and(|r| r.occurred_at <= as_of) {
                         self.add(env, &f.asset, Col::Prevented, f.amount, f.usd_value);
                     }
                 }
             }
             _ if !counted(env, as_of) => {}
-            Event::Withdrawn {
-                asset,
-                amount,
-                usd_value,
-                unauthorized: true,
-                ..
-            } => self.add(env, asset, Col::Attempted, *amount, *usd_value),
-            Event::Reversed {
-                withdrawal_seq,
-                asset,
-                amount,
-                usd_value,
-                withdrawal_unauthorized,
-                ..
-            } => {
+            Event::Withdrawn { asset, amount, usd_value, unauthorized: true, .. } => {
+                self.add(env, asset, Col::Attempted, *amount, *usd_value)
+            }
+            Event::Reversed { withdrawal_seq, asset, amount, usd_value, withdrawal_unauthorized, .. } => {
                 if *withdrawal_unauthorized || self.flagged.contains(withdrawal_seq) {
                     self.add(env, asset, Col::Prevented, *amount, *usd_value)
                 }
             }
-            Event::Reimbursed {
-                asset,
-                amount,
-                usd_value,
-                ..
-            } => self.add(env, asset, Col::Reimbursed, *amount, *usd_value),
+            Event::Reimbursed { asset, amount, usd_value, .. } => {
+                self.add(env, asset, Col::Reimbursed, *amount, *usd_value)
+            }
             Event::Deposited { .. }
             | Event::Withdrawn { .. }
             | Event::WithdrawalsSuspended { .. }
@@ -299,8 +261,7 @@ impl Projection for Losses {
             .collect();
         let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
         flagged.sort_unstable();
-        bincode::encode_to_vec((self.last_seq, by_account, flagged), config())
-            .expect("encoding to a Vec cannot fail")
+        bincode::encode_to_vec((self.last_seq, by_account, flagged), config()).expect("encoding to a Vec cannot fail")
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
@@ -310,18 +271,10 @@ impl Projection for Losses {
         if used != bytes.len() {
             return None;
         }
-        let mut out = Losses {
-            last_seq,
-            flagged: flagged.into_iter().collect(),
-            ..Default::default()
-        };
+        let mut out = Losses { last_seq, flagged: flagged.into_iter().collect(), ..Default::default() };
         for (a, s, c) in by_account {
-            let (account, asset, cols) = (
-                AccountId::new(&a).ok()?,
-                Asset::new(&s).ok()?,
-                LossCols::from_bytes(c)?,
-            );
-            out.by_asset.entry(asset.clone()).or_default().add(&cols);
+            let (account, asset, cols) = (AccountId::new(&a).ok()?, Asset::new(&s).ok()?, LossCols::from_bytes(c)?);
+            out.by_asset.entry(asset).or_default().add(&cols);
             let g = asset.group().index();
             out.groups[g].add(&cols);
             if !cols.attempted.is_zero() {

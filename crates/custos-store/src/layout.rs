@@ -48,12 +48,7 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
-    pub const ALL: [IndexKind; 4] = [
-        IndexKind::EventId,
-        IndexKind::Stream,
-        IndexKind::OccurredAt,
-        IndexKind::Flag,
-    ];
+    pub const ALL: [IndexKind; 4] = [IndexKind::EventId, IndexKind::Stream, IndexKind::OccurredAt, IndexKind::Flag];
     pub fn tag(self) -> u8 {
         match self {
             IndexKind::EventId => b'i',
@@ -157,11 +152,7 @@ impl<'a> ChunkView<'a> {
         let offsets_len = 4 * (count + 1);
         let offsets = bytes.get(4..4 + offsets_len)?;
         let records = &bytes[4 + offsets_len..];
-        let view = ChunkView {
-            count,
-            offsets,
-            records,
-        };
+        let view = ChunkView { count, offsets, records };
         // Offsets must be non-decreasing and end exactly at the end of the records.
         let mut prev = 0usize;
         for i in 0..=count {
@@ -204,10 +195,7 @@ pub fn encode_page(entries: &[(u64, Seq)]) -> Vec<u8> {
 pub fn decode_page(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, Seq)> + '_> {
     bytes.len().is_multiple_of(16).then(|| {
         bytes.chunks_exact(16).map(|c| {
-            (
-                u64::from_be_bytes(c[..8].try_into().expect("8")),
-                u64::from_be_bytes(c[8..].try_into().expect("8")),
-            )
+            (u64::from_be_bytes(c[..8].try_into().expect("8")), u64::from_be_bytes(c[8..].try_into().expect("8")))
         })
     })
 }
@@ -221,11 +209,7 @@ pub struct Head {
 }
 
 impl Head {
-    pub const EMPTY: Head = Head {
-        seq: 0,
-        hash: [0u8; 32],
-        recorded_at: Timestamp::MIN,
-    };
+    pub const EMPTY: Head = Head { seq: 0, hash: [0u8; 32], recorded_at: Timestamp::MIN };
 
     pub fn encode(&self) -> [u8; 48] {
         let mut out = [0u8; 48];
@@ -266,10 +250,7 @@ mod tests {
     #[test]
     fn time_keys_sort_like_times() {
         let ts = [i64::MIN, -5, 0, 7, i64::MAX];
-        let keys: Vec<u64> = ts
-            .iter()
-            .map(|t| time_key(Timestamp::from_nanos(*t)))
-            .collect();
+        let keys: Vec<u64> = ts.iter().map(|t| time_key(Timestamp::from_nanos(*t))).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(time_from_key(keys[1]).nanos(), -5);
     }

@@ -28,18 +28,11 @@ pub enum StoreError {
     #[error("the ledger at {dir} is held by {holder}; stop it, or send commands to it with --server if it is `custos serve`")]
     Locked { dir: PathBuf, holder: String },
     #[error("io error on the ledger at {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    Io { dir: PathBuf, source: std::io::Error },
     #[error("sled error on the ledger: {0}")]
     Sled(#[from] sled::Error),
     #[error("the ledger at {dir} has layout version {found}; this build reads version {expected}")]
-    LayoutVersion {
-        dir: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    LayoutVersion { dir: PathBuf, found: u32, expected: u32 },
     #[error("corruption: {0}")]
     Corruption(String),
 }
@@ -85,44 +78,30 @@ pub struct Store {
 }
 
 fn kind_slot(kind: IndexKind) -> usize {
-    IndexKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .expect("known kind")
+    IndexKind::ALL.iter().position(|k| *k == kind).expect("known kind")
 }
 
 impl Store {
     /// Opens (creating if needed) the ledger in `dir`. `holder` says who is opening it, recorded so
     /// that a second process is told who holds the ledger.
     pub fn open(dir: &Path, holder: &str) -> Result<Store> {
-        let io = |source| StoreError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| StoreError::Io { dir: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = lock::ProcessLock::acquire(dir, holder).map_err(|e| match e {
-            lock::LockError::Held { holder } => StoreError::Locked {
-                dir: dir.to_path_buf(),
-                holder,
-            },
+            lock::LockError::Held { holder } => StoreError::Locked { dir: dir.to_path_buf(), holder },
             lock::LockError::Io(e) => io(e),
         })?;
-        let db = sled::Config::new()
-            .path(dir.join("sled"))
-            .cache_capacity(512 << 20)
-            .open()?;
+        let db = sled::Config::new().path(dir.join("sled")).cache_capacity(512 << 20).open()?;
         let data_file = File::open(dir.join("sled").join("db")).map_err(io)?;
         match db.get(KEY_LAYOUT)? {
             Some(v) => {
-                let found = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    StoreError::Corruption("layout version record is not 4 bytes".into())
-                })?);
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corruption("layout version record is not 4 bytes".into()))?,
+                );
                 if found != LAYOUT_VERSION {
-                    return Err(StoreError::LayoutVersion {
-                        dir: dir.to_path_buf(),
-                        found,
-                        expected: LAYOUT_VERSION,
-                    });
+                    return Err(StoreError::LayoutVersion { dir: dir.to_path_buf(), found, expected: LAYOUT_VERSION });
                 }
             }
             None => {
@@ -130,13 +109,10 @@ impl Store {
             }
         }
         let head = match db.get(KEY_HEAD)? {
-            Some(v) => Head::decode(&v)
-                .ok_or_else(|| StoreError::Corruption("head record is malformed".into()))?,
+            Some(v) => Head::decode(&v).ok_or_else(|| StoreError::Corruption("head record is malformed".into()))?,
             None => {
                 if db.scan_prefix([PREFIX_CHUNK]).next().is_some() {
-                    return Err(StoreError::Corruption(
-                        "events are stored but the head record is missing".into(),
-                    ));
+                    return Err(StoreError::Corruption("events are stored but the head record is missing".into()));
                 }
                 Head::EMPTY
             }
@@ -147,9 +123,7 @@ impl Store {
             let kind = IndexKind::ALL
                 .into_iter()
                 .find(|kind| k.get(1) == Some(&kind.tag()))
-                .ok_or_else(|| {
-                    StoreError::Corruption(format!("unknown index segment key {k:?}"))
-                })?;
+                .ok_or_else(|| StoreError::Corruption(format!("unknown index segment key {k:?}")))?;
             let (id, last_seq, entries) = (|| {
                 Some((
                     u64::from_be_bytes(k.get(2..10)?.try_into().ok()?),
@@ -157,14 +131,8 @@ impl Store {
                     u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
                 ))
             })()
-            .ok_or_else(|| {
-                StoreError::Corruption(format!("malformed {} index segment record", kind.name()))
-            })?;
-            segments[kind_slot(kind)].push(Segment {
-                id,
-                last_seq,
-                entries,
-            });
+            .ok_or_else(|| StoreError::Corruption(format!("malformed {} index segment record", kind.name())))?;
+            segments[kind_slot(kind)].push(Segment { id, last_seq, entries });
         }
         let store = Store {
             dir: dir.to_path_buf(),
@@ -191,11 +159,7 @@ impl Store {
         let started = Instant::now();
         let head = batch.head;
         if let Some(h) = head {
-            assert_eq!(
-                h.seq,
-                batch.first_seq + batch.records.len() as u64 - 1,
-                "head must be the batch's last seq"
-            );
+            assert_eq!(h.seq, batch.first_seq + batch.records.len() as u64 - 1, "head must be the batch's last seq");
             assert_eq!(batch.first_seq, self.head().seq + 1, "appends are gap-free");
         }
         let mut sb = sled::Batch::default();
@@ -203,9 +167,7 @@ impl Store {
         let mut chunk_bytes = 0usize;
         let mut chunk_first = batch.first_seq;
         for (seq, record) in (batch.first_seq..).zip(batch.records) {
-            if !chunk.is_empty()
-                && (chunk.len() >= CHUNK_EVENTS_MAX || chunk_bytes + record.len() > CHUNK_BYTES_MAX)
-            {
+            if !chunk.is_empty() && (chunk.len() >= CHUNK_EVENTS_MAX || chunk_bytes + record.len() > CHUNK_BYTES_MAX) {
                 sb.insert(&chunk_key(chunk_first), encode_chunk(&chunk));
                 chunk.clear();
                 chunk_bytes = 0;
@@ -219,12 +181,8 @@ impl Store {
         }
         let mut new_segments = Vec::new();
         for kind in IndexKind::ALL {
-            let mut entries: Vec<(u64, Seq)> = batch
-                .index
-                .iter()
-                .filter(|(k, _, _)| *k == kind)
-                .map(|(_, key, s)| (*key, *s))
-                .collect();
+            let mut entries: Vec<(u64, Seq)> =
+                batch.index.iter().filter(|(k, _, _)| *k == kind).map(|(_, key, s)| (*key, *s)).collect();
             if entries.is_empty() {
                 continue;
             }
@@ -232,14 +190,7 @@ impl Store {
             let id = entries.iter().map(|e| e.1).min().expect("non-empty");
             let last_seq = entries.iter().map(|e| e.1).max().expect("non-empty");
             write_segment(&mut sb, kind, id, last_seq, &entries);
-            new_segments.push((
-                kind,
-                Segment {
-                    id,
-                    last_seq,
-                    entries: entries.len() as u64,
-                },
-            ));
+            new_segments.push((kind, Segment { id, last_seq, entries: entries.len() as u64 }));
         }
         if let Some(h) = head {
             sb.insert(KEY_HEAD, &h.encode()[..]);
@@ -284,10 +235,7 @@ impl Store {
     }
 
     fn fsync(&self) -> Result<()> {
-        let io = |source| StoreError::Io {
-            dir: self.dir.clone(),
-            source,
-        };
+        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
         self.data_file.sync_all().map_err(io)?;
         // sled writes values over its blob threshold to files it never fsyncs. The layout keeps
         // every value below that threshold, but if one ever lands there it is made durable too.
@@ -343,11 +291,7 @@ impl Store {
                 let segs = &mut dir[kind_slot(kind)];
                 segs.pop();
                 let last = segs.last_mut().expect("two segments");
-                *last = Segment {
-                    id: older.id,
-                    last_seq,
-                    entries: merged.len() as u64,
-                };
+                *last = Segment { id: older.id, last_seq, entries: merged.len() as u64 };
             }
         }
         Ok(())
@@ -358,11 +302,7 @@ impl Store {
         for item in self.db.scan_prefix(page_prefix(kind, id)) {
             let (k, v) = item?;
             let page = decode_page(&v).ok_or_else(|| {
-                StoreError::Corruption(format!(
-                    "{} index page {:?} is not a whole number of entries",
-                    kind.name(),
-                    k
-                ))
+                StoreError::Corruption(format!("{} index page {:?} is not a whole number of entries", kind.name(), k))
             })?;
             out.extend(page);
         }
@@ -371,11 +311,7 @@ impl Store {
 
     /// Every seq the index maps `key` to, ascending.
     pub fn index_get(&self, kind: IndexKind, key: u64) -> Result<Vec<Seq>> {
-        Ok(self
-            .index_range(kind, key, key)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect())
+        Ok(self.index_range(kind, key, key)?.into_iter().map(|(_, s)| s).collect())
     }
 
     /// Every `(key, seq)` with `lo <= key <= hi`, sorted by key then seq.
@@ -388,20 +324,15 @@ impl Store {
         for seg in &dir[kind_slot(kind)] {
             let prefix = page_prefix(kind, seg.id);
             // The page that may hold `lo` starts at or before it; later pages start after it.
-            let start_key = match self
-                .db
-                .range(prefix.to_vec()..page_key(kind, seg.id, (lo, 0)).to_vec())
-                .next_back()
-            {
+            let start_key = match self.db.range(prefix.to_vec()..page_key(kind, seg.id, (lo, 0)).to_vec()).next_back() {
                 Some(item) => item?.0.to_vec(),
                 None => page_key(kind, seg.id, (lo, 0)).to_vec(),
             };
             let end_key = page_key(kind, seg.id, (hi, u64::MAX));
             for item in self.db.range(start_key..=end_key.to_vec()) {
                 let (k, v) = item?;
-                let page = decode_page(&v).ok_or_else(|| {
-                    StoreError::Corruption(format!("{} index page is malformed", kind.name()))
-                })?;
+                let page = decode_page(&v)
+                    .ok_or_else(|| StoreError::Corruption(format!("{} index page is malformed", kind.name())))?;
                 out.extend(page.filter(|(key, _)| *key >= lo && *key <= hi));
                 let _ = k;
             }
@@ -421,11 +352,7 @@ impl Store {
         if seq == 0 {
             return Ok(None);
         }
-        let Some(item) = self
-            .db
-            .range(chunk_key(0).to_vec()..=chunk_key(seq).to_vec())
-            .next_back()
-        else {
+        let Some(item) = self.db.range(chunk_key(0).to_vec()..=chunk_key(seq).to_vec()).next_back() else {
             return Ok(None);
         };
         let (k, v) = item?;
@@ -435,18 +362,10 @@ impl Store {
     }
 
     /// Calls `f(seq, record)` for every record from `from` on, in seq order, until it breaks.
-    pub fn for_each_record(
-        &self,
-        from: Seq,
-        mut f: impl FnMut(Seq, &[u8]) -> ControlFlow<()>,
-    ) -> Result<()> {
+    pub fn for_each_record(&self, from: Seq, mut f: impl FnMut(Seq, &[u8]) -> ControlFlow<()>) -> Result<()> {
         let from = from.max(1);
         // Start at the chunk holding `from`.
-        let start = match self
-            .db
-            .range(chunk_key(0).to_vec()..=chunk_key(from).to_vec())
-            .next_back()
-        {
+        let start = match self.db.range(chunk_key(0).to_vec()..=chunk_key(from).to_vec()).next_back() {
             Some(item) => item?.0.to_vec(),
             None => chunk_key(from).to_vec(),
         };
@@ -512,13 +431,7 @@ impl Store {
     }
 }
 
-fn write_segment(
-    sb: &mut sled::Batch,
-    kind: IndexKind,
-    id: u64,
-    last_seq: Seq,
-    entries: &[(u64, Seq)],
-) {
+fn write_segment(sb: &mut sled::Batch, kind: IndexKind, id: u64, last_seq: Seq, entries: &[(u64, Seq)]) {
     for page in entries.chunks(PAGE_ENTRIES_MAX) {
         sb.insert(&page_key(kind, id, page[0]), encode_page(page));
     }
@@ -536,11 +449,7 @@ fn meta_part_prefix(name: &str) -> Vec<u8> {
 
 /// Metadata values are split into parts small enough to stay inline in sled's log.
 fn insert_meta(sb: &mut sled::Batch, name: &str, value: &[u8]) {
-    let parts: Vec<&[u8]> = if value.is_empty() {
-        vec![value]
-    } else {
-        value.chunks(CHUNK_BYTES_MAX).collect()
-    };
+    let parts: Vec<&[u8]> = if value.is_empty() { vec![value] } else { value.chunks(CHUNK_BYTES_MAX).collect() };
     for (i, part) in parts.into_iter().enumerate() {
         let mut k = meta_part_prefix(name);
         k.extend_from_slice(&(i as u32).to_be_bytes());
@@ -564,27 +473,18 @@ mod tests {
     use super::*;
 
     fn batch(first: Seq, n: usize) -> AppendBatch {
-        let records: Vec<Vec<u8>> = (0..n)
-            .map(|i| format!("record-{}", first + i as u64).into_bytes())
-            .collect();
+        let records: Vec<Vec<u8>> = (0..n).map(|i| format!("record-{}", first + i as u64).into_bytes()).collect();
         let index = (0..n)
             .flat_map(|i| {
                 let s = first + i as u64;
-                [
-                    (IndexKind::Stream, s % 7, s),
-                    (IndexKind::EventId, fnv64(&s.to_be_bytes()), s),
-                ]
+                [(IndexKind::Stream, s % 7, s), (IndexKind::EventId, fnv64(&s.to_be_bytes()), s)]
             })
             .collect();
         AppendBatch {
             first_seq: first,
             records,
             index,
-            head: Some(Head {
-                seq: first + n as u64 - 1,
-                hash: [1; 32],
-                recorded_at: custos_domain::Timestamp::MIN,
-            }),
+            head: Some(Head { seq: first + n as u64 - 1, hash: [1; 32], recorded_at: custos_domain::Timestamp::MIN }),
             meta: vec![],
         }
     }
@@ -605,10 +505,7 @@ mod tests {
         let store = Store::open(tmp.path(), "test").unwrap();
         assert_eq!(store.head().seq, total);
         for s in 1..=total {
-            assert_eq!(
-                store.record(s).unwrap().unwrap(),
-                format!("record-{s}").into_bytes()
-            );
+            assert_eq!(store.record(s).unwrap().unwrap(), format!("record-{s}").into_bytes());
         }
         assert!(store.record(total + 1).unwrap().is_none());
         let mut seen = Vec::new();
@@ -621,33 +518,17 @@ mod tests {
         assert_eq!(seen, (500..=total).collect::<Vec<_>>());
         let want: Vec<Seq> = (1..=total).filter(|s| s % 7 == 3).collect();
         assert_eq!(store.index_get(IndexKind::Stream, 3).unwrap(), want);
-        assert_eq!(
-            store.index_all(IndexKind::EventId).unwrap().len() as u64,
-            total
-        );
+        assert_eq!(store.index_all(IndexKind::EventId).unwrap().len() as u64, total);
         let segs = store.segments.read().unwrap()[kind_slot(IndexKind::Stream)].len();
         assert!(segs <= 4, "segments were merged: {segs}");
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        store
-            .write_meta(
-                vec![("proj/a".into(), big.clone()), ("proj/b".into(), vec![])],
-                vec![],
-            )
-            .unwrap();
+        store.write_meta(vec![("proj/a".into(), big.clone()), ("proj/b".into(), vec![])], vec![]).unwrap();
         assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), big);
         assert_eq!(store.get_meta("proj/b").unwrap().unwrap(), Vec::<u8>::new());
-        assert_eq!(
-            store.list_meta("proj/").unwrap(),
-            vec!["proj/a".to_string(), "proj/b".to_string()]
-        );
-        store
-            .write_meta(vec![("proj/a".into(), vec![1])], vec!["proj/b".into()])
-            .unwrap();
+        assert_eq!(store.list_meta("proj/").unwrap(), vec!["proj/a".to_string(), "proj/b".to_string()]);
+        store.write_meta(vec![("proj/a".into(), vec![1])], vec!["proj/b".into()]).unwrap();
         assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), vec![1]);
-        assert_eq!(
-            store.list_meta("proj/").unwrap(),
-            vec!["proj/a".to_string()]
-        );
+        assert_eq!(store.list_meta("proj/").unwrap(), vec!["proj/a".to_string()]);
     }
 
     #[test]
@@ -657,9 +538,6 @@ mod tests {
         // flock is per open file description, so a second open in this process conflicts too.
         let err = Store::open(tmp.path(), "custos balances").err().unwrap();
         let msg = err.to_string();
-        assert!(
-            msg.contains("custos serve") && msg.contains(&format!("pid {}", std::process::id())),
-            "{msg}"
-        );
+        assert!(msg.contains("custos serve") && msg.contains(&format!("pid {}", std::process::id())), "{msg}");
     }
 }

@@ -35,22 +35,12 @@ impl ProcessLock {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let holder = text.trim();
-                let holder = if holder.is_empty() {
-                    "another process (no holder recorded)"
-                } else {
-                    holder
-                };
-                return Err(LockError::Held {
-                    holder: holder.to_string(),
-                });
+                let holder = if holder.is_empty() { "another process (no holder recorded)" } else { holder };
+                return Err(LockError::Held { holder: holder.to_string() });
             }
             return Err(LockError::Io(err));
         }
-        let me = format!(
-            "pid {} ({holder}), since {}",
-            std::process::id(),
-            custos_domain::Timestamp::now()
-        );
+        let me = format!("pid {} ({holder}), since {}", std::process::id(), custos_domain::Timestamp::now());
         file.set_len(0).map_err(LockError::Io)?;
         file.seek(SeekFrom::Start(0)).map_err(LockError::Io)?;
         file.write_all(me.as_bytes()).map_err(LockError::Io)?;

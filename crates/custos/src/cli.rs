@@ -6,17 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use custos_domain::{
-    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, EventId, Seq, Timestamp, Usd,
-};
+use custos_domain::{AccountId, Amount, Asset, AuthFactor, Command, CommandBody, EventId, Seq, Timestamp, Usd};
 use custos_ledger::{Ledger, LedgerConfig, Outcome};
 use rust_decimal::Decimal;
 
 use crate::output::{Format, Report};
 use crate::{demo, export, import, reports, Exit};
 
-const TIME_HELP: &str =
-    "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the end of that day in UTC";
+const TIME_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the end of that day in UTC";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -253,10 +250,7 @@ fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
 fn parse_auth_factor(s: &str) -> Result<AuthFactor, String> {
     AuthFactor::parse(s).ok_or_else(|| {
         let names: Vec<&str> = AuthFactor::ALL.iter().map(|f| f.name()).collect();
-        format!(
-            "unknown authorization factor {s:?} (expected one of {})",
-            names.join(", ")
-        )
+        format!("unknown authorization factor {s:?} (expected one of {})", names.join(", "))
     })
 }
 
@@ -265,18 +259,12 @@ fn parse_query_time(s: &str) -> Result<Timestamp, String> {
 }
 
 pub fn db_dir(args_db: &Option<PathBuf>) -> PathBuf {
-    args_db
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("custos-data"))
+    args_db.clone().unwrap_or_else(|| PathBuf::from("custos-data"))
 }
 
 pub fn open_ledger(dir: &std::path::Path, holder: &str) -> Result<Arc<Ledger>> {
-    let config = LedgerConfig {
-        holder: holder.to_string(),
-        ..LedgerConfig::default()
-    };
-    let ledger = Ledger::open(dir, config)
-        .with_context(|| format!("cannot open the ledger at {}", dir.display()))?;
+    let config = LedgerConfig { holder: holder.to_string(), ..LedgerConfig::default() };
+    let ledger = Ledger::open(dir, config).with_context(|| format!("cannot open the ledger at {}", dir.display()))?;
     for notice in ledger.take_notices() {
         eprintln!("note: {notice}");
     }
@@ -294,23 +282,14 @@ pub async fn run(args: Args) -> Result<Exit> {
         // The demo keeps its ledger only in a folder named on its command line (never in
         // $CUSTOS_DB, which may be a real ledger).
         let explicit = std::env::args().any(|a| a == "--db" || a.starts_with("--db="));
-        return demo::run(
-            *format,
-            plot.as_deref(),
-            args.db.as_deref().filter(|_| explicit),
-        )
-        .await;
+        return demo::run(*format, plot.as_deref(), args.db.as_deref().filter(|_| explicit)).await;
     }
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
         Cmd::Demo { .. } => unreachable!("handled above"),
         Cmd::Import { file, strict } => import::run(&ledger, &file, strict).await?,
-        Cmd::Log {
-            from_seq,
-            limit,
-            format,
-        } => {
+        Cmd::Log { from_seq, limit, format } => {
             reports::log(&ledger, from_seq, limit)?.write(format, out)?;
             Exit::Ok
         }
@@ -328,51 +307,26 @@ pub async fn run(args: Args) -> Result<Exit> {
             }
             Exit::Ok
         }
-        Cmd::Balances {
-            account,
-            asset,
-            moment,
-            all,
-            format,
-        } => {
+        Cmd::Balances { account, asset, moment, all, format } => {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            reports::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?
-                .write(format, out)?;
+            reports::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?.write(format, out)?;
             Exit::Ok
         }
-        Cmd::Losses {
-            moment,
-            detail,
-            format,
-        } => {
+        Cmd::Losses { moment, detail, format } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             reports::losses(&ledger.losses_at(&bound)?, &bound, detail).write(format, out)?;
             Exit::Ok
         }
-        Cmd::History {
-            account,
-            asset,
-            from,
-            to,
-            moment,
-            format,
-        } => {
+        Cmd::History { account, asset, from, to, moment, format } => {
             let account = AccountId::new(&account)?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            reports::history(&ledger, &account, asset.as_ref(), from, to, &bound)?
-                .write(format, out)?;
+            reports::history(&ledger, &account, asset.as_ref(), from, to, &bound)?.write(format, out)?;
             Exit::Ok
         }
-        Cmd::Replay {
-            from,
-            to,
-            known_at,
-            at_seq,
-            format,
-        } => {
+        Cmd::Replay { from, to, known_at, at_seq, format } => {
             if from > to {
                 bail!("--from {from} is after --to {to}");
             }
@@ -380,15 +334,8 @@ pub async fn run(args: Args) -> Result<Exit> {
             reports::replay(&ledger, from, to, &bound, format)?.write(format, out)?;
             Exit::Ok
         }
-        Cmd::Rebuild {
-            projection,
-            dry_run,
-        } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
-        Cmd::Export {
-            format,
-            as_of,
-            output,
-        } => {
+        Cmd::Rebuild { projection, dry_run } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
+        Cmd::Export { format, as_of, output } => {
             export::run(&ledger, format, as_of, output.as_deref())?;
             Exit::Ok
         }
@@ -398,10 +345,7 @@ pub async fn run(args: Args) -> Result<Exit> {
 }
 
 fn id_of(common: &Common) -> Result<EventId> {
-    let id = common
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = common.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     Ok(EventId::new(&id)?)
 }
 
@@ -412,46 +356,23 @@ fn decimal(field: &str, s: &str) -> Result<Decimal> {
 /// Builds the command of a write subcommand.
 fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
     let (common, body) = match cmd {
-        Cmd::Deposit {
-            common,
-            account,
-            asset,
-            amount,
-            usd,
-        } => {
+        Cmd::Deposit { common, account, asset, amount, usd } => {
             let asset = Asset::new(&asset)?;
             let body = CommandBody::Deposit {
                 account: AccountId::new(&account)?,
                 amount: Amount::parse(&amount, &asset).context("--amount")?,
                 asset,
-                usd_value: usd
-                    .as_deref()
-                    .map(Usd::parse)
-                    .transpose()
-                    .context("--usd")?,
+                usd_value: usd.as_deref().map(Usd::parse).transpose().context("--usd")?,
             };
             (common, body)
         }
-        Cmd::Withdraw {
-            common,
-            account,
-            asset,
-            amount,
-            usd,
-            unauthorized,
-            destination,
-            auth_factor,
-        } => {
+        Cmd::Withdraw { common, account, asset, amount, usd, unauthorized, destination, auth_factor } => {
             let asset = Asset::new(&asset)?;
             let body = CommandBody::Withdraw {
                 account: AccountId::new(&account)?,
                 amount: Amount::parse(&amount, &asset).context("--amount")?,
                 asset,
-                usd_value: usd
-                    .as_deref()
-                    .map(Usd::parse)
-                    .transpose()
-                    .context("--usd")?,
+                usd_value: usd.as_deref().map(Usd::parse).transpose().context("--usd")?,
                 unauthorized,
                 destination,
                 auth_factor,
@@ -460,43 +381,19 @@ fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
         }
         Cmd::Reverse { common, withdrawal } => (
             common,
-            CommandBody::Reverse {
-                withdrawal: EventId::new(&withdrawal)?,
-                account: None,
-                asset: None,
-                amount: None,
-            },
+            CommandBody::Reverse { withdrawal: EventId::new(&withdrawal)?, account: None, asset: None, amount: None },
         ),
-        Cmd::Reimburse {
-            common,
-            withdrawal,
-            amount,
-        } => {
-            let amount = amount
-                .as_deref()
-                .map(|a| decimal("amount", a))
-                .transpose()?;
+        Cmd::Reimburse { common, withdrawal, amount } => {
+            let amount = amount.as_deref().map(|a| decimal("amount", a)).transpose()?;
             (
                 common,
-                CommandBody::Reimburse {
-                    withdrawal: EventId::new(&withdrawal)?,
-                    account: None,
-                    asset: None,
-                    amount,
-                },
+                CommandBody::Reimburse { withdrawal: EventId::new(&withdrawal)?, account: None, asset: None, amount },
             )
         }
-        Cmd::Flag { common, withdrawal } => (
-            common,
-            CommandBody::Flag {
-                withdrawal: EventId::new(&withdrawal)?,
-                account: None,
-                asset: None,
-            },
-        ),
-        Cmd::SuspendWithdrawals { common, reason } => {
-            (common, CommandBody::SuspendWithdrawals { reason })
+        Cmd::Flag { common, withdrawal } => {
+            (common, CommandBody::Flag { withdrawal: EventId::new(&withdrawal)?, account: None, asset: None })
         }
+        Cmd::SuspendWithdrawals { common, reason } => (common, CommandBody::SuspendWithdrawals { reason }),
         Cmd::ResumeWithdrawals { common } => (common, CommandBody::ResumeWithdrawals),
         other => bail!("not a write command: {other:?}"),
     };
@@ -514,30 +411,20 @@ async fn submit_one(ledger: &Arc<Ledger>, cmd: Cmd, out: &mut impl Write) -> Res
     let (command, format) = command_of(cmd)?;
     let outcome: Outcome = ledger.submit(command).await?;
     print_outcome(&outcome, format, out)?;
-    Ok(if outcome.is_ok() {
-        Exit::Ok
-    } else {
-        Exit::Refused
-    })
+    Ok(if outcome.is_ok() { Exit::Ok } else { Exit::Refused })
 }
 
 pub fn print_outcome(outcome: &Outcome, format: Format, out: &mut impl Write) -> Result<()> {
     match (outcome, format) {
-        (Ok(a), Format::Json) => writeln!(
-            out,
-            "{}",
-            serde_json::json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate})
-        )?,
-        (Err(r), Format::Json) => writeln!(
-            out,
-            "{}",
-            serde_json::json!({"error": {"code": r.code(), "message": r.to_string()}})
-        )?,
-        (Ok(a), _) if a.duplicate => writeln!(
-            out,
-            "{} was already recorded at seq {} (idempotent replay, nothing appended)",
-            a.id, a.seq
-        )?,
+        (Ok(a), Format::Json) => {
+            writeln!(out, "{}", serde_json::json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate}))?
+        }
+        (Err(r), Format::Json) => {
+            writeln!(out, "{}", serde_json::json!({"error": {"code": r.code(), "message": r.to_string()}}))?
+        }
+        (Ok(a), _) if a.duplicate => {
+            writeln!(out, "{} was already recorded at seq {} (idempotent replay, nothing appended)", a.id, a.seq)?
+        }
         (Ok(a), _) => writeln!(out, "appended {} at seq {}", a.id, a.seq)?,
         (Err(r), _) => eprintln!("rejected: {r}"),
     }

@@ -46,27 +46,15 @@ pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&Path>) 
         }
     };
     let ledger = open_ledger(&dir, "custos demo")?;
-    let summary = import::import_reader(
-        &ledger,
-        INCIDENT_CSV,
-        ImportFormat::Csv,
-        INCIDENT_CSV.len() as u64,
-        "importing",
-    )
-    .await?;
+    let summary =
+        import::import_reader(&ledger, INCIDENT_CSV, ImportFormat::Csv, INCIDENT_CSV.len() as u64, "importing").await?;
     if summary.rejected > 0 {
-        bail!(
-            "the incident data set did not import cleanly: {}",
-            summary.rejections.join("; ")
-        );
+        bail!("the incident data set did not import cleanly: {}", summary.rejections.join("; "));
     }
     eprintln!("{}", summary.line("imported the incident data set"));
     let verify = ledger.verify(None, &mut |_, _| {})?;
     if !verify.clean() {
-        bail!(
-            "the demo ledger does not verify: {:?}",
-            verify.discrepancies
-        );
+        bail!("the demo ledger does not verify: {:?}", verify.discrepancies);
     }
     let report = build(&ledger)?;
     let mut out = std::io::stdout().lock();
@@ -111,14 +99,10 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
             _ => {}
         }
     }
-    let mut suspension = Report::new(
-        "Withdrawal suspensions",
-        &["suspended_at", "resumed_at", "hours"],
-    );
+    let mut suspension = Report::new("Withdrawal suspensions", &["suspended_at", "resumed_at", "hours"]);
     for (s, r) in &windows {
         let hours = r.map(|r| {
-            rust_decimal::Decimal::from(r.nanos() - s.nanos())
-                / rust_decimal::Decimal::from(3_600_000_000_000i64)
+            rust_decimal::Decimal::from(r.nanos() - s.nanos()) / rust_decimal::Decimal::from(3_600_000_000_000i64)
         });
         suspension.push(vec![
             s.to_rfc3339().into(),
@@ -133,15 +117,10 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
 
     // Affected accounts: prevented in full, or completed (and then reimbursed).
     let detail = now_losses.rows(true);
-    let per_account: Vec<_> = detail
-        .iter()
-        .filter(|r| r.account.is_some() && !r.cols.attempted.is_zero())
-        .collect();
+    let per_account: Vec<_> = detail.iter().filter(|r| r.account.is_some() && !r.cols.attempted.is_zero()).collect();
     let mut accounts = std::collections::BTreeMap::new();
     for r in &per_account {
-        let e = accounts
-            .entry(r.account.clone().expect("account rows"))
-            .or_insert((false, false));
+        let e = accounts.entry(r.account.clone().expect("account rows")).or_insert((false, false));
         if !r.cols.completed().is_zero() {
             e.1 = true;
         } else {
@@ -209,7 +188,10 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
 
     let mut text = String::new();
     text.push_str("Custos demo: the January 2022 custody incident\n");
-    text.push_str(&format!("  ledger: {} events, verified clean (hash chain, invariants, indexes); digest {digest}\n\n", head.seq));
+    text.push_str(&format!(
+        "  ledger: {} events, verified clean (hash chain, invariants, indexes); digest {digest}\n\n",
+        head.seq
+    ));
     text.push_str(&render(&published, Format::Table));
     text.push('\n');
     text.push_str(&render(&suspension, Format::Table));

@@ -20,42 +20,21 @@ pub enum ExportFormat {
 
 /// The import-format fields of an event (empty where the importer wants them empty).
 pub fn import_fields(env: &Envelope) -> [String; 11] {
-    let account = env
-        .stream
-        .account()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let account = env.stream.account().map(|a| a.to_string()).unwrap_or_default();
     let (asset, amount) = match env.event.asset_amount() {
         Some((a, m)) => (a.to_string(), m.to_string()),
         None => (String::new(), String::new()),
     };
-    let reference = env
-        .event
-        .withdrawal_ref()
-        .map(|(id, _)| id.to_string())
-        .unwrap_or_default();
+    let reference = env.event.withdrawal_ref().map(|(id, _)| id.to_string()).unwrap_or_default();
     let auth_factor = match &env.event {
-        Event::Withdrawn {
-            auth_factor: Some(f),
-            ..
-        } => f.name().to_string(),
+        Event::Withdrawn { auth_factor: Some(f), .. } => f.name().to_string(),
         _ => String::new(),
     };
     let (account, asset, amount, usd, unauthorized) = match &env.event {
-        Event::Deposited { usd_value, .. } => {
-            (account, asset, amount, usd_value.map(|u| u.to_string()), "")
+        Event::Deposited { usd_value, .. } => (account, asset, amount, usd_value.map(|u| u.to_string()), ""),
+        Event::Withdrawn { usd_value, unauthorized, .. } => {
+            (account, asset, amount, usd_value.map(|u| u.to_string()), if *unauthorized { "true" } else { "false" })
         }
-        Event::Withdrawn {
-            usd_value,
-            unauthorized,
-            ..
-        } => (
-            account,
-            asset,
-            amount,
-            usd_value.map(|u| u.to_string()),
-            if *unauthorized { "true" } else { "false" },
-        ),
         // Reversals and reimbursements carry the withdrawal's USD value, derived, not given.
         Event::Reversed { .. } | Event::Reimbursed { .. } => (account, asset, amount, None, ""),
         Event::WithdrawalFlagged(_) => (account, asset, String::new(), None, ""),
@@ -78,16 +57,9 @@ pub fn import_fields(env: &Envelope) -> [String; 11] {
     ]
 }
 
-pub fn run(
-    ledger: &Ledger,
-    format: ExportFormat,
-    as_of: Option<Timestamp>,
-    output: Option<&Path>,
-) -> Result<()> {
+pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, output: Option<&Path>) -> Result<()> {
     let sink: Box<dyn Write> = match output {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
+        Some(p) => Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::new(sink);
@@ -100,7 +72,10 @@ pub fn run(
         }
         ExportFormat::Ledger => {
             writeln!(out, "; Custos journal export: one transaction per event, one account per (customer, asset).")?;
-            writeln!(out, "; customers:<account>:<asset> holds each customer's balance; custody:<asset> is the other side.")?;
+            writeln!(
+                out,
+                "; customers:<account>:<asset> holds each customer's balance; custody:<asset> is the other side."
+            )?;
             if let Some(t) = as_of {
                 writeln!(out, "; events that happened at or before {t}")?;
             }
@@ -112,9 +87,7 @@ pub fn run(
         let result = (|| -> Result<()> {
             match format {
                 ExportFormat::Csv => {
-                    let mut w = csv::WriterBuilder::new()
-                        .has_headers(false)
-                        .from_writer(Vec::new());
+                    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
                     w.write_record(import_fields(&env))?;
                     out.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
                 }
@@ -163,19 +136,11 @@ fn commodity(symbol: &str) -> String {
 fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
     let date = env.occurred_at.to_datetime().format("%Y-%m-%d");
     let Some((asset, amount)) = env.event.asset_amount() else {
-        writeln!(
-            out,
-            "; {date} seq {} {} {}\n",
-            env.seq,
-            env.event.kind().event_name(),
-            env.event_id
-        )?;
+        writeln!(out, "; {date} seq {} {} {}\n", env.seq, env.event.kind().event_name(), env.event_id)?;
         return Ok(());
     };
     let change: Decimal = match &env.event {
-        Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
-            amount.value()
-        }
+        Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => amount.value(),
         Event::Withdrawn { .. } => -amount.value(),
         _ => {
             writeln!(
@@ -190,10 +155,7 @@ fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
             return Ok(());
         }
     };
-    let account = env
-        .stream
-        .account()
-        .expect("balance events are on account streams");
+    let account = env.stream.account().expect("balance events are on account streams");
     let c = commodity(asset.as_str());
     writeln!(
         out,

@@ -28,11 +28,9 @@ const REJECTED_LINES_PRINTED_MAX: usize = 200;
 pub fn bar(total: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_message(message.to_string());
     bar
@@ -51,11 +49,7 @@ pub struct Summary {
 impl Summary {
     pub fn line(&self, label: &str) -> String {
         let total = self.appended + self.duplicates + self.rejected;
-        let rate = if self.seconds > 0.0 {
-            self.appended as f64 / self.seconds
-        } else {
-            0.0
-        };
+        let rate = if self.seconds > 0.0 { self.appended as f64 / self.seconds } else { 0.0 };
         format!(
             "{label}: {} appended, {} duplicates, {} rejected ({} lines) in {:.2} s, {:.0} events/s",
             self.appended, self.duplicates, self.rejected, total, self.seconds, rate
@@ -70,12 +64,8 @@ impl Summary {
 }
 
 pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool) -> Result<Exit> {
-    let format = ImportFormat::from_path(path).with_context(|| {
-        format!(
-            "{}: the file name must end in .csv or .jsonl",
-            path.display()
-        )
-    })?;
+    let format = ImportFormat::from_path(path)
+        .with_context(|| format!("{}: the file name must end in .csv or .jsonl", path.display()))?;
     let open = || -> Result<(File, u64)> {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -102,23 +92,13 @@ pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool) -> Result<Exit
         eprintln!("{r}");
     }
     if summary.rejected as usize > summary.rejections.len() {
-        eprintln!(
-            "... and {} more rejected lines",
-            summary.rejected as usize - summary.rejections.len()
-        );
+        eprintln!("... and {} more rejected lines", summary.rejected as usize - summary.rejections.len());
     }
     println!("{}", summary.line(&format!("import {}", path.display())));
-    Ok(if summary.rejected == 0 {
-        Exit::Ok
-    } else {
-        Exit::Refused
-    })
+    Ok(if summary.rejected == 0 { Exit::Ok } else { Exit::Refused })
 }
 
-fn lines<R: Read + 'static>(
-    reader: R,
-    format: ImportFormat,
-) -> Box<dyn Iterator<Item = ImportLine>> {
+fn lines<R: Read + 'static>(reader: R, format: ImportFormat) -> Box<dyn Iterator<Item = ImportLine>> {
     match format {
         ImportFormat::Csv => Box::new(parse_csv(reader)),
         ImportFormat::Jsonl => Box::new(parse_jsonl(BufReader::new(reader))),
@@ -126,12 +106,7 @@ fn lines<R: Read + 'static>(
 }
 
 /// Every problem the file would meet, checked against a private copy of the ledger's state.
-fn check_all<R: Read + 'static>(
-    ledger: &Ledger,
-    reader: R,
-    format: ImportFormat,
-    len: u64,
-) -> Result<Vec<String>> {
+fn check_all<R: Read + 'static>(ledger: &Ledger, reader: R, format: ImportFormat, len: u64) -> Result<Vec<String>> {
     let bar = bar(len, "checking");
     let mut dry = DryRun::new(ledger)?;
     let mut problems = Vec::new();
@@ -149,8 +124,7 @@ fn check_all<R: Read + 'static>(
     Ok(problems)
 }
 
-type InFlight =
-    tokio::task::JoinHandle<Result<(Vec<u64>, Vec<Outcome>), custos_ledger::LedgerError>>;
+type InFlight = tokio::task::JoinHandle<Result<(Vec<u64>, Vec<Outcome>), custos_ledger::LedgerError>>;
 
 /// Streams `reader` into the ledger.
 pub async fn import_reader<R: Read + Send + 'static>(
@@ -178,11 +152,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
                 }
                 Err(e) => summary.reject(
                     e.line,
-                    format!(
-                        "{}{}",
-                        e.field.map(|f| format!("field {f}: ")).unwrap_or_default(),
-                        e.message
-                    ),
+                    format!("{}{}", e.field.map(|f| format!("field {f}: ")).unwrap_or_default(), e.message),
                 ),
             }
         }
@@ -196,11 +166,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
             }));
         }
         while in_flight.len() >= BATCHES_IN_FLIGHT_MAX || (end && !in_flight.is_empty()) {
-            let (numbers, outcomes) = in_flight
-                .pop_front()
-                .expect("non-empty")
-                .await
-                .context("import task")??;
+            let (numbers, outcomes) = in_flight.pop_front().expect("non-empty").await.context("import task")??;
             for (line, outcome) in numbers.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(a) if a.duplicate => summary.duplicates += 1,
@@ -215,10 +181,7 @@ pub async fn import_reader<R: Read + Send + 'static>(
     }
     bar.finish_and_clear();
     summary.rejections.sort_by_key(|r| {
-        r.strip_prefix("line ")
-            .and_then(|s| s.split(':').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
+        r.strip_prefix("line ").and_then(|s| s.split(':').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
     });
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)

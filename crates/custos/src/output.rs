@@ -100,11 +100,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(title: impl Into<String>, columns: &[&str]) -> Report {
-        Report {
-            title: title.into(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        }
+        Report { title: title.into(), columns: columns.iter().map(|c| c.to_string()).collect(), ..Default::default() }
     }
     pub fn meta(mut self, key: &'static str, value: impl Into<Value>) -> Report {
         self.meta.push((key, value.into()));
@@ -149,11 +145,7 @@ impl Report {
             };
             out.push_str(&format!("  {k}: {v}\n"));
         }
-        let texts: Vec<Vec<String>> = self
-            .rows
-            .iter()
-            .map(|r| r.iter().map(Cell::text).collect())
-            .collect();
+        let texts: Vec<Vec<String>> = self.rows.iter().map(|r| r.iter().map(Cell::text).collect()).collect();
         let mut widths: Vec<usize> = self.columns.iter().map(|c| c.len()).collect();
         for r in &texts {
             for (i, t) in r.iter().enumerate() {
@@ -163,23 +155,22 @@ impl Report {
         let numeric: Vec<bool> = (0..self.columns.len())
             .map(|i| {
                 self.rows.iter().any(|r| r[i].numeric())
-                    && self
-                        .rows
-                        .iter()
-                        .all(|r| r[i].numeric() || matches!(r[i], Cell::Null))
+                    && self.rows.iter().all(|r| r[i].numeric() || matches!(r[i], Cell::Null))
             })
             .collect();
         let line = |cells: Vec<String>| -> String {
             let parts: Vec<String> = cells
                 .iter()
                 .enumerate()
-                .map(|(i, t)| {
-                    if numeric[i] {
-                        format!("{t:>w$}", w = widths[i])
-                    } else {
-                        format!("{t:<w$}", w = widths[i])
-                    }
-                })
+                .map(
+                    |(i, t)| {
+                        if numeric[i] {
+                            format!("{t:>w$}", w = widths[i])
+                        } else {
+                            format!("{t:<w$}", w = widths[i])
+                        }
+                    },
+                )
                 .collect();
             parts.join("  ").trim_end().to_string() + "\n"
         };

@@ -78,10 +78,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif">"#
     )?;
-    writeln!(
-        svg,
-        r##"<rect width="100%" height="100%" fill="#ffffff"/>"##
-    )?;
+    writeln!(svg, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##)?;
     writeln!(
         svg,
         r##"<text x="{LEFT}" y="28" font-size="18" font-weight="bold" fill="#222">Unauthorized withdrawals, January 2022: cumulative USD by asset group</text>"##
@@ -101,45 +98,23 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
     for (gi, group) in groups.iter().enumerate() {
         let top = TOP + gi as f64 * (PANEL_HEIGHT + GAP);
         let bottom = top + PANEL_HEIGHT;
-        let pick = |rows: &[LossRow]| {
-            rows.iter()
-                .find(|r| r.group == *group)
-                .map(|r| r.cols)
-                .unwrap_or_default()
-        };
+        let pick = |rows: &[LossRow]| rows.iter().find(|r| r.group == *group).map(|r| r.cols).unwrap_or_default();
         let s0 = pick(&start);
         let mut series = [
-            Series {
-                color: "#c0392b",
-                points: vec![(t0, s0.completed_usd())],
-            },
-            Series {
-                color: "#2e86c1",
-                points: vec![(t0, s0.prevented_usd)],
-            },
-            Series {
-                color: "#7d3c98",
-                points: vec![(t0, s0.outstanding_usd())],
-            },
+            Series { color: "#c0392b", points: vec![(t0, s0.completed_usd())] },
+            Series { color: "#2e86c1", points: vec![(t0, s0.prevented_usd)] },
+            Series { color: "#7d3c98", points: vec![(t0, s0.outstanding_usd())] },
         ];
         for r in &rows {
             let c = pick(&r.totals);
             let t = r.occurred_at.nanos();
-            for (s, v) in
-                series
-                    .iter_mut()
-                    .zip([c.completed_usd(), c.prevented_usd, c.outstanding_usd()])
-            {
+            for (s, v) in series.iter_mut().zip([c.completed_usd(), c.prevented_usd, c.outstanding_usd()]) {
                 if s.points.last().map(|p| p.1) != Some(v) {
                     s.points.push((t, v));
                 }
             }
         }
-        let max = series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .max()
-            .unwrap_or_default();
+        let max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).max().unwrap_or_default();
         let ymax = nice_max(max.max(Decimal::ONE));
         let y = |v: Decimal| bottom - PANEL_HEIGHT * (v / ymax).to_f64().unwrap_or(0.0);
         for (s, r) in &windows {
@@ -155,9 +130,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                     r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#a04000" text-anchor="middle">withdrawals suspended {} h</text>"##,
                     (a + b) / 2.0,
                     top + 14.0,
-                    r.map_or("open".into(), |r| ((r.nanos() - s.nanos())
-                        / 3_600_000_000_000)
-                        .to_string())
+                    r.map_or("open".into(), |r| ((r.nanos() - s.nanos()) / 3_600_000_000_000).to_string())
                 )?;
             }
         }
@@ -177,11 +150,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                 usd_label(v)
             )?;
         }
-        let mut day = from
-            .to_datetime()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight");
+        let mut day = from.to_datetime().date_naive().and_hms_opt(0, 0, 0).expect("midnight");
         loop {
             for hour in [0u32, 6, 12, 18] {
                 let at = day.and_utc() + chrono::Duration::hours(i64::from(hour));
@@ -190,15 +159,8 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                     continue;
                 }
                 let xx = x(tn);
-                writeln!(
-                    svg,
-                    r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top:.1}" y2="{bottom:.1}" stroke="#eee"/>"##
-                )?;
-                let label = if hour == 0 {
-                    at.format("%d %b").to_string()
-                } else {
-                    at.format("%H:%M").to_string()
-                };
+                writeln!(svg, r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top:.1}" y2="{bottom:.1}" stroke="#eee"/>"##)?;
+                let label = if hour == 0 { at.format("%d %b").to_string() } else { at.format("%H:%M").to_string() };
                 writeln!(
                     svg,
                     r##"<text x="{xx:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{label}</text>"##,
@@ -210,10 +172,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                 break;
             }
         }
-        writeln!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{LEFT}" y1="{top:.1}" y2="{bottom:.1}" stroke="#888"/>"##
-        )?;
+        writeln!(svg, r##"<line x1="{LEFT}" x2="{LEFT}" y1="{top:.1}" y2="{bottom:.1}" stroke="#888"/>"##)?;
         writeln!(
             svg,
             r##"<line x1="{LEFT}" x2="{:.1}" y1="{bottom:.1}" y2="{bottom:.1}" stroke="#888"/>"##,
@@ -250,22 +209,10 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                     x(t0),
                     s.color
                 )?;
-                writeln!(
-                    svg,
-                    r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
-                    s.color
-                )?;
+                writeln!(svg, r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.5"/>"#, s.color)?;
             } else {
-                let dash = if si == 0 {
-                    r#" stroke-dasharray="7 4""#
-                } else {
-                    ""
-                };
-                writeln!(
-                    svg,
-                    r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2.5"{dash}/>"#,
-                    s.color
-                )?;
+                let dash = if si == 0 { r#" stroke-dasharray="7 4""# } else { "" };
+                writeln!(svg, r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2.5"{dash}/>"#, s.color)?;
             }
         }
     }
@@ -282,12 +229,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
             r#"<line x1="{lx}" x2="{:.1}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
             lx + 24.0
         )?;
-        writeln!(
-            svg,
-            r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#222">{name}</text>"##,
-            lx + 30.0,
-            ly + 4.0
-        )?;
+        writeln!(svg, r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#222">{name}</text>"##, lx + 30.0, ly + 4.0)?;
     }
     writeln!(svg, "</svg>")?;
     Ok(svg)

@@ -20,9 +20,7 @@ fn time(t: Timestamp) -> Value {
 
 /// The facts every point-in-time report states.
 pub fn with_bound(report: Report, bound: &Bound) -> Report {
-    let r = report
-        .meta("as_of", time(bound.as_of))
-        .meta("known_at", time(bound.known_at));
+    let r = report.meta("as_of", time(bound.as_of)).meta("known_at", time(bound.known_at));
     match bound.at_seq {
         Some(s) => r.meta("at_seq", s),
         None => r.meta("known_seq", bound.known_seq),
@@ -40,16 +38,9 @@ pub fn balances(
         Some(a) => ledger.account_balances_at(a, bound)?,
         None => ledger.balances_at(bound)?,
     };
-    let mut report = with_bound(
-        Report::new("Balances", &["account", "asset", "balance"]),
-        bound,
-    );
+    let mut report = with_bound(Report::new("Balances", &["account", "asset", "balance"]), bound);
     for row in state.rows(account, asset, all) {
-        report.push(vec![
-            row.account.to_string().into(),
-            row.asset.to_string().into(),
-            row.balance.into(),
-        ]);
+        report.push(vec![row.account.to_string().into(), row.asset.to_string().into(), row.balance.into()]);
     }
     Ok(report)
 }
@@ -92,10 +83,7 @@ pub fn losses(losses: &Losses, bound: &Bound, detail: bool) -> Report {
         columns.extend(["asset", "account"]);
     }
     columns.extend(LOSS_COLUMNS);
-    let mut report = with_bound(
-        Report::new("Losses from unauthorized withdrawals", &columns),
-        bound,
-    );
+    let mut report = with_bound(Report::new("Losses from unauthorized withdrawals", &columns), bound);
     for row in losses.rows(detail) {
         let mut cells: Vec<Cell> = vec![row.group.clone().into()];
         if detail {
@@ -153,13 +141,7 @@ pub fn history(
     Ok(report)
 }
 
-pub fn replay(
-    ledger: &Ledger,
-    from: Timestamp,
-    to: Timestamp,
-    bound: &Bound,
-    format: Format,
-) -> Result<Report> {
+pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, format: Format) -> Result<Report> {
     let (start, rows) = ledger.replay(from, to, bound)?;
     let narrow = format == Format::Table;
     let columns = vec![
@@ -176,40 +158,24 @@ pub fn replay(
     ];
     let groups = ["eth", "btc", "misc", "total"];
     let totals: Vec<String> = if narrow {
-        [
-            "eth_completed",
-            "btc_completed",
-            "total_prevented_usd",
-            "total_completed_usd",
-            "total_outstanding_usd",
-        ]
-        .map(String::from)
-        .to_vec()
+        ["eth_completed", "btc_completed", "total_prevented_usd", "total_completed_usd", "total_outstanding_usd"]
+            .map(String::from)
+            .to_vec()
     } else {
-        groups
-            .iter()
-            .flat_map(|g| LOSS_COLUMNS.iter().map(move |c| format!("{g}_{c}")))
-            .collect()
+        groups.iter().flat_map(|g| LOSS_COLUMNS.iter().map(move |c| format!("{g}_{c}"))).collect()
     };
     let mut columns: Vec<String> = columns.into_iter().map(String::from).collect();
     columns.extend(totals);
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let start_total = start
-        .iter()
-        .find(|r| r.group == "total")
-        .map(|r| r.cols.completed_usd())
-        .unwrap_or_default();
+    let start_total = start.iter().find(|r| r.group == "total").map(|r| r.cols.completed_usd()).unwrap_or_default();
     // A replay has no single as_of: each row is as of its own occurred_at.
-    let mut report = Report::new(
-        format!("Replay of {from} .. {to} in valid-time order"),
-        &columns,
-    )
-    .meta("known_at", time(bound.known_at))
-    .meta("known_seq", bound.known_seq)
-    .meta("from", time(from))
-    .meta("to", time(to))
-    .meta("events", rows.len() as u64)
-    .meta("completed_usd_before_window", format!("{start_total:.2}"));
+    let mut report = Report::new(format!("Replay of {from} .. {to} in valid-time order"), &columns)
+        .meta("known_at", time(bound.known_at))
+        .meta("known_seq", bound.known_seq)
+        .meta("from", time(from))
+        .meta("to", time(to))
+        .meta("events", rows.len() as u64)
+        .meta("completed_usd_before_window", format!("{start_total:.2}"));
     for r in rows {
         let mut cells: Vec<Cell> = vec![
             r.seq.into(),
@@ -223,12 +189,7 @@ pub fn replay(
             r.unauthorized.into(),
             r.balance_after.into(),
         ];
-        let by = |g: &str| {
-            r.totals
-                .iter()
-                .find(|row| row.group == g)
-                .expect("group rows")
-        };
+        let by = |g: &str| r.totals.iter().find(|row| row.group == g).expect("group rows");
         if narrow {
             cells.push(by("ETH").cols.completed().into());
             cells.push(by("BTC").cols.completed().into());
@@ -289,13 +250,7 @@ fn log_row(env: &Envelope) -> Vec<Cell> {
         Some((a, m)) => (Cell::from(a.to_string()), Cell::from(m.value())),
         None => (Cell::Null, Cell::Null),
     };
-    let unauthorized = matches!(
-        env.event,
-        Event::Withdrawn {
-            unauthorized: true,
-            ..
-        }
-    );
+    let unauthorized = matches!(env.event, Event::Withdrawn { unauthorized: true, .. });
     vec![
         env.seq.into(),
         env.recorded_at.to_rfc3339().into(),
@@ -307,10 +262,7 @@ fn log_row(env: &Envelope) -> Vec<Cell> {
         asset,
         amount,
         env.event.usd_value().map(|u| Cell::Usd(u.value())).into(),
-        env.event
-            .withdrawal_ref()
-            .map(|(id, _)| id.to_string())
-            .into(),
+        env.event.withdrawal_ref().map(|(id, _)| id.to_string()).into(),
         unauthorized.into(),
         u64::from(env.schema_version).into(),
         short_hash(&env.hash).into(),
@@ -320,30 +272,15 @@ fn log_row(env: &Envelope) -> Vec<Cell> {
 /// `SEQ:HEX` or `HEX`.
 pub fn parse_digest(s: &str) -> Result<(Option<Seq>, Hash)> {
     let (seq, hex_part) = match s.split_once(':') {
-        Some((seq, h)) => (
-            Some(
-                seq.trim()
-                    .parse::<Seq>()
-                    .with_context(|| format!("digest seq {seq:?}"))?,
-            ),
-            h,
-        ),
+        Some((seq, h)) => (Some(seq.trim().parse::<Seq>().with_context(|| format!("digest seq {seq:?}"))?), h),
         None => (None, s),
     };
-    let bytes = hex::decode(hex_part.trim())
-        .with_context(|| format!("digest {s:?} is not SEQ:HEX or HEX"))?;
-    let hash: Hash = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("digest {s:?} is not a 32-byte SHA-256 hash"))?;
+    let bytes = hex::decode(hex_part.trim()).with_context(|| format!("digest {s:?} is not SEQ:HEX or HEX"))?;
+    let hash: Hash = bytes.try_into().map_err(|_| anyhow::anyhow!("digest {s:?} is not a 32-byte SHA-256 hash"))?;
     Ok((seq, hash))
 }
 
-pub fn verify(
-    ledger: &Ledger,
-    digest: Option<&str>,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<Exit> {
+pub fn verify(ledger: &Ledger, digest: Option<&str>, format: Format, out: &mut impl Write) -> Result<Exit> {
     let digest = digest.map(parse_digest).transpose()?;
     let bar = crate::import::bar(ledger.head().seq, "verifying");
     let report = ledger.verify(digest, &mut |done, _| bar.set_position(done))?;
@@ -351,11 +288,8 @@ pub fn verify(
     let digest_token = format!("{}:{}", report.head.seq, hex::encode(report.head.hash));
     match format {
         Format::Json => {
-            let d: Vec<Value> = report
-                .discrepancies
-                .iter()
-                .map(|d| serde_json::json!({"seq": d.seq, "what": d.what}))
-                .collect();
+            let d: Vec<Value> =
+                report.discrepancies.iter().map(|d| serde_json::json!({"seq": d.seq, "what": d.what})).collect();
             writeln!(
                 out,
                 "{}",
@@ -372,22 +306,13 @@ pub fn verify(
         }
         _ => {
             if report.clean() {
-                writeln!(
-                    out,
-                    "verified {} events: hash chain, invariants and indexes are clean",
-                    report.events
-                )?;
+                writeln!(out, "verified {} events: hash chain, invariants and indexes are clean", report.events)?;
                 if let Some(s) = report.digest_found_at {
                     writeln!(out, "the given digest is the chain's link at seq {s}: nothing up to it has changed")?;
                 }
                 writeln!(out, "digest {digest_token}")?;
             } else {
-                writeln!(
-                    out,
-                    "verify found {} discrepancies in {} events",
-                    report.discrepancies.len(),
-                    report.events
-                )?;
+                writeln!(out, "verify found {} discrepancies in {} events", report.discrepancies.len(), report.events)?;
                 if let Some(s) = report.first_bad_seq() {
                     writeln!(out, "first bad seq: {s}")?;
                 }
@@ -397,19 +322,10 @@ pub fn verify(
             }
         }
     }
-    Ok(if report.clean() {
-        Exit::Ok
-    } else {
-        Exit::Refused
-    })
+    Ok(if report.clean() { Exit::Ok } else { Exit::Refused })
 }
 
-pub fn rebuild(
-    ledger: &Ledger,
-    projection: Option<&str>,
-    dry_run: bool,
-    out: &mut impl Write,
-) -> Result<Exit> {
+pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &mut impl Write) -> Result<Exit> {
     let names: Vec<&str> = match projection {
         Some(p) if p == Balances::NAME || p == Losses::NAME => vec![p],
         Some(p) => bail!("unknown projection {p:?} (known: balances, losses)"),
@@ -438,22 +354,10 @@ pub fn rebuild(
                     .collect()
             };
             let (a, b) = (index(&stored_b), index(&fresh_b));
-            for key in a
-                .keys()
-                .chain(b.keys())
-                .collect::<std::collections::BTreeSet<_>>()
-            {
-                let (x, y) = (
-                    a.get(key).copied().unwrap_or_default(),
-                    b.get(key).copied().unwrap_or_default(),
-                );
+            for key in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+                let (x, y) = (a.get(key).copied().unwrap_or_default(), b.get(key).copied().unwrap_or_default());
                 if x != y {
-                    diffs.push(vec![
-                        "balances".into(),
-                        format!("{} {}", key.0, key.1).into(),
-                        x.into(),
-                        y.into(),
-                    ]);
+                    diffs.push(vec!["balances".into(), format!("{} {}", key.0, key.1).into(), x.into(), y.into()]);
                 }
             }
         }
@@ -463,15 +367,7 @@ pub fn rebuild(
                 for (x, y) in a.iter().zip(b.iter()).filter(|(x, y)| x != y) {
                     diffs.push(vec![
                         "losses".into(),
-                        format!(
-                            "{} {}",
-                            x.group,
-                            x.account
-                                .as_ref()
-                                .map(|a| a.to_string())
-                                .unwrap_or_default()
-                        )
-                        .into(),
+                        format!("{} {}", x.group, x.account.as_ref().map(|a| a.to_string()).unwrap_or_default()).into(),
                         x.cols.completed_usd().into(),
                         y.cols.completed_usd().into(),
                     ]);
@@ -487,30 +383,14 @@ pub fn rebuild(
             }
         }
         write!(out, "{}", diffs.render_table())?;
-        writeln!(
-            out,
-            "{}",
-            if diffs.rows.is_empty() {
-                "no differences"
-            } else {
-                "differences found"
-            }
-        )?;
-        return Ok(if diffs.rows.is_empty() {
-            Exit::Ok
-        } else {
-            Exit::Refused
-        });
+        writeln!(out, "{}", if diffs.rows.is_empty() { "no differences" } else { "differences found" })?;
+        return Ok(if diffs.rows.is_empty() { Exit::Ok } else { Exit::Refused });
     }
     for name in names {
         let bar = crate::import::bar(ledger.head().seq, &format!("rebuilding {name}"));
         let r = ledger.rebuild(name, &mut |done, _| bar.set_position(done))?;
         bar.finish_and_clear();
-        let rate = if r.seconds > 0.0 {
-            r.events as f64 / r.seconds
-        } else {
-            0.0
-        };
+        let rate = if r.seconds > 0.0 { r.events as f64 / r.seconds } else { 0.0 };
         writeln!(
             out,
             "rebuilt {}: {} events in {:.2} s ({:.0} events/s), {} checkpoints, swapped in atomically",
