@@ -18,10 +18,18 @@
 
 use custos_domain::{Hash, Seq, Timestamp};
 
-/// The most events one chunk holds.
+/// The most events one chunk holds. Readers rely on the bound: the chunk holding a seq starts at
+/// most `CHUNK_EVENTS_MAX - 1` seqs before it. Never raise it (older stores were written with
+/// larger chunks than today's, never with larger than this).
 pub const CHUNK_EVENTS_MAX: usize = 256;
-/// A chunk is closed once its records reach this many bytes (sled's blob threshold is 128 KiB).
-pub const CHUNK_BYTES_MAX: usize = 48 * 1024;
+/// A chunk is closed at this many events or bytes, whichever comes first. Small enough that a
+/// cold read of one event deserializes little (sled leaf nodes hold several chunks), large
+/// enough that a batch of thousands of events is a few dozen sequential keys.
+pub const CHUNK_EVENTS_WRITE: usize = 64;
+pub const CHUNK_BYTES_MAX: usize = 8 * 1024;
+/// Metadata values (checkpoints) are stored in parts of this size, below sled's 128 KiB blob
+/// threshold.
+pub const META_PART_BYTES: usize = 48 * 1024;
 /// Entries per index page (16 bytes each: 16 KiB pages).
 pub const PAGE_ENTRIES_MAX: usize = 1024;
 /// Bumped when the layout changes; a store written with another layout is refused.

@@ -50,11 +50,14 @@ pub struct AppendBatch {
     pub meta: Vec<(String, Vec<u8>)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Segment {
     id: u64,
     last_seq: Seq,
     entries: u64,
+    /// The first entry of each page, in order: finding the page that holds a key is a binary
+    /// search here and one `get`, never a reverse scan of sled (slow in 0.34).
+    pages: Vec<(u64, Seq)>,
 }
 
 /// What a durable append cost, for metrics and benchmarks.
@@ -124,15 +127,29 @@ impl Store {
                 .into_iter()
                 .find(|kind| k.get(1) == Some(&kind.tag()))
                 .ok_or_else(|| StoreError::Corruption(format!("unknown index segment key {k:?}")))?;
-            let (id, last_seq, entries) = (|| {
-                Some((
-                    u64::from_be_bytes(k.get(2..10)?.try_into().ok()?),
-                    u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
-                    u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
-                ))
-            })()
-            .ok_or_else(|| StoreError::Corruption(format!("malformed {} index segment record", kind.name())))?;
-            segments[kind_slot(kind)].push(Segment { id, last_seq, entries });
+            let malformed = || StoreError::Corruption(format!("malformed {} index segment record", kind.name()));
+            let id = u64::from_be_bytes(k.get(2..10).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
+            let (last_seq, entries, pages) = decode_segment_meta(&v).ok_or_else(malformed)?;
+            let pages = match pages {
+                Some(p) => p,
+                // Written before segment records carried their page directory: read it off the keys.
+                None => {
+                    let mut p = Vec::new();
+                    for item in db.scan_prefix(page_prefix(kind, id)) {
+                        let (pk, _) = item?;
+                        let first = (|| {
+                            Some((
+                                u64::from_be_bytes(pk.get(10..18)?.try_into().ok()?),
+                                u64::from_be_bytes(pk.get(18..26)?.try_into().ok()?),
+                            ))
+                        })()
+                        .ok_or_else(malformed)?;
+                        p.push(first);
+                    }
+                    p
+                }
+            };
+            segments[kind_slot(kind)].push(Segment { id, last_seq, entries, pages });
         }
         let store = Store {
             dir: dir.to_path_buf(),
@@ -167,7 +184,8 @@ impl Store {
         let mut chunk_bytes = 0usize;
         let mut chunk_first = batch.first_seq;
         for (seq, record) in (batch.first_seq..).zip(batch.records) {
-            if !chunk.is_empty() && (chunk.len() >= CHUNK_EVENTS_MAX || chunk_bytes + record.len() > CHUNK_BYTES_MAX) {
+            if !chunk.is_empty() && (chunk.len() >= CHUNK_EVENTS_WRITE || chunk_bytes + record.len() > CHUNK_BYTES_MAX)
+            {
                 sb.insert(&chunk_key(chunk_first), encode_chunk(&chunk));
                 chunk.clear();
                 chunk_bytes = 0;
@@ -189,8 +207,8 @@ impl Store {
             entries.sort_unstable();
             let id = entries.iter().map(|e| e.1).min().expect("non-empty");
             let last_seq = entries.iter().map(|e| e.1).max().expect("non-empty");
-            write_segment(&mut sb, kind, id, last_seq, &entries);
-            new_segments.push((kind, Segment { id, last_seq, entries: entries.len() as u64 }));
+            let pages = write_segment(&mut sb, kind, id, last_seq, &entries);
+            new_segments.push((kind, Segment { id, last_seq, entries: entries.len() as u64, pages }));
         }
         if let Some(h) = head {
             sb.insert(KEY_HEAD, &h.encode()[..]);
@@ -271,27 +289,27 @@ impl Store {
                     if n < 2 || segs[n - 2].entries > 2 * segs[n - 1].entries {
                         break;
                     }
-                    (segs[n - 2], segs[n - 1])
+                    (segs[n - 2].clone(), segs[n - 1].clone())
                 };
                 let (older, newer) = pair;
                 let mut merged = self.segment_entries(kind, older.id)?;
                 merged.extend(self.segment_entries(kind, newer.id)?);
                 merged.sort_unstable();
                 let mut sb = sled::Batch::default();
-                for seg in [older, newer] {
-                    for item in self.db.scan_prefix(page_prefix(kind, seg.id)) {
-                        sb.remove(item?.0);
+                for seg in [&older, &newer] {
+                    for first in &seg.pages {
+                        sb.remove(&page_key(kind, seg.id, *first));
                     }
                 }
                 sb.remove(&segment_key(kind, newer.id));
                 let last_seq = older.last_seq.max(newer.last_seq);
-                write_segment(&mut sb, kind, older.id, last_seq, &merged);
+                let pages = write_segment(&mut sb, kind, older.id, last_seq, &merged);
                 let mut dir = self.segments.write().expect("segments lock");
                 self.db.apply_batch(sb)?;
                 let segs = &mut dir[kind_slot(kind)];
                 segs.pop();
                 let last = segs.last_mut().expect("two segments");
-                *last = Segment { id: older.id, last_seq, entries: merged.len() as u64 };
+                *last = Segment { id: older.id, last_seq, entries: merged.len() as u64, pages };
             }
         }
         Ok(())
@@ -322,19 +340,15 @@ impl Store {
         }
         let dir = self.segments.read().expect("segments lock");
         for seg in &dir[kind_slot(kind)] {
-            let prefix = page_prefix(kind, seg.id);
-            // The page that may hold `lo` starts at or before it; later pages start after it.
-            let start_key = match self.db.range(prefix.to_vec()..page_key(kind, seg.id, (lo, 0)).to_vec()).next_back() {
-                Some(item) => item?.0.to_vec(),
-                None => page_key(kind, seg.id, (lo, 0)).to_vec(),
-            };
-            let end_key = page_key(kind, seg.id, (hi, u64::MAX));
-            for item in self.db.range(start_key..=end_key.to_vec()) {
-                let (k, v) = item?;
+            // The page that may hold `lo` is the last one starting at or before it.
+            let start = seg.pages.partition_point(|first| *first <= (lo, 0)).saturating_sub(1);
+            for first in seg.pages[start..].iter().take_while(|first| first.0 <= hi) {
+                let v = self.db.get(page_key(kind, seg.id, *first))?.ok_or_else(|| {
+                    StoreError::Corruption(format!("{} index page of segment {} is missing", kind.name(), seg.id))
+                })?;
                 let page = decode_page(&v)
                     .ok_or_else(|| StoreError::Corruption(format!("{} index page is malformed", kind.name())))?;
                 out.extend(page.filter(|(key, _)| *key >= lo && *key <= hi));
-                let _ = k;
             }
         }
         drop(dir);
@@ -352,10 +366,17 @@ impl Store {
         if seq == 0 {
             return Ok(None);
         }
-        let Some(item) = self.db.range(chunk_key(0).to_vec()..=chunk_key(seq).to_vec()).next_back() else {
+        // The chunk holding `seq` starts at most CHUNK_EVENTS_MAX - 1 seqs before it: a short
+        // forward scan (sled 0.34's reverse iteration is slow) finds the last one that starts
+        // at or before `seq`.
+        let lo = seq.saturating_sub(CHUNK_EVENTS_MAX as u64 - 1);
+        let mut found = None;
+        for item in self.db.range(chunk_key(lo).to_vec()..=chunk_key(seq).to_vec()) {
+            found = Some(item?);
+        }
+        let Some((k, v)) = found else {
             return Ok(None);
         };
-        let (k, v) = item?;
         let first = chunk_first_seq(&k)?;
         let view = ChunkView::parse(&v).ok_or_else(|| chunk_corrupt(first))?;
         Ok(view.record((seq - first) as usize).map(<[u8]>::to_vec))
@@ -365,10 +386,11 @@ impl Store {
     pub fn for_each_record(&self, from: Seq, mut f: impl FnMut(Seq, &[u8]) -> ControlFlow<()>) -> Result<()> {
         let from = from.max(1);
         // Start at the chunk holding `from`.
-        let start = match self.db.range(chunk_key(0).to_vec()..=chunk_key(from).to_vec()).next_back() {
-            Some(item) => item?.0.to_vec(),
-            None => chunk_key(from).to_vec(),
-        };
+        let lo = from.saturating_sub(CHUNK_EVENTS_MAX as u64 - 1);
+        let mut start = chunk_key(from).to_vec();
+        for item in self.db.range(chunk_key(lo).to_vec()..=chunk_key(from).to_vec()) {
+            start = item?.0.to_vec();
+        }
         for item in self.db.range(start..=chunk_key(u64::MAX).to_vec()) {
             let (k, v) = item?;
             let first = chunk_first_seq(&k)?;
@@ -386,7 +408,7 @@ impl Store {
         Ok(())
     }
 
-    /// A metadata value (stored in parts of at most `CHUNK_BYTES_MAX` bytes, reassembled here).
+    /// A metadata value (stored in parts of at most `META_PART_BYTES` bytes, reassembled here).
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let mut out: Option<Vec<u8>> = None;
         for item in self.db.scan_prefix(meta_part_prefix(name)) {
@@ -431,14 +453,38 @@ impl Store {
     }
 }
 
-fn write_segment(sb: &mut sled::Batch, kind: IndexKind, id: u64, last_seq: Seq, entries: &[(u64, Seq)]) {
+/// The first `(key, seq)` of each page of a segment.
+type PageDirectory = Vec<(u64, Seq)>;
+
+/// Writes a segment's pages and its record (last seq, entry count, page directory); returns the
+/// page directory.
+fn write_segment(
+    sb: &mut sled::Batch,
+    kind: IndexKind,
+    id: u64,
+    last_seq: Seq,
+    entries: &[(u64, Seq)],
+) -> Vec<(u64, Seq)> {
+    let mut pages = Vec::with_capacity(entries.len().div_ceil(PAGE_ENTRIES_MAX));
     for page in entries.chunks(PAGE_ENTRIES_MAX) {
         sb.insert(&page_key(kind, id, page[0]), encode_page(page));
+        pages.push(page[0]);
     }
-    let mut meta = [0u8; 16];
-    meta[..8].copy_from_slice(&last_seq.to_be_bytes());
-    meta[8..].copy_from_slice(&(entries.len() as u64).to_be_bytes());
-    sb.insert(&segment_key(kind, id), &meta[..]);
+    let mut meta = Vec::with_capacity(16 + 16 * pages.len());
+    meta.extend_from_slice(&last_seq.to_be_bytes());
+    meta.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+    meta.extend_from_slice(&encode_page(&pages));
+    sb.insert(&segment_key(kind, id), meta);
+    pages
+}
+
+/// A segment record: last seq, entries, and (since the page directory was added) the first
+/// entry of every page.
+fn decode_segment_meta(v: &[u8]) -> Option<(Seq, u64, Option<PageDirectory>)> {
+    let last_seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let entries = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    let pages = if v.len() == 16 { None } else { Some(decode_page(&v[16..])?.collect()) };
+    Some((last_seq, entries, pages))
 }
 
 fn meta_part_prefix(name: &str) -> Vec<u8> {
@@ -449,7 +495,7 @@ fn meta_part_prefix(name: &str) -> Vec<u8> {
 
 /// Metadata values are split into parts small enough to stay inline in sled's log.
 fn insert_meta(sb: &mut sled::Batch, name: &str, value: &[u8]) {
-    let parts: Vec<&[u8]> = if value.is_empty() { vec![value] } else { value.chunks(CHUNK_BYTES_MAX).collect() };
+    let parts: Vec<&[u8]> = if value.is_empty() { vec![value] } else { value.chunks(META_PART_BYTES).collect() };
     for (i, part) in parts.into_iter().enumerate() {
         let mut k = meta_part_prefix(name);
         k.extend_from_slice(&(i as u32).to_be_bytes());
