@@ -81,7 +81,13 @@ impl Balances {
 
     fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal) {
         let account = env.stream.account().expect("balance events are on account streams");
-        *self.balances.entry((account.clone(), *asset)).or_default() += delta;
+        let key = (account.clone(), *asset);
+        match self.balances.get_mut(&key) {
+            Some(b) => *b += delta,
+            None => {
+                self.balances.insert(key, delta);
+            }
+        }
     }
 
     fn flows_mut(&mut self, asset: &Asset) -> &mut Flows {
