@@ -148,3 +148,58 @@ pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) 
     }
     db.flush().unwrap();
 }
+
+/// A `custos serve` running in this process on a free loopback port, with the tokens
+/// `read-token` and `write-token`. Dropping it shuts the server down and closes the ledger.
+pub struct TestServer {
+    pub url: String,
+    pub ledger: std::sync::Arc<custos_ledger::Ledger>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    done: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+pub const READ_TOKEN: &str = "read-token";
+pub const WRITE_TOKEN: &str = "write-token";
+
+impl TestServer {
+    pub fn start(dir: &Path, config: Option<custos_server::ServerConfig>) -> TestServer {
+        let ledger = std::sync::Arc::new(
+            custos_ledger::Ledger::open(
+                dir,
+                custos_ledger::LedgerConfig { checkpoint_every: 64, holder: "test server".into() },
+            )
+            .expect("opens"),
+        );
+        let config = config.unwrap_or_else(|| custos_server::ServerConfig::new(READ_TOKEN.into(), WRITE_TOKEN.into()));
+        let runtime = runtime();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("binds");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let l = std::sync::Arc::clone(&ledger);
+        runtime.spawn(async move {
+            custos_server::serve(l, config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serves");
+            let _ = done_tx.send(());
+        });
+        TestServer { url, ledger, stop: Some(stop), runtime: Some(runtime), done: Some(done) }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            let _ = d.recv_timeout(std::time::Duration::from_secs(10));
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}

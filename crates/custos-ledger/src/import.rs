@@ -14,7 +14,11 @@ use custos_domain::{
 use rust_decimal::Decimal;
 
 /// The fields of the import format, in the order export writes them.
-pub const IMPORT_FIELDS: [&str; 11] = [
+/// The first nine are the format's core; `recorded_at` backfills history; `auth_factor`,
+/// `destination` (withdrawals), `reason` (suspensions) and `expected_version` (optimistic
+/// concurrency) are optional, so that every command the CLI can give survives export, import
+/// and the HTTP API.
+pub const IMPORT_FIELDS: [&str; 14] = [
     "id",
     "occurred_at",
     "recorded_at",
@@ -26,6 +30,9 @@ pub const IMPORT_FIELDS: [&str; 11] = [
     "ref",
     "unauthorized",
     "auth_factor",
+    "destination",
+    "reason",
+    "expected_version",
 ];
 const REQUIRED_FIELDS: [&str; 3] = ["id", "occurred_at", "kind"];
 /// The longest line the importer reads (a limit on memory, and on garbage).
@@ -80,7 +87,7 @@ fn field_name(name: &str) -> Option<&'static str> {
     IMPORT_FIELDS.iter().copied().find(|f| *f == name)
 }
 
-fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
+fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<Command, LineError> {
     let err = |field: &'static str, message: String| LineError { line, field: Some(field), message };
     let dom = |field: &'static str| move |e: DomainError| err(field, e.to_string());
     let required = |field: &'static str| f.get(field).ok_or_else(|| err(field, "is required".into()));
@@ -99,7 +106,11 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
             ),
         )
     })?;
-    let occurred_at = Timestamp::parse_rfc3339(required("occurred_at")?).map_err(dom("occurred_at"))?;
+    let occurred_at = match f.get("occurred_at") {
+        Some(t) => Some(Timestamp::parse_rfc3339(t).map_err(dom("occurred_at"))?),
+        None if occurred_at_required => return Err(err("occurred_at", "is required".into())),
+        None => None,
+    };
     let recorded_at = f.get("recorded_at").map(Timestamp::parse_rfc3339).transpose().map_err(dom("recorded_at"))?;
     let account = || AccountId::new(required("account")?).map_err(dom("account"));
     let account_opt = || f.get("account").map(AccountId::new).transpose().map_err(dom("account"));
@@ -152,7 +163,7 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
                     amount,
                     usd_value,
                     unauthorized,
-                    destination: None,
+                    destination: f.get("destination").map(str::to_string),
                     auth_factor,
                 }
             }
@@ -176,13 +187,23 @@ fn to_command(line: u64, f: &Fields<'_>) -> Result<Command, LineError> {
                 absent(field, kind)?;
             }
             if kind == EventKind::Suspend {
-                CommandBody::SuspendWithdrawals { reason: None }
+                CommandBody::SuspendWithdrawals { reason: f.get("reason").map(str::to_string) }
             } else {
                 CommandBody::ResumeWithdrawals
             }
         }
     };
-    Ok(Command { id, occurred_at: Some(occurred_at), recorded_at, expected_version: None, body })
+    if f.get("destination").is_some() && kind != EventKind::Withdrawal {
+        return Err(err("destination", format!("only a withdrawal has a destination, not a {}", kind.name())));
+    }
+    if f.get("reason").is_some() && kind != EventKind::Suspend {
+        return Err(err("reason", format!("only a suspension has a reason, not a {}", kind.name())));
+    }
+    let expected_version = f
+        .get("expected_version")
+        .map(|v| v.parse::<u64>().map_err(|_| err("expected_version", format!("{v:?} is not a stream version"))))
+        .transpose()?;
+    Ok(Command { id, occurred_at, recorded_at, expected_version, body })
 }
 
 fn custos_domain_parse_decimal(s: &str) -> Result<Decimal, DomainError> {
@@ -267,7 +288,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                     for (name, value) in names.iter().zip(record.iter()) {
                         fields.values.insert(name, value);
                     }
-                    Some(ImportLine { line, command: to_command(line, &fields) })
+                    Some(ImportLine { line, command: to_command(line, &fields, true) })
                 }
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
@@ -314,11 +335,13 @@ pub fn parse_jsonl<R: BufRead>(reader: R) -> impl Iterator<Item = ImportLine> {
                 }),
             });
         }
-        return Some(ImportLine { line, command: parse_json_line(line, &bytes) });
+        return Some(ImportLine { line, command: parse_json_command(line, &bytes, true) });
     })
 }
 
-fn parse_json_line(line: u64, bytes: &[u8]) -> Result<Command, LineError> {
+/// Parses one JSON object of the import format into a command. Without `occurred_at_required`,
+/// a missing `occurred_at` means "when the ledger records it" (the HTTP API's single commands).
+pub fn parse_json_command(line: u64, bytes: &[u8], occurred_at_required: bool) -> Result<Command, LineError> {
     let err = |field: Option<&'static str>, message: String| LineError { line, field, message };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| err(None, format!("malformed JSON: {e}")))?;
@@ -331,6 +354,7 @@ fn parse_json_line(line: u64, bytes: &[u8]) -> Result<Command, LineError> {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => String::new(),
             serde_json::Value::Bool(b) if name == "unauthorized" => b.to_string(),
+            serde_json::Value::Number(n) if name == "expected_version" => n.to_string(),
             serde_json::Value::Number(_) => {
                 return Err(err(Some(name), "must be a string holding an exact decimal, not a JSON number".into()))
             }
@@ -342,7 +366,7 @@ fn parse_json_line(line: u64, bytes: &[u8]) -> Result<Command, LineError> {
     for (name, text) in &texts {
         fields.values.insert(name, text.as_str());
     }
-    to_command(line, &fields)
+    to_command(line, &fields, occurred_at_required)
 }
 
 #[cfg(test)]

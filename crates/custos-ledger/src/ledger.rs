@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     pub boundaries: RwLock<Vec<BoundaryInfo>>,
     /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
     pub tail_min: Mutex<Timestamp>,
+    pub metrics: crate::metrics::Metrics,
+    /// The head seq, published after every durable commit (for live tails).
+    pub head_tx: tokio::sync::watch::Sender<Seq>,
     /// Notices for the operator (e.g. "rebuilt projection balances").
     pub notices: Mutex<Vec<String>>,
 }
@@ -165,10 +168,13 @@ impl Ledger {
             Some(v) if v.len() == 8 => Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8"))),
             _ => Timestamp::MAX,
         };
+        let head_seq = store.head().seq;
         let shared = Arc::new(Shared {
             store,
             config,
             tail_min: Mutex::new(tail_min),
+            metrics: crate::metrics::Metrics::default(),
+            head_tx: tokio::sync::watch::channel(head_seq).0,
             current: RwLock::new(None),
             boundaries: RwLock::new(boundaries),
             notices: Mutex::new(Vec::new()),
@@ -188,6 +194,16 @@ impl Ledger {
 
     pub(crate) fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The writer's counters and histograms.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// A receiver of the head seq, updated after every durable commit.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.shared.head_tx.subscribe()
     }
 
     /// Messages the operator should see (projection rebuilds on open, and similar).
@@ -524,6 +540,16 @@ fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receive
         let result = commit(&shared, &mut model, &mut stats, &mut projections, &requests);
         match result {
             Ok(mut outcomes) => {
+                let m = &shared.metrics;
+                for o in &outcomes {
+                    let counter = match o {
+                        Ok(a) if a.duplicate => &m.duplicates,
+                        Ok(_) => &m.appended,
+                        Err(_) => &m.rejected,
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                shared.head_tx.send_replace(shared.store.head().seq);
                 for r in requests.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - r.commands.len());
                     let _ = r.reply.send(Ok(mine));
@@ -646,8 +672,12 @@ fn commit(
         head: Some(Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at }),
         meta,
     };
-    store.append(batch)?;
+    let appended = store.append(batch)?;
     *stats = LogStats { max_occurred, tail_min };
+    let m = &shared.metrics;
+    m.fsync_us.observe(appended.flush_us + appended.fsync_us);
+    m.batch_events.observe(pending.len() as u64);
+    m.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.boundaries.write().expect("boundaries lock").extend(new_boundaries);
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     // Checkpoints are a cache of the log: failing to write one costs speed, not correctness,

@@ -10,8 +10,9 @@ use custos_domain::{AccountId, Amount, Asset, AuthFactor, Command, CommandBody, 
 use custos_ledger::{Ledger, LedgerConfig, Outcome};
 use rust_decimal::Decimal;
 
-use crate::output::{Format, Report};
 use crate::{demo, export, import, reports, Exit};
+use custos_report as report;
+use custos_report::{Format, Report};
 
 const TIME_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the end of that day in UTC";
 
@@ -28,6 +29,13 @@ pub struct Args {
     /// The ledger's folder [default: $CUSTOS_DB, else ./custos-data]
     #[arg(long, global = true, env = "CUSTOS_DB")]
     pub db: Option<PathBuf>,
+    /// Send every command and query to a running `custos serve` at this URL (the token comes
+    /// from $CUSTOS_TOKEN or --token-file, never the command line)
+    #[arg(long, global = true, env = "CUSTOS_SERVER")]
+    pub server: Option<String>,
+    /// A file holding the bearer token for --server
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -43,7 +51,7 @@ pub struct Common {
     /// Refuse unless the account's stream is at this version (optimistic concurrency)
     #[arg(long)]
     pub expected_version: Option<u64>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, value_parser = parse_format, default_value = "table")]
     pub format: Format,
 }
 
@@ -145,7 +153,7 @@ pub enum Cmd {
         from_seq: Seq,
         #[arg(long, default_value_t = 100)]
         limit: u64,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Recompute the hash chain, every invariant and every index (exit 1 on discrepancies)
@@ -153,12 +161,12 @@ pub enum Cmd {
         /// A digest taken earlier with `custos digest` (SEQ:HEX or HEX) that must still be in the chain
         #[arg(long)]
         digest: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Print the log's digest: the head seq and its hash, as SEQ:HEX
     Digest {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Balances per account and asset at a moment
@@ -172,7 +180,7 @@ pub enum Cmd {
         /// Include zero balances
         #[arg(long)]
         all: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Loss totals (attempted, prevented, completed, reimbursed, outstanding) at a moment
@@ -182,7 +190,7 @@ pub enum Cmd {
         /// Add per-symbol rows for misc and per-account rows
         #[arg(long)]
         detail: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Every event of an account with the balance after it
@@ -197,7 +205,7 @@ pub enum Cmd {
         to: Option<Timestamp>,
         #[command(flatten)]
         moment: Moment,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// A valid-time window event by event, with running loss totals
@@ -210,7 +218,7 @@ pub enum Cmd {
         known_at: Option<Timestamp>,
         #[arg(long)]
         at_seq: Option<Seq>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Refold projections from the log into fresh storage and swap them in atomically
@@ -233,14 +241,30 @@ pub enum Cmd {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Serve the ledger over HTTP to auditors (read token) and operators (write token)
+    Serve {
+        /// Address to listen on (loopback by default)
+        #[arg(long, default_value = "127.0.0.1:7350")]
+        addr: std::net::SocketAddr,
+        /// File holding the read token [default: $CUSTOS_READ_TOKEN]
+        #[arg(long)]
+        read_token_file: Option<PathBuf>,
+        /// File holding the write token [default: $CUSTOS_WRITE_TOKEN]
+        #[arg(long)]
+        write_token_file: Option<PathBuf>,
+    },
     /// Import the January 2022 incident into a ledger, verify it, and print the incident report
     Demo {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
         /// Also draw the incident window as an SVG chart
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::parse(s).ok_or_else(|| format!("unknown format {s:?} (expected table, csv or json)"))
 }
 
 fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
@@ -284,13 +308,19 @@ pub async fn run(args: Args) -> Result<Exit> {
         let explicit = std::env::args().any(|a| a == "--db" || a.starts_with("--db="));
         return demo::run(*format, plot.as_deref(), args.db.as_deref().filter(|_| explicit)).await;
     }
+    if let Some(url) = args.server.clone() {
+        return crate::remote::run(&url, args.token_file.as_deref(), args.command);
+    }
+    if let Cmd::Serve { addr, read_token_file, write_token_file } = &args.command {
+        return serve(&dir, *addr, read_token_file.as_deref(), write_token_file.as_deref()).await;
+    }
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
-        Cmd::Demo { .. } => unreachable!("handled above"),
+        Cmd::Demo { .. } | Cmd::Serve { .. } => unreachable!("handled above"),
         Cmd::Import { file, strict } => import::run(&ledger, &file, strict).await?,
         Cmd::Log { from_seq, limit, format } => {
-            reports::log(&ledger, from_seq, limit)?.write(format, out)?;
+            report::log(&ledger, from_seq, limit)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
@@ -311,19 +341,19 @@ pub async fn run(args: Args) -> Result<Exit> {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            reports::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?.write(format, out)?;
+            report::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Losses { moment, detail, format } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            reports::losses(&ledger.losses_at(&bound)?, &bound, detail).write(format, out)?;
+            report::losses(&ledger.losses_at(&bound)?, &bound, detail).write(format, out)?;
             Exit::Ok
         }
         Cmd::History { account, asset, from, to, moment, format } => {
             let account = AccountId::new(&account)?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            reports::history(&ledger, &account, asset.as_ref(), from, to, &bound)?.write(format, out)?;
+            report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Replay { from, to, known_at, at_seq, format } => {
@@ -331,7 +361,7 @@ pub async fn run(args: Args) -> Result<Exit> {
                 bail!("--from {from} is after --to {to}");
             }
             let bound = ledger.bound(None, known_at, at_seq)?;
-            reports::replay(&ledger, from, to, &bound, format)?.write(format, out)?;
+            report::replay(&ledger, from, to, &bound, format)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Rebuild { projection, dry_run } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
@@ -344,6 +374,49 @@ pub async fn run(args: Args) -> Result<Exit> {
     Ok(exit)
 }
 
+/// A token from a file (trimmed) or an environment variable; never from the command line.
+pub fn token_from(file: Option<&std::path::Path>, env: &str) -> Result<Option<String>> {
+    let token = match file {
+        Some(f) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("cannot read the token file {}", f.display()))?)
+        }
+        None => std::env::var(env).ok(),
+    };
+    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+async fn serve(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    read_file: Option<&std::path::Path>,
+    write_file: Option<&std::path::Path>,
+) -> Result<Exit> {
+    let (Some(read), Some(write)) =
+        (token_from(read_file, "CUSTOS_READ_TOKEN")?, token_from(write_file, "CUSTOS_WRITE_TOKEN")?)
+    else {
+        bail!("custos serve needs a read and a write token: --read-token-file/--write-token-file or $CUSTOS_READ_TOKEN/$CUSTOS_WRITE_TOKEN");
+    };
+    if read == write {
+        bail!("the read and write tokens must differ (an auditor's read token must not write)");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let ledger = open_ledger(dir, &format!("custos serve {url}"))?;
+    eprintln!("serving the ledger at {} on {url} (stop with SIGTERM or Ctrl-C)", dir.display());
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("shutting down: finishing requests in flight");
+    };
+    custos_server::serve(ledger, custos_server::ServerConfig::new(read, write), listener, shutdown).await?;
+    eprintln!("stopped; the ledger is closed");
+    Ok(Exit::Ok)
+}
+
 fn id_of(common: &Common) -> Result<EventId> {
     let id = common.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     Ok(EventId::new(&id)?)
@@ -354,7 +427,7 @@ fn decimal(field: &str, s: &str) -> Result<Decimal> {
 }
 
 /// Builds the command of a write subcommand.
-fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
+pub fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
     let (common, body) = match cmd {
         Cmd::Deposit { common, account, asset, amount, usd } => {
             let asset = Asset::new(&asset)?;
@@ -433,7 +506,5 @@ pub fn print_outcome(outcome: &Outcome, format: Format, out: &mut impl Write) ->
 
 /// Renders a report to a string (used by the demo and the snapshot tests).
 pub fn render(report: &Report, format: Format) -> String {
-    let mut buf = Vec::new();
-    report.write(format, &mut buf).expect("writing to memory");
-    String::from_utf8(buf).expect("reports are UTF-8")
+    report.render(format)
 }

@@ -12,9 +12,9 @@ use custos_ledger::{ImportFormat, Ledger};
 use serde_json::{json, Value};
 
 use crate::cli::{open_ledger, render};
-use crate::output::{Cell, Format, Report};
-use crate::reports::losses;
 use crate::{import, plot, Exit};
+use custos_report::losses;
+use custos_report::{Cell, Format, Report};
 
 /// The incident's command file (fixtures/incident-2022-01/commands.csv).
 pub const INCIDENT_CSV: &[u8] = include_bytes!("../../../fixtures/incident-2022-01/commands.csv");

@@ -19,7 +19,7 @@ pub enum ExportFormat {
 }
 
 /// The import-format fields of an event (empty where the importer wants them empty).
-pub fn import_fields(env: &Envelope) -> [String; 11] {
+pub fn import_fields(env: &Envelope) -> [String; 14] {
     let account = env.stream.account().map(|a| a.to_string()).unwrap_or_default();
     let (asset, amount) = match env.event.asset_amount() {
         Some((a, m)) => (a.to_string(), m.to_string()),
@@ -54,6 +54,15 @@ pub fn import_fields(env: &Envelope) -> [String; 11] {
         reference,
         unauthorized.to_string(),
         auth_factor,
+        match &env.event {
+            Event::Withdrawn { destination: Some(d), .. } => d.clone(),
+            _ => String::new(),
+        },
+        match &env.event {
+            Event::WithdrawalsSuspended { reason: Some(r) } => r.clone(),
+            _ => String::new(),
+        },
+        String::new(),
     ]
 }
 

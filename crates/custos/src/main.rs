@@ -8,8 +8,8 @@ mod cli;
 mod demo;
 mod export;
 mod import;
-mod output;
 mod plot;
+mod remote;
 mod reports;
 
 use std::process::ExitCode;

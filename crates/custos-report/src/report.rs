@@ -6,11 +6,37 @@ use std::io::Write;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Csv,
     Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "table" => Some(Format::Table),
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+    /// The HTTP content type of a report in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Table => "text/plain; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +209,13 @@ impl Report {
             out.push_str("(no rows)\n");
         }
         out
+    }
+
+    /// The report rendered in `format`.
+    pub fn render(&self, format: Format) -> String {
+        let mut buf = Vec::new();
+        self.write(format, &mut buf).expect("writing to memory");
+        String::from_utf8(buf).expect("reports are UTF-8")
     }
 
     pub fn write(&self, format: Format, out: &mut impl Write) -> std::io::Result<()> {

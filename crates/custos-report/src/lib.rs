@@ -1,0 +1,11 @@
+//! Custos reports: the ledger's answers as one description (`Report`: a title, the facts it
+//! answered for, columns and rows) rendered as an aligned table, CSV or JSON. The CLI and the
+//! server share it, so the same question gets the same bytes from either.
+
+mod queries;
+mod report;
+
+pub use queries::{
+    balances, history, log, loss_cells, losses, parse_digest, replay, with_bound, ReportError, Result, LOSS_COLUMNS,
+};
+pub use report::{Cell, Format, Report};

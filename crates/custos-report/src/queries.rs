@@ -1,0 +1,289 @@
+//! The query reports, built from the ledger's answers: the same tables for the CLI and the
+//! server.
+
+use std::ops::ControlFlow;
+
+use custos_domain::{AccountId, Asset, Envelope, Event, Hash, Seq, Timestamp};
+use custos_ledger::{Bound, Ledger, LedgerError};
+use custos_projection::{LossRow, Losses};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::report::{Cell, Format, Report};
+
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("digest {0:?} is not SEQ:HEX or HEX of a 32-byte SHA-256 hash")]
+    BadDigest(String),
+}
+
+fn time(t: Timestamp) -> Value {
+    Value::String(t.to_rfc3339())
+}
+
+/// The facts every point-in-time report states.
+pub fn with_bound(report: Report, bound: &Bound) -> Report {
+    let r = report.meta("as_of", time(bound.as_of)).meta("known_at", time(bound.known_at));
+    match bound.at_seq {
+        Some(s) => r.meta("at_seq", s),
+        None => r.meta("known_seq", bound.known_seq),
+    }
+}
+
+pub fn balances(
+    ledger: &Ledger,
+    bound: &Bound,
+    account: Option<&AccountId>,
+    asset: Option<&Asset>,
+    all: bool,
+) -> Result<Report> {
+    let state = match account {
+        Some(a) => ledger.account_balances_at(a, bound)?,
+        None => ledger.balances_at(bound)?,
+    };
+    let mut report = with_bound(Report::new("Balances", &["account", "asset", "balance"]), bound);
+    for row in state.rows(account, asset, all) {
+        report.push(vec![row.account.to_string().into(), row.asset.to_string().into(), row.balance.into()]);
+    }
+    Ok(report)
+}
+
+pub const LOSS_COLUMNS: [&str; 11] = [
+    "attempted",
+    "prevented",
+    "completed",
+    "reimbursed",
+    "outstanding",
+    "attempted_usd",
+    "prevented_usd",
+    "completed_usd",
+    "reimbursed_usd",
+    "outstanding_usd",
+    "accounts_affected",
+];
+
+pub fn loss_cells(row: &LossRow) -> Vec<Cell> {
+    let c = &row.cols;
+    let units = |d: Decimal| if row.units { Cell::Dec(d) } else { Cell::Null };
+    vec![
+        units(c.attempted),
+        units(c.prevented),
+        units(c.completed()),
+        units(c.reimbursed),
+        units(c.outstanding()),
+        Cell::Usd(c.attempted_usd),
+        Cell::Usd(c.prevented_usd),
+        Cell::Usd(c.completed_usd()),
+        Cell::Usd(c.reimbursed_usd),
+        Cell::Usd(c.outstanding_usd()),
+        row.accounts_affected.into(),
+    ]
+}
+
+pub fn losses(losses: &Losses, bound: &Bound, detail: bool) -> Report {
+    let mut columns = vec!["group"];
+    if detail {
+        columns.extend(["asset", "account"]);
+    }
+    columns.extend(LOSS_COLUMNS);
+    let mut report = with_bound(Report::new("Losses from unauthorized withdrawals", &columns), bound);
+    for row in losses.rows(detail) {
+        let mut cells: Vec<Cell> = vec![row.group.clone().into()];
+        if detail {
+            cells.push(row.asset.as_ref().map(|a| a.to_string()).into());
+            cells.push(row.account.as_ref().map(|a| a.to_string()).into());
+        }
+        cells.extend(loss_cells(&row));
+        report.push(cells);
+    }
+    report
+}
+
+pub fn history(
+    ledger: &Ledger,
+    account: &AccountId,
+    asset: Option<&Asset>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    bound: &Bound,
+) -> Result<Report> {
+    let rows = ledger.history(account, asset, from, to, bound)?;
+    let mut report = Report::new(
+        format!("History of {account}"),
+        &[
+            "seq",
+            "occurred_at",
+            "recorded_at",
+            "id",
+            "kind",
+            "asset",
+            "change",
+            "usd_value",
+            "ref",
+            "unauthorized",
+            "balance_after",
+        ],
+    )
+    .meta("account", account.to_string())
+    .meta("known_at", time(bound.known_at));
+    for r in rows {
+        report.push(vec![
+            r.seq.into(),
+            r.occurred_at.to_rfc3339().into(),
+            r.recorded_at.to_rfc3339().into(),
+            r.event_id.to_string().into(),
+            r.kind.event_name().into(),
+            r.asset.map(|a| a.to_string()).into(),
+            r.change.into(),
+            r.usd_value.map(Cell::Usd).into(),
+            r.reference.map(|x| x.to_string()).into(),
+            r.unauthorized.into(),
+            r.balance_after.into(),
+        ]);
+    }
+    Ok(report)
+}
+
+pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, format: Format) -> Result<Report> {
+    let (start, rows) = ledger.replay(from, to, bound)?;
+    let narrow = format == Format::Table;
+    let columns = vec![
+        "seq",
+        "occurred_at",
+        "recorded_at",
+        "id",
+        "account",
+        "kind",
+        "asset",
+        "change",
+        "unauthorized",
+        "balance_after",
+    ];
+    let groups = ["eth", "btc", "misc", "total"];
+    let totals: Vec<String> = if narrow {
+        ["eth_completed", "btc_completed", "total_prevented_usd", "total_completed_usd", "total_outstanding_usd"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        groups.iter().flat_map(|g| LOSS_COLUMNS.iter().map(move |c| format!("{g}_{c}"))).collect()
+    };
+    let mut columns: Vec<String> = columns.into_iter().map(String::from).collect();
+    columns.extend(totals);
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let start_total = start.iter().find(|r| r.group == "total").map(|r| r.cols.completed_usd()).unwrap_or_default();
+    // A replay has no single as_of: each row is as of its own occurred_at.
+    let mut report = Report::new(format!("Replay of {from} .. {to} in valid-time order"), &columns)
+        .meta("known_at", time(bound.known_at))
+        .meta("known_seq", bound.known_seq)
+        .meta("from", time(from))
+        .meta("to", time(to))
+        .meta("events", rows.len() as u64)
+        .meta("completed_usd_before_window", format!("{start_total:.2}"));
+    for r in rows {
+        let mut cells: Vec<Cell> = vec![
+            r.seq.into(),
+            r.occurred_at.to_rfc3339().into(),
+            r.recorded_at.to_rfc3339().into(),
+            r.event_id.to_string().into(),
+            r.stream.to_string().into(),
+            r.kind.event_name().into(),
+            r.asset.as_ref().map(|a| a.to_string()).into(),
+            r.asset.as_ref().map(|_| r.change).into(),
+            r.unauthorized.into(),
+            r.balance_after.into(),
+        ];
+        let by = |g: &str| r.totals.iter().find(|row| row.group == g).expect("group rows");
+        if narrow {
+            cells.push(by("ETH").cols.completed().into());
+            cells.push(by("BTC").cols.completed().into());
+            let t = by("total");
+            cells.push(Cell::Usd(t.cols.prevented_usd));
+            cells.push(Cell::Usd(t.cols.completed_usd()));
+            cells.push(Cell::Usd(t.cols.outstanding_usd()));
+        } else {
+            for g in ["ETH", "BTC", "misc", "total"] {
+                cells.extend(loss_cells(by(g)));
+            }
+        }
+        report.push(cells);
+    }
+    Ok(report)
+}
+
+fn short_hash(h: &Hash) -> String {
+    hex::encode(&h[..8])
+}
+
+pub fn log(ledger: &Ledger, from_seq: Seq, limit: u64) -> Result<Report> {
+    let mut report = Report::new(
+        "Log",
+        &[
+            "seq",
+            "recorded_at",
+            "occurred_at",
+            "stream",
+            "version",
+            "id",
+            "kind",
+            "asset",
+            "amount",
+            "usd_value",
+            "ref",
+            "unauthorized",
+            "schema",
+            "hash",
+        ],
+    )
+    .meta("head_seq", ledger.head().seq);
+    let mut n = 0;
+    ledger.for_each_envelope(from_seq, |env| {
+        report.push(log_row(&env));
+        n += 1;
+        if n >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(report)
+}
+
+fn log_row(env: &Envelope) -> Vec<Cell> {
+    let (asset, amount) = match env.event.asset_amount() {
+        Some((a, m)) => (Cell::from(a.to_string()), Cell::from(m.value())),
+        None => (Cell::Null, Cell::Null),
+    };
+    let unauthorized = matches!(env.event, Event::Withdrawn { unauthorized: true, .. });
+    vec![
+        env.seq.into(),
+        env.recorded_at.to_rfc3339().into(),
+        env.occurred_at.to_rfc3339().into(),
+        env.stream.to_string().into(),
+        env.stream_version.into(),
+        env.event_id.to_string().into(),
+        env.event.kind().event_name().into(),
+        asset,
+        amount,
+        env.event.usd_value().map(|u| Cell::Usd(u.value())).into(),
+        env.event.withdrawal_ref().map(|(id, _)| id.to_string()).into(),
+        unauthorized.into(),
+        u64::from(env.schema_version).into(),
+        short_hash(&env.hash).into(),
+    ]
+}
+
+/// `SEQ:HEX` or `HEX`.
+pub fn parse_digest(s: &str) -> Result<(Option<Seq>, Hash)> {
+    let bad = || ReportError::BadDigest(s.to_string());
+    let (seq, hex_part) = match s.split_once(':') {
+        Some((seq, h)) => (Some(seq.trim().parse::<Seq>().map_err(|_| bad())?), h),
+        None => (None, s),
+    };
+    let bytes = hex::decode(hex_part.trim()).map_err(|_| bad())?;
+    let hash: Hash = bytes.try_into().map_err(|_| bad())?;
+    Ok((seq, hash))
+}

@@ -1,0 +1,704 @@
+//! `custos serve`: one process holds the ledger (sled allows one), and serves it over HTTP to
+//! everyone else. The only crate that knows HTTP.
+//!
+//! Reads mirror the CLI's queries with the same parameters and the same bytes (`format=json`
+//! by default, `table` and `csv` too). Writes go through the ledger's group commit and are
+//! answered only once durable. Two bearer tokens: read (auditors) and write (operators, who may
+//! also read); no token, no access, except `GET /health`. Every request body, batch and range
+//! is bounded, and bad input gets a 4xx with `{"error": {"code", "message"}}`, never a 5xx.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use custos_domain::{AccountId, Asset, Seq, Timestamp};
+use custos_ledger::{Bound, Histogram, Ledger, LedgerError, Outcome, VerifyReport, LATENCY_BUCKETS_US};
+use custos_report::{Format, Report};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Limits, each named, each answered with a 4xx when exceeded.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub read_token: String,
+    pub write_token: String,
+    /// Bodies of single commands and other small requests.
+    pub body_bytes_max: usize,
+    /// Bodies of `POST /v1/import`.
+    pub import_bytes_max: u64,
+    /// Lines in one import request.
+    pub import_lines_max: u64,
+    /// Rows of one `GET /v1/log` page.
+    pub log_limit_max: u64,
+    /// The widest `replay` window, in seconds.
+    pub replay_window_seconds_max: i64,
+}
+
+impl ServerConfig {
+    pub fn new(read_token: String, write_token: String) -> ServerConfig {
+        ServerConfig {
+            read_token,
+            write_token,
+            body_bytes_max: 64 * 1024,
+            import_bytes_max: 64 * 1024 * 1024,
+            import_lines_max: 250_000,
+            log_limit_max: 10_000,
+            replay_window_seconds_max: 31 * 86_400,
+        }
+    }
+}
+
+/// Commands per batch handed to the writer during an import.
+const IMPORT_BATCH_COMMANDS: usize = 4096;
+/// Events read per step while a tail catches up.
+const TAIL_CATCH_UP_EVENTS: u64 = 1000;
+
+struct Job {
+    done: Arc<AtomicU64>,
+    total: u64,
+    result: Arc<Mutex<Option<Result<VerifyReport, String>>>>,
+}
+
+#[derive(Clone)]
+pub struct App {
+    ledger: Arc<Ledger>,
+    config: Arc<ServerConfig>,
+    jobs: Arc<Mutex<HashMap<u64, Job>>>,
+    next_job: Arc<AtomicU64>,
+    query_us: Arc<Histogram>,
+    requests_refused: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Read,
+    Write,
+}
+
+/// An error answer: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", e.to_string())
+    }
+}
+
+impl From<custos_report::ReportError> for ApiError {
+    fn from(e: custos_report::ReportError) -> Self {
+        match e {
+            custos_report::ReportError::Ledger(l) => l.into(),
+            other => ApiError::bad("bad_request", other.to_string()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad("bad_query", e.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Equal-length byte strings compared without an early exit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl App {
+    pub fn new(ledger: Arc<Ledger>, config: ServerConfig) -> App {
+        App {
+            ledger,
+            config: Arc::new(config),
+            jobs: Arc::default(),
+            next_job: Arc::new(AtomicU64::new(1)),
+            query_us: Arc::new(Histogram::new(LATENCY_BUCKETS_US)),
+            requests_refused: Arc::default(),
+        }
+    }
+
+    fn role(&self, headers: &HeaderMap) -> ApiResult<Role> {
+        let refuse = |code, msg: &str| {
+            self.requests_refused.fetch_add(1, Ordering::Relaxed);
+            ApiError::new(StatusCode::UNAUTHORIZED, code, msg)
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(refuse("unauthorized", "an Authorization: Bearer token is required"));
+        };
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("").as_bytes();
+        // Compare against both tokens every time, so timing says nothing about which matched.
+        let write = constant_time_eq(token, self.config.write_token.as_bytes());
+        let read = constant_time_eq(token, self.config.read_token.as_bytes());
+        match (write, read) {
+            (true, _) => Ok(Role::Write),
+            (false, true) => Ok(Role::Read),
+            _ => Err(refuse("unauthorized", "the bearer token is not valid")),
+        }
+    }
+
+    fn require(&self, headers: &HeaderMap, needed: Role) -> ApiResult<()> {
+        let role = self.role(headers)?;
+        if needed == Role::Write && role != Role::Write {
+            self.requests_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may read but not write"));
+        }
+        Ok(())
+    }
+
+    /// Runs a blocking ledger query off the async workers, timing it.
+    async fn query<T: Send + 'static>(&self, f: impl FnOnce(&Ledger) -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+        let ledger = Arc::clone(&self.ledger);
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        self.query_us.observe(started.elapsed().as_micros() as u64);
+        out
+    }
+}
+
+pub fn router(app: App) -> Router {
+    let import_limit = DefaultBodyLimit::max(app.config.import_bytes_max as usize);
+    let body_limit = DefaultBodyLimit::max(app.config.body_bytes_max);
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/balances", get(balances))
+        .route("/v1/losses", get(losses))
+        .route("/v1/history", get(history))
+        .route("/v1/replay", get(replay))
+        .route("/v1/log", get(log))
+        .route("/v1/digest", get(digest))
+        .route("/v1/verify", post(verify_start))
+        .route("/v1/verify/{job}", get(verify_status))
+        .route("/v1/tail", get(tail))
+        .route("/v1/commands", post(command).layer(body_limit))
+        .route("/v1/import", post(import).layer(import_limit))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish (writes are answered as durable
+/// or not applied), then the ledger is closed.
+pub async fn serve(
+    ledger: Arc<Ledger>,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = App::new(Arc::clone(&ledger), config);
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    ledger.close().map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+fn time_param(name: &'static str, v: &Option<String>) -> ApiResult<Option<Timestamp>> {
+    v.as_deref()
+        .map(|s| Timestamp::parse_query(s).map_err(|e| ApiError::bad("bad_time", format!("{name}: {e}"))))
+        .transpose()
+}
+
+fn format_param(v: &Option<String>) -> ApiResult<Format> {
+    match v.as_deref() {
+        None => Ok(Format::Json),
+        Some(s) => Format::parse(s)
+            .ok_or_else(|| ApiError::bad("bad_format", format!("format {s:?}: expected table, csv or json"))),
+    }
+}
+
+fn respond(report: &Report, format: Format) -> Response {
+    ([(header::CONTENT_TYPE, format.content_type())], report.render(format)).into_response()
+}
+
+fn bound_of(
+    ledger: &Ledger,
+    as_of: Option<Timestamp>,
+    known_at: Option<Timestamp>,
+    at_seq: Option<Seq>,
+) -> ApiResult<Bound> {
+    if let Some(n) = at_seq {
+        if known_at.is_some() {
+            return Err(ApiError::bad("bad_query", "at_seq and known_at cannot be combined"));
+        }
+        let head = ledger.head().seq;
+        if n > head {
+            return Err(ApiError::bad(
+                "out_of_range",
+                format!("at_seq {n} is beyond the head of the log (seq {head})"),
+            ));
+        }
+    }
+    Ok(ledger.bound(as_of, known_at, at_seq)?)
+}
+
+async fn health(State(app): State<App>) -> Response {
+    Json(json!({"status": "ok", "head_seq": app.ledger.head().seq})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalancesQ {
+    account: Option<String>,
+    asset: Option<String>,
+    as_of: Option<String>,
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    all: Option<bool>,
+    format: Option<String>,
+}
+
+async fn balances(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<BalancesQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let account = q
+        .account
+        .as_deref()
+        .map(AccountId::new)
+        .transpose()
+        .map_err(|e| ApiError::bad("bad_account", e.to_string()))?;
+    let asset =
+        q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
+    let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
+    let report = app
+        .query(move |l| {
+            let bound = bound_of(l, as_of, known_at, q.at_seq)?;
+            Ok(custos_report::balances(l, &bound, account.as_ref(), asset.as_ref(), q.all.unwrap_or(false))?)
+        })
+        .await?;
+    Ok(respond(&report, format))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LossesQ {
+    as_of: Option<String>,
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    detail: Option<bool>,
+    format: Option<String>,
+}
+
+async fn losses(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<LossesQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
+    let report = app
+        .query(move |l| {
+            let bound = bound_of(l, as_of, known_at, q.at_seq)?;
+            Ok(custos_report::losses(&l.losses_at(&bound)?, &bound, q.detail.unwrap_or(false)))
+        })
+        .await?;
+    Ok(respond(&report, format))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQ {
+    account: String,
+    asset: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    format: Option<String>,
+}
+
+async fn history(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<HistoryQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let account = AccountId::new(&q.account).map_err(|e| ApiError::bad("bad_account", e.to_string()))?;
+    let asset =
+        q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
+    let (from, to, known_at) =
+        (time_param("from", &q.from)?, time_param("to", &q.to)?, time_param("known_at", &q.known_at)?);
+    let report = app
+        .query(move |l| {
+            let bound = bound_of(l, None, known_at, q.at_seq)?;
+            Ok(custos_report::history(l, &account, asset.as_ref(), from, to, &bound)?)
+        })
+        .await?;
+    Ok(respond(&report, format))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayQ {
+    from: String,
+    to: String,
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    format: Option<String>,
+}
+
+async fn replay(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<ReplayQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let from = time_param("from", &Some(q.from.clone()))?.expect("given");
+    let to = time_param("to", &Some(q.to.clone()))?.expect("given");
+    if from > to {
+        return Err(ApiError::bad("bad_range", format!("from {from} is after to {to}")));
+    }
+    let max = app.config.replay_window_seconds_max;
+    if (to.nanos() - from.nanos()) / 1_000_000_000 > max {
+        return Err(ApiError::bad("range_too_large", format!("a replay window is at most {max} seconds")));
+    }
+    let known_at = time_param("known_at", &q.known_at)?;
+    let report = app
+        .query(move |l| {
+            let bound = bound_of(l, None, known_at, q.at_seq)?;
+            Ok(custos_report::replay(l, from, to, &bound, format)?)
+        })
+        .await?;
+    Ok(respond(&report, format))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQ {
+    from_seq: Option<Seq>,
+    limit: Option<u64>,
+    format: Option<String>,
+}
+
+async fn log(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<LogQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let limit = q.limit.unwrap_or(100);
+    let max = app.config.log_limit_max;
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad("range_too_large", format!("limit must be 1..={max}")));
+    }
+    let from = q.from_seq.unwrap_or(1);
+    let report = app.query(move |l| Ok(custos_report::log(l, from, limit)?)).await?;
+    Ok(respond(&report, format))
+}
+
+async fn digest(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let head = app.ledger.head();
+    let hash = hex::encode(head.hash);
+    Ok(Json(json!({"seq": head.seq, "hash": hash, "digest": format!("{}:{hash}", head.seq)})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    digest: Option<String>,
+}
+
+async fn verify_start(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let body: VerifyBody = if body.is_empty() {
+        VerifyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad("bad_json", e.to_string()))?
+    };
+    let digest = body.digest.as_deref().map(custos_report::parse_digest).transpose()?;
+    let id = app.next_job.fetch_add(1, Ordering::Relaxed);
+    let done = Arc::new(AtomicU64::new(0));
+    let result = Arc::new(Mutex::new(None));
+    let total = app.ledger.head().seq;
+    app.jobs.lock().expect("jobs lock").insert(id, Job { done: Arc::clone(&done), total, result: Arc::clone(&result) });
+    let ledger = Arc::clone(&app.ledger);
+    tokio::task::spawn_blocking(move || {
+        let r = ledger.verify(digest, &mut |d, _| done.store(d, Ordering::Relaxed)).map_err(|e| e.to_string());
+        *result.lock().expect("job lock") = Some(r);
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"job": id, "poll": format!("/v1/verify/{id}")}))).into_response())
+}
+
+async fn verify_status(State(app): State<App>, headers: HeaderMap, Path(job): Path<String>) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let id: u64 = job.parse().map_err(|_| ApiError::bad("bad_job", format!("job {job:?} is not a number")))?;
+    let jobs = app.jobs.lock().expect("jobs lock");
+    let job = jobs
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no verify job {id}")))?;
+    let result = job.result.lock().expect("job lock");
+    let body = match result.as_ref() {
+        None => json!({"job": id, "state": "running", "done": job.done.load(Ordering::Relaxed), "total": job.total}),
+        Some(Err(e)) => json!({"job": id, "state": "failed", "error": e}),
+        Some(Ok(r)) => json!({
+            "job": id,
+            "state": "done",
+            "clean": r.clean(),
+            "events": r.events,
+            "first_bad_seq": r.first_bad_seq(),
+            "digest": format!("{}:{}", r.head.seq, hex::encode(r.head.hash)),
+            "discrepancies": r.discrepancies.iter().map(|d| json!({"seq": d.seq, "what": d.what})).collect::<Vec<_>>(),
+        }),
+    };
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQ {
+    from_seq: Option<Seq>,
+}
+
+/// Server-sent events from `from_seq` on: the log up to the head (catch-up), then each event
+/// as it is committed. Every event once, in seq order; the SSE id is the seq, so a client
+/// that reconnects resumes from the last id it saw plus one.
+async fn tail(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<TailQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let start = q.from_seq.unwrap_or(1).max(1);
+    let rx = app.ledger.subscribe();
+    let ledger = Arc::clone(&app.ledger);
+    let stream = futures_util::stream::unfold(
+        (start, rx, VecDeque::<SseEvent>::new(), ledger),
+        |(mut next, mut rx, mut buffer, ledger)| async move {
+            loop {
+                if let Some(ev) = buffer.pop_front() {
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (next, rx, buffer, ledger)));
+                }
+                let head = *rx.borrow_and_update();
+                if next <= head {
+                    let (from, limit) = (next, (head - next + 1).min(TAIL_CATCH_UP_EVENTS));
+                    let l = Arc::clone(&ledger);
+                    let page =
+                        tokio::task::spawn_blocking(move || custos_report::log(&l, from, limit)).await.ok()?.ok()?;
+                    for row in page.to_json()["rows"].as_array().cloned().unwrap_or_default() {
+                        let seq = row["seq"].as_u64().unwrap_or(next);
+                        let kind = row["kind"].as_str().unwrap_or("event").to_string();
+                        buffer.push_back(SseEvent::default().id(seq.to_string()).event(kind).data(row.to_string()));
+                        next = seq + 1;
+                    }
+                    continue;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn outcome_json(o: &Outcome) -> (StatusCode, Value) {
+    match o {
+        Ok(a) => (StatusCode::OK, json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate})),
+        Err(r) => (StatusCode::CONFLICT, json!({"error": {"code": r.code(), "message": r.to_string()}})),
+    }
+}
+
+/// One command, in the import format as a JSON object (`occurred_at` may be left out: now).
+async fn command(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Write)?;
+    let body = body.map_err(|e| ApiError::new(e.status(), "body_too_large", e.body_text()))?;
+    let cmd = custos_ledger::parse_json_command(1, &body, false).map_err(|e| {
+        ApiError::bad(
+            "bad_command",
+            format!("{}{}", e.field.map(|f| format!("field {f}: ")).unwrap_or_default(), e.message),
+        )
+    })?;
+    let outcome = app.ledger.submit(cmd).await?;
+    let (status, body) = outcome_json(&outcome);
+    Ok((status, Json(body)).into_response())
+}
+
+/// A JSON Lines body of commands, streamed: parsed as it arrives and appended in batches.
+/// Answers with the same summary as `custos import`.
+async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    app.require(&headers, Role::Write)?;
+    let cfg = &app.config;
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > cfg.import_bytes_max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("an import body is at most {} bytes", cfg.import_bytes_max),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let mut stream = body.into_data_stream();
+    let (mut pending, mut line_no, mut read) = (Vec::<u8>::new(), 0u64, 0u64);
+    let (mut batch, mut numbers) = (Vec::new(), Vec::new());
+    let (mut appended, mut duplicates) = (0u64, 0u64);
+    let mut rejections: Vec<Value> = Vec::new();
+    let mut finished = false;
+    while !finished {
+        match stream.next().await {
+            Some(Ok(bytes)) => {
+                read += bytes.len() as u64;
+                if read > cfg.import_bytes_max {
+                    return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("an import body is at most {} bytes; lines before the limit were appended (re-sending is idempotent)", cfg.import_bytes_max)));
+                }
+                pending.extend_from_slice(&bytes);
+            }
+            Some(Err(e)) => return Err(ApiError::bad("bad_body", e.to_string())),
+            None => {
+                finished = true;
+                if !pending.is_empty() && pending.last() != Some(&b'\n') {
+                    pending.push(b'\n');
+                }
+            }
+        }
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            line_no += 1;
+            if line_no > cfg.import_lines_max {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_many_lines",
+                    format!("an import is at most {} lines", cfg.import_lines_max),
+                ));
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match custos_ledger::parse_json_command(line_no, &line[..line.len() - 1], true) {
+                Ok(cmd) => {
+                    batch.push(cmd);
+                    numbers.push(line_no);
+                }
+                Err(e) => rejections.push(json!({"line": line_no, "message": e.to_string()})),
+            }
+        }
+        if batch.len() >= IMPORT_BATCH_COMMANDS || (finished && !batch.is_empty()) {
+            let outcomes = app.ledger.submit_batch(std::mem::take(&mut batch)).await?;
+            for (n, o) in std::mem::take(&mut numbers).into_iter().zip(outcomes) {
+                match o {
+                    Ok(a) if a.duplicate => duplicates += 1,
+                    Ok(_) => appended += 1,
+                    Err(r) => {
+                        rejections.push(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")}))
+                    }
+                }
+            }
+        }
+    }
+    rejections.sort_by_key(|r| r["line"].as_u64());
+    let status = if rejections.is_empty() { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((
+        status,
+        Json(json!({
+            "appended": appended,
+            "duplicates": duplicates,
+            "rejected": rejections.len(),
+            "seconds": started.elapsed().as_millis() as u64 / 1000,
+            "rejections": rejections,
+        })),
+    )
+        .into_response())
+}
+
+fn seconds_text(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+fn histogram_text(out: &mut String, name: &str, help: &str, h: &Histogram, as_seconds: bool) {
+    use std::fmt::Write;
+    let (buckets, sum, count) = h.snapshot();
+    let v = |x: u64| if as_seconds { seconds_text(x) } else { x.to_string() };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (le, c) in buckets {
+        let le = le.map(v).unwrap_or_else(|| "+Inf".into());
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}", v(sum));
+}
+
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
+    use std::fmt::Write;
+    app.require(&headers, Role::Read)?;
+    let m = app.ledger.metrics();
+    let mut out = String::new();
+    for (name, help, value) in [
+        ("custos_appends_total", "Events appended (durable).", m.appended.load(Ordering::Relaxed)),
+        ("custos_duplicates_total", "Commands answered as idempotent replays.", m.duplicates.load(Ordering::Relaxed)),
+        ("custos_rejections_total", "Commands the ledger refused.", m.rejected.load(Ordering::Relaxed)),
+        (
+            "custos_commits_total",
+            "Group commits (one batch, one flush + fsync each).",
+            m.commits.load(Ordering::Relaxed),
+        ),
+        (
+            "custos_requests_refused_total",
+            "Requests refused for their token.",
+            app.requests_refused.load(Ordering::Relaxed),
+        ),
+        ("custos_head_seq", "The seq of the last event in the log.", app.ledger.head().seq),
+    ] {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    histogram_text(&mut out, "custos_fsync_seconds", "Flush + fsync time per group commit.", &m.fsync_us, true);
+    histogram_text(&mut out, "custos_group_commit_events", "Events per group commit.", &m.batch_events, false);
+    histogram_text(&mut out, "custos_query_seconds", "Time to answer a read request.", &app.query_us, true);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,315 @@
+//! `custos --server URL ...`: the same commands and queries, sent to a running `custos serve`
+//! instead of opening the ledger folder (which the server holds). Output and exit codes are the
+//! same as when working on the folder directly.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use custos_domain::{Command, CommandBody, Timestamp};
+use serde_json::{json, Map, Value};
+
+use crate::cli::{command_of, token_from, Cmd, Moment};
+use crate::Exit;
+use custos_report::Format;
+
+struct Client {
+    base: String,
+    token: String,
+}
+
+/// An HTTP answer: status and body.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("the server answered {} with: {}", self.status, self.body))
+    }
+    /// The server's error message, for 4xx and 5xx answers.
+    fn error_message(&self) -> String {
+        self.json()
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| self.body.clone())
+    }
+}
+
+impl Client {
+    fn request(&self, req: ureq::Request) -> Result<ureq::Request> {
+        Ok(req.set("Authorization", &format!("Bearer {}", self.token)).timeout(Duration::from_secs(600)))
+    }
+
+    fn finish(&self, result: Result<ureq::Response, ureq::Error>) -> Result<Answer> {
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => bail!("cannot reach the server at {}: {t}", self.base),
+        };
+        let status = response.status();
+        let mut body = String::new();
+        response.into_reader().take(256 << 20).read_to_string(&mut body)?;
+        Ok(Answer { status, body })
+    }
+
+    fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Answer> {
+        let mut req = self.request(ureq::get(&format!("{}{path}", self.base)))?;
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        self.finish(req.call())
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Answer> {
+        let req = self.request(ureq::post(&format!("{}{path}", self.base)))?.set("Content-Type", content_type);
+        self.finish(req.send_bytes(body))
+    }
+}
+
+fn time(t: Timestamp) -> String {
+    t.to_rfc3339()
+}
+
+fn moment_params(m: &Moment) -> Vec<(&'static str, String)> {
+    let mut p = Vec::new();
+    if let Some(t) = m.as_of {
+        p.push(("as_of", time(t)));
+    }
+    if let Some(t) = m.known_at {
+        p.push(("known_at", time(t)));
+    }
+    if let Some(n) = m.at_seq {
+        p.push(("at_seq", n.to_string()));
+    }
+    p
+}
+
+/// Prints a report answer; a refused query is a usage error, as it is locally.
+fn print_report(answer: Answer) -> Result<Exit> {
+    if answer.status != 200 {
+        bail!("{}", answer.error_message());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(answer.body.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+/// A command as a JSON object of the import format.
+fn command_json(c: &Command) -> Value {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), Value::String(v));
+    };
+    put("id", c.id.to_string());
+    put("kind", c.body.kind().name().to_string());
+    if let Some(t) = c.occurred_at {
+        put("occurred_at", time(t));
+    }
+    if let Some(v) = c.expected_version {
+        put("expected_version", v.to_string());
+    }
+    match &c.body {
+        CommandBody::Deposit { account, asset, amount, usd_value } => {
+            put("account", account.to_string());
+            put("asset", asset.to_string());
+            put("amount", amount.to_string());
+            if let Some(u) = usd_value {
+                put("usd_value", u.to_string());
+            }
+        }
+        CommandBody::Withdraw { account, asset, amount, usd_value, unauthorized, destination, auth_factor } => {
+            put("account", account.to_string());
+            put("asset", asset.to_string());
+            put("amount", amount.to_string());
+            put("unauthorized", unauthorized.to_string());
+            if let Some(u) = usd_value {
+                put("usd_value", u.to_string());
+            }
+            if let Some(d) = destination {
+                put("destination", d.clone());
+            }
+            if let Some(f) = auth_factor {
+                put("auth_factor", f.name().to_string());
+            }
+        }
+        CommandBody::Reverse { withdrawal, .. } | CommandBody::Flag { withdrawal, .. } => {
+            put("ref", withdrawal.to_string())
+        }
+        CommandBody::Reimburse { withdrawal, amount, .. } => {
+            put("ref", withdrawal.to_string());
+            if let Some(a) = amount {
+                put("amount", a.to_string());
+            }
+        }
+        CommandBody::SuspendWithdrawals { reason } => {
+            if let Some(r) = reason {
+                put("reason", r.clone());
+            }
+        }
+        CommandBody::ResumeWithdrawals => {}
+    }
+    Value::Object(m)
+}
+
+/// A CSV command file as JSON Lines (the server validates every field).
+fn csv_to_jsonl(path: &Path) -> Result<Vec<u8>> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
+    let headers = rdr.headers()?.clone();
+    let mut out = Vec::new();
+    for record in rdr.records() {
+        let record = record?;
+        let mut m = Map::new();
+        for (h, v) in headers.iter().zip(record.iter()) {
+            if !v.is_empty() {
+                m.insert(h.to_string(), Value::String(v.to_string()));
+            }
+        }
+        serde_json::to_writer(&mut out, &Value::Object(m))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
+    let Some(token) = token_from(token_file, "CUSTOS_TOKEN")? else {
+        bail!("--server needs a bearer token: --token-file FILE or $CUSTOS_TOKEN");
+    };
+    let client = Client { base: url.trim_end_matches('/').to_string(), token };
+    let fmt = |f: Format| ("format", f.name().to_string());
+    match cmd {
+        Cmd::Balances { account, asset, moment, all, format } => {
+            let mut p = moment_params(&moment);
+            p.extend(account.map(|a| ("account", a)));
+            p.extend(asset.map(|a| ("asset", a)));
+            if all {
+                p.push(("all", "true".into()));
+            }
+            p.push(fmt(format));
+            print_report(client.get("/v1/balances", &p)?)
+        }
+        Cmd::Losses { moment, detail, format } => {
+            let mut p = moment_params(&moment);
+            if detail {
+                p.push(("detail", "true".into()));
+            }
+            p.push(fmt(format));
+            print_report(client.get("/v1/losses", &p)?)
+        }
+        Cmd::History { account, asset, from, to, moment, format } => {
+            let mut p = moment_params(&moment);
+            p.retain(|(k, _)| *k != "as_of");
+            p.push(("account", account));
+            p.extend(asset.map(|a| ("asset", a)));
+            p.extend(from.map(|t| ("from", time(t))));
+            p.extend(to.map(|t| ("to", time(t))));
+            p.push(fmt(format));
+            print_report(client.get("/v1/history", &p)?)
+        }
+        Cmd::Replay { from, to, known_at, at_seq, format } => {
+            let mut p = vec![("from", time(from)), ("to", time(to))];
+            p.extend(known_at.map(|t| ("known_at", time(t))));
+            p.extend(at_seq.map(|n| ("at_seq", n.to_string())));
+            p.push(fmt(format));
+            print_report(client.get("/v1/replay", &p)?)
+        }
+        Cmd::Log { from_seq, limit, format } => print_report(
+            client.get("/v1/log", &[("from_seq", from_seq.to_string()), ("limit", limit.to_string()), fmt(format)])?,
+        ),
+        Cmd::Digest { format } => {
+            let answer = client.get("/v1/digest", &[])?;
+            if answer.status != 200 {
+                bail!("{}", answer.error_message());
+            }
+            let v = answer.json()?;
+            match format {
+                Format::Json => println!("{v}"),
+                _ => println!("{}", v["digest"].as_str().unwrap_or_default()),
+            }
+            Ok(Exit::Ok)
+        }
+        Cmd::Verify { digest, format } => {
+            let body = json!({"digest": digest}).to_string();
+            let started = client.post("/v1/verify", "application/json", body.as_bytes())?;
+            if started.status != 202 {
+                bail!("{}", started.error_message());
+            }
+            let poll = started.json()?["poll"].as_str().unwrap_or_default().to_string();
+            loop {
+                let v = client.get(&poll, &[])?.json()?;
+                match v["state"].as_str() {
+                    Some("running") => std::thread::sleep(Duration::from_millis(200)),
+                    Some("done") => {
+                        let clean = v["clean"].as_bool().unwrap_or(false);
+                        if format == Format::Json {
+                            println!("{}", serde_json::to_string_pretty(&v)?);
+                        } else if clean {
+                            println!("verified {} events: hash chain, invariants and indexes are clean", v["events"]);
+                            println!("digest {}", v["digest"].as_str().unwrap_or_default());
+                        } else {
+                            let d = v["discrepancies"].as_array().cloned().unwrap_or_default();
+                            println!("verify found {} discrepancies in {} events", d.len(), v["events"]);
+                            println!("first bad seq: {}", v["first_bad_seq"]);
+                            for x in d {
+                                println!("- {}", x["what"].as_str().unwrap_or_default());
+                            }
+                        }
+                        return Ok(if clean { Exit::Ok } else { Exit::Refused });
+                    }
+                    _ => bail!("verify failed on the server: {v}"),
+                }
+            }
+        }
+        Cmd::Import { file, strict } => {
+            if strict {
+                bail!("import --strict checks the whole file against the ledger first; run it on the ledger's machine");
+            }
+            let body = match custos_ledger::ImportFormat::from_path(&file) {
+                Some(custos_ledger::ImportFormat::Jsonl) => std::fs::read(&file)?,
+                Some(custos_ledger::ImportFormat::Csv) => csv_to_jsonl(&file)?,
+                None => bail!("{}: the file name must end in .csv or .jsonl", file.display()),
+            };
+            let answer = client.post("/v1/import", "application/x-ndjson", &body)?;
+            if answer.status != 200 && answer.status != 409 {
+                bail!("{}", answer.error_message());
+            }
+            let v = answer.json()?;
+            for r in v["rejections"].as_array().cloned().unwrap_or_default() {
+                eprintln!("{}", r["message"].as_str().unwrap_or_default());
+            }
+            println!(
+                "import {} via {}: {} appended, {} duplicates, {} rejected",
+                file.display(),
+                client.base,
+                v["appended"],
+                v["duplicates"],
+                v["rejected"]
+            );
+            Ok(if v["rejected"] == 0 { Exit::Ok } else { Exit::Refused })
+        }
+        Cmd::Rebuild { .. } | Cmd::Export { .. } | Cmd::Demo { .. } | Cmd::Serve { .. } => {
+            bail!("this command works on the ledger's folder, not through --server")
+        }
+        write => {
+            let (command, format) = command_of(write)?;
+            let answer =
+                client.post("/v1/commands", "application/json", command_json(&command).to_string().as_bytes())?;
+            let v = answer.json()?;
+            match (answer.status, format) {
+                (200 | 409, Format::Json) => println!("{v}"),
+                (200, _) if v["duplicate"] == true => println!(
+                    "{} was already recorded at seq {} (idempotent replay, nothing appended)",
+                    v["id"].as_str().unwrap_or_default(),
+                    v["seq"]
+                ),
+                (200, _) => println!("appended {} at seq {}", v["id"].as_str().unwrap_or_default(), v["seq"]),
+                (409, _) => eprintln!("rejected: {}", answer.error_message()),
+                _ => bail!("{}", answer.error_message()),
+            }
+            Ok(if answer.status == 200 { Exit::Ok } else { Exit::Refused })
+        }
+    }
+}
