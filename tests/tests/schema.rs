@@ -108,7 +108,7 @@ fn a_log_written_by_the_v1_code_verifies_and_reports_the_expected_figures() {
     assert_eq!(code(&custos(&d, &["verify"])), 0);
     let exported = d.join("export.csv");
     assert_eq!(code(&custos(&d, &["export", "--format", "csv", "--output", exported.to_str().unwrap()])), 0);
-    assert!(std::fs::read_to_string(exported).unwrap().lines().last().unwrap().ends_with(",false,sms"));
+    assert!(std::fs::read_to_string(exported).unwrap().lines().last().unwrap().ends_with(",false,sms,,,"));
 }
 
 fn small_ledger(dir: &Path) {
