@@ -167,7 +167,11 @@ impl TestServer {
         let ledger = std::sync::Arc::new(
             custos_ledger::Ledger::open(
                 dir,
-                custos_ledger::LedgerConfig { checkpoint_every: 64, holder: "test server".into() },
+                custos_ledger::LedgerConfig {
+                    checkpoint_every: 64,
+                    balances_checkpoint_multiple: 1,
+                    holder: "test server".into(),
+                },
             )
             .expect("opens"),
         );

@@ -46,8 +46,11 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         let seen = reader.join().unwrap();
         eprintln!("round {round}: killed after {} acknowledged appends", seen.len());
 
-        let ledger =
-            Ledger::open(dir.path(), LedgerConfig { checkpoint_every: 500, holder: "crash test".into() }).unwrap();
+        let ledger = Ledger::open(
+            dir.path(),
+            LedgerConfig { checkpoint_every: 500, balances_checkpoint_multiple: 1, holder: "crash test".into() },
+        )
+        .unwrap();
         for (id, seq) in &seen {
             if let Some(prev) = acked.insert(id.clone(), *seq) {
                 assert_eq!(prev, *seq, "round {round}: {id} was acknowledged at two seqs");

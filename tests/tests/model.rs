@@ -248,7 +248,11 @@ fn said(o: &Outcome) -> Said {
 }
 
 fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::open(dir, LedgerConfig { checkpoint_every: 7, holder: "model test".into() }).expect("opens")
+    Ledger::open(
+        dir,
+        LedgerConfig { checkpoint_every: 7, balances_checkpoint_multiple: 1, holder: "model test".into() },
+    )
+    .expect("opens")
 }
 
 fn compare(ledger: &Ledger, model: &Reference, step: usize) -> Result<(), TestCaseError> {

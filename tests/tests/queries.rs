@@ -183,7 +183,7 @@ proptest! {
         probes in proptest::collection::vec((any::<u16>(), any::<u16>()), 12),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, holder: "query test".into() }).unwrap();
+        let ledger = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, balances_checkpoint_multiple: 1 + every % 3, holder: "query test".into() }).unwrap();
         build(&ledger, &steps);
         let log = envelopes(&ledger);
         prop_assume!(!log.is_empty());
@@ -224,7 +224,7 @@ proptest! {
         prop_assert_eq!(&(actual_balances(&ledger, &now), actual_losses(&ledger, &now)), &before);
         ledger.close().unwrap();
         drop(ledger);
-        let reopened = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, holder: "query test".into() }).unwrap();
+        let reopened = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, balances_checkpoint_multiple: 1 + every % 3, holder: "query test".into() }).unwrap();
         prop_assert_eq!(&(actual_balances(&reopened, &now), actual_losses(&reopened, &now)), &before);
         let report = reopened.verify(None, &mut |_, _| {}).unwrap();
         prop_assert!(report.clean(), "{:?}", report.discrepancies);
@@ -234,7 +234,11 @@ proptest! {
 #[test]
 fn a_withdrawal_flagged_later_is_unauthorized_only_as_known_after_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: 2, holder: "bitemporal".into() }).unwrap();
+    let l = Ledger::open(
+        dir.path(),
+        LedgerConfig { checkpoint_every: 2, balances_checkpoint_multiple: 1, holder: "bitemporal".into() },
+    )
+    .unwrap();
     let with_rec = |mut c: Command, rec: &str| {
         c.recorded_at = Some(t(rec));
         l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().unwrap();

@@ -112,7 +112,11 @@ fn a_log_written_by_the_v1_code_verifies_and_reports_the_expected_figures() {
 }
 
 fn small_ledger(dir: &Path) {
-    let l = Ledger::open(dir, LedgerConfig { checkpoint_every: 4, holder: "schema test".into() }).unwrap();
+    let l = Ledger::open(
+        dir,
+        LedgerConfig { checkpoint_every: 4, balances_checkpoint_multiple: 1, holder: "schema test".into() },
+    )
+    .unwrap();
     let lines = custos_ledger::parse_csv(std::fs::File::open(workspace().join("fixtures/small/commands.csv")).unwrap());
     let commands = lines.map(|l| l.command.unwrap()).collect();
     assert!(l.submit_batch_blocking(commands).unwrap().iter().all(|o| o.is_ok()));

@@ -11,7 +11,13 @@ use custos_tests::{code, custos, custos_bin, deposit, reference, resume, stderr,
 use rust_decimal::Decimal;
 
 fn ledger(dir: &std::path::Path) -> Arc<Ledger> {
-    Arc::new(Ledger::open(dir, LedgerConfig { checkpoint_every: 4, holder: "write side test".into() }).unwrap())
+    Arc::new(
+        Ledger::open(
+            dir,
+            LedgerConfig { checkpoint_every: 4, balances_checkpoint_multiple: 1, holder: "write side test".into() },
+        )
+        .unwrap(),
+    )
 }
 
 #[test]

@@ -169,7 +169,10 @@ impl Ledger {
 
     fn state_at<P: Projection>(&self, bound: &Bound, pick: fn(&Current) -> &P) -> Result<P, LedgerError> {
         let head = self.head().seq;
-        if bound.known_seq == head {
+        // A moment after every event of the log is the head state; when the log's largest
+        // occurred_at is recorded, that is known without loading the head state.
+        let recorded_max = *self.shared.max_occurred.lock().expect("max lock");
+        if bound.known_seq == head && recorded_max.is_none_or(|m| bound.as_of >= m) {
             let answer = self.with_current(|c| (bound.as_of >= c.max_occurred).then(|| pick(c).clone()))?;
             if let Some(state) = answer {
                 return Ok(state);
@@ -245,11 +248,19 @@ impl Ledger {
         };
         let mut out = Vec::with_capacity(seqs.len());
         if (last - first + 1) / 8 < seqs.len() as u64 {
+            // Dense: scan the records in order and decode only the wanted ones.
             let mut want = seqs.iter().peekable();
-            self.for_each_envelope(first, |env| {
-                if want.peek() == Some(&&env.seq) {
+            let mut failure = None;
+            self.store().for_each_record(first, |seq, record| {
+                if want.peek() == Some(&&seq) {
                     want.next();
-                    out.push(env);
+                    match Envelope::decode(record) {
+                        Ok(env) => out.push(env),
+                        Err(e) => {
+                            failure = Some(corrupt(seq, e.to_string()));
+                            return ControlFlow::Break(());
+                        }
+                    }
                 }
                 if want.peek().is_none() {
                     ControlFlow::Break(())
@@ -257,6 +268,9 @@ impl Ledger {
                     ControlFlow::Continue(())
                 }
             })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
         } else {
             for &seq in seqs {
                 out.push(read_envelope(self.store(), seq)?.ok_or_else(|| corrupt(seq, "indexed but missing".into()))?);

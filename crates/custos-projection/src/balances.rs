@@ -144,19 +144,21 @@ impl Projection for Balances {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        type Stored = (u64, Vec<StoredBalance>, Vec<(String, [[u8; 16]; 4])>);
-        let ((last_seq, rows, flows), used): (Stored, usize) = bincode::decode_from_slice(bytes, config()).ok()?;
+        // Borrowed: the strings are read in place, one allocation per row (the account's Arc).
+        type Stored<'a> = (u64, Vec<(&'a str, &'a str, [u8; 16])>, Vec<(&'a str, [[u8; 16]; 4])>);
+        let ((last_seq, rows, flows), used): (Stored<'_>, usize) =
+            bincode::borrow_decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
             return None;
         }
         let mut balances = HashMap::with_capacity(rows.len());
         for (a, s, b) in rows {
-            balances.insert((AccountId::new(&a).ok()?, Asset::new(&s).ok()?), undec(b)?);
+            balances.insert((AccountId::new(a).ok()?, Asset::new(s).ok()?), undec(b)?);
         }
         let mut out = Balances { last_seq, balances, flows: BTreeMap::new() };
         for (s, [d, w, rv, rb]) in flows {
             out.flows.insert(
-                Asset::new(&s).ok()?,
+                Asset::new(s).ok()?,
                 Flows { deposited: undec(d)?, withdrawn: undec(w)?, reversed: undec(rv)?, reimbursed: undec(rb)? },
             );
         }

@@ -18,7 +18,7 @@ use custos_domain::{Envelope, Seq, Timestamp};
 
 /// What every projection shares: a name and schema version stored beside its state, the seq it
 /// has folded up to, and one fold.
-pub trait Projection: Default + Clone {
+pub trait Projection: Default + Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// Bumped whenever the state's meaning or encoding changes; stored state of another version
     /// is rebuilt from the log rather than read.

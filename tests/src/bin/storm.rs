@@ -14,8 +14,13 @@ fn main() {
     let writers: usize = args[2].parse().expect("writers");
     let per_writer: usize = args[3].parse().expect("per writer");
     let prefix = args[4].clone();
-    let ledger =
-        Arc::new(Ledger::open(&dir, LedgerConfig { checkpoint_every: 500, holder: "storm".into() }).expect("opens"));
+    let ledger = Arc::new(
+        Ledger::open(
+            &dir,
+            LedgerConfig { checkpoint_every: 500, balances_checkpoint_multiple: 1, holder: "storm".into() },
+        )
+        .expect("opens"),
+    );
     let rt = custos_tests::runtime();
     rt.block_on(async {
         let mut tasks = Vec::new();
