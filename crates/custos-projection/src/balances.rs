@@ -33,7 +33,7 @@ pub struct Balances {
 }
 
 /// A balance as a checkpoint stores it: account, asset, exact decimal.
-type StoredBalance = (String, String, [u8; 16]);
+type StoredBalance<'a> = (&'a str, &'a str, [u8; 16]);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceRow {
@@ -131,14 +131,13 @@ impl Projection for Balances {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let rows: Vec<StoredBalance> =
-            self.balances.iter().map(|((a, s), b)| (a.as_str().to_string(), s.as_str().to_string(), dec(*b))).collect();
-        let flows: Vec<(String, [[u8; 16]; 4])> = self
+        // Borrowed strings encode exactly like owned ones (length, then bytes).
+        let rows: Vec<StoredBalance<'_>> =
+            self.balances.iter().map(|((a, s), b)| (a.as_str(), s.as_str(), dec(*b))).collect();
+        let flows: Vec<(&str, [[u8; 16]; 4])> = self
             .flows
             .iter()
-            .map(|(s, f)| {
-                (s.as_str().to_string(), [dec(f.deposited), dec(f.withdrawn), dec(f.reversed), dec(f.reimbursed)])
-            })
+            .map(|(s, f)| (s.as_str(), [dec(f.deposited), dec(f.withdrawn), dec(f.reversed), dec(f.reimbursed)]))
             .collect();
         bincode::encode_to_vec((self.last_seq, rows, flows), config()).expect("encoding to a Vec cannot fail")
     }

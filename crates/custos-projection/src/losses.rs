@@ -254,11 +254,8 @@ impl Projection for Losses {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let by_account: Vec<(String, String, [[u8; 16]; 6])> = self
-            .by_account
-            .iter()
-            .map(|((a, s), c)| (a.as_str().to_string(), s.as_str().to_string(), c.to_bytes()))
-            .collect();
+        let by_account: Vec<(&str, &str, [[u8; 16]; 6])> =
+            self.by_account.iter().map(|((a, s), c)| (a.as_str(), s.as_str(), c.to_bytes())).collect();
         let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
         flagged.sort_unstable();
         bincode::encode_to_vec((self.last_seq, by_account, flagged), config()).expect("encoding to a Vec cannot fail")

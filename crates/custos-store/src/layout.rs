@@ -6,6 +6,7 @@
 //! | `H`                                              | head: seq, hash, recorded_at            |
 //! | `C` seq_first                                    | chunk: up to `CHUNK_EVENTS_MAX` records |
 //! | `S` kind segment_id                              | segment meta: last seq, entries         |
+//! | `S` kind segment_id part                         | segment page directory, in parts        |
 //! | `I` kind segment_id page_first_key page_first_seq | page: sorted (key, seq) entries        |
 //! | `M` name                                         | metadata blobs (projections, snapshots) |
 //!
@@ -26,12 +27,18 @@ pub const CHUNK_EVENTS_MAX: usize = 256;
 /// cold read of one event deserializes little (sled leaf nodes hold several chunks), large
 /// enough that a batch of thousands of events is a few dozen sequential keys.
 pub const CHUNK_EVENTS_WRITE: usize = 64;
-pub const CHUNK_BYTES_MAX: usize = 8 * 1024;
-/// Metadata values (checkpoints) are stored in parts of this size, below sled's 128 KiB blob
-/// threshold.
-pub const META_PART_BYTES: usize = 48 * 1024;
-/// Entries per index page (16 bytes each: 16 KiB pages).
-pub const PAGE_ENTRIES_MAX: usize = 1024;
+pub const CHUNK_BYTES_MAX: usize = 6 * 1024;
+/// Metadata values (checkpoints) are stored in parts of this size.
+///
+/// Every value the store writes stays under ~7 KiB: sled 0.34 splits a leaf node only past 16
+/// items, and writes any node over 128 KiB as a separate blob file (a file created per node
+/// rewrite, never fsynced by sled). 16 x 7 KiB keeps every node inline in sled's log.
+pub const META_PART_BYTES: usize = 6 * 1024;
+/// Entries of a segment's page directory per stored part (16 bytes each: 6 KiB).
+pub const DIR_PART_ENTRIES: usize = 384;
+/// Entries per index page (16 bytes each: 4 KiB pages; sled rewrites whole leaf nodes, so
+/// small values keep its node rewrites small).
+pub const PAGE_ENTRIES_MAX: usize = 256;
 /// Bumped when the layout changes; a store written with another layout is refused.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -106,6 +113,14 @@ pub fn segment_key(kind: IndexKind, segment_id: u64) -> [u8; 10] {
     k[0] = PREFIX_SEGMENT;
     k[1] = kind.tag();
     k[2..].copy_from_slice(&segment_id.to_be_bytes());
+    k
+}
+
+/// A part of a segment's page directory: the segment key and the part number.
+pub fn dir_part_key(kind: IndexKind, segment_id: u64, part: u32) -> [u8; 14] {
+    let mut k = [0u8; 14];
+    k[..10].copy_from_slice(&segment_key(kind, segment_id));
+    k[10..].copy_from_slice(&part.to_be_bytes());
     k
 }
 

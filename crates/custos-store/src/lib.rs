@@ -80,6 +80,10 @@ pub struct Store {
     _lock: lock::ProcessLock,
 }
 
+/// A segment is merged into the one before it once it holds at least 1/4 of its entries: each
+/// entry is rewritten about log4(n) times, and a lookup visits at most ~3 log4(n) segments.
+const SEGMENT_MERGE_RATIO: u64 = 4;
+
 fn kind_slot(kind: IndexKind) -> usize {
     IndexKind::ALL.iter().position(|k| *k == kind).expect("known kind")
 }
@@ -94,7 +98,7 @@ impl Store {
             lock::LockError::Held { holder } => StoreError::Locked { dir: dir.to_path_buf(), holder },
             lock::LockError::Io(e) => io(e),
         })?;
-        let db = sled::Config::new().path(dir.join("sled")).cache_capacity(512 << 20).open()?;
+        let db = sled::Config::new().path(dir.join("sled")).cache_capacity(128 << 20).open()?;
         let data_file = File::open(dir.join("sled").join("db")).map_err(io)?;
         match db.get(KEY_LAYOUT)? {
             Some(v) => {
@@ -120,37 +124,7 @@ impl Store {
                 Head::EMPTY
             }
         };
-        let mut segments: [Vec<Segment>; 4] = Default::default();
-        for item in db.scan_prefix([PREFIX_SEGMENT]) {
-            let (k, v) = item?;
-            let kind = IndexKind::ALL
-                .into_iter()
-                .find(|kind| k.get(1) == Some(&kind.tag()))
-                .ok_or_else(|| StoreError::Corruption(format!("unknown index segment key {k:?}")))?;
-            let malformed = || StoreError::Corruption(format!("malformed {} index segment record", kind.name()));
-            let id = u64::from_be_bytes(k.get(2..10).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
-            let (last_seq, entries, pages) = decode_segment_meta(&v).ok_or_else(malformed)?;
-            let pages = match pages {
-                Some(p) => p,
-                // Written before segment records carried their page directory: read it off the keys.
-                None => {
-                    let mut p = Vec::new();
-                    for item in db.scan_prefix(page_prefix(kind, id)) {
-                        let (pk, _) = item?;
-                        let first = (|| {
-                            Some((
-                                u64::from_be_bytes(pk.get(10..18)?.try_into().ok()?),
-                                u64::from_be_bytes(pk.get(18..26)?.try_into().ok()?),
-                            ))
-                        })()
-                        .ok_or_else(malformed)?;
-                        p.push(first);
-                    }
-                    p
-                }
-            };
-            segments[kind_slot(kind)].push(Segment { id, last_seq, entries, pages });
-        }
+        let segments = load_segments(&db)?;
         let store = Store {
             dir: dir.to_path_buf(),
             db,
@@ -277,7 +251,7 @@ impl Store {
     }
 
     /// Merges index segments so there are O(log n) of them: while the newest segment holds at
-    /// least half as many entries as the one before it, the two are merged. Merging rewrites
+    /// least 1/`SEGMENT_MERGE_RATIO` as many entries as the one before it, the two are merged. Merging rewrites
     /// pages but never changes what the index says, so it need not be durable before it returns.
     fn compact(&self) -> Result<()> {
         for kind in IndexKind::ALL {
@@ -286,7 +260,7 @@ impl Store {
                     let dir = self.segments.read().expect("segments lock");
                     let segs = &dir[kind_slot(kind)];
                     let n = segs.len();
-                    if n < 2 || segs[n - 2].entries > 2 * segs[n - 1].entries {
+                    if n < 2 || segs[n - 2].entries > SEGMENT_MERGE_RATIO * segs[n - 1].entries {
                         break;
                     }
                     (segs[n - 2].clone(), segs[n - 1].clone())
@@ -299,6 +273,9 @@ impl Store {
                 for seg in [&older, &newer] {
                     for first in &seg.pages {
                         sb.remove(&page_key(kind, seg.id, *first));
+                    }
+                    for part in 0..seg.pages.len().div_ceil(DIR_PART_ENTRIES) {
+                        sb.remove(&dir_part_key(kind, seg.id, part as u32));
                     }
                 }
                 sb.remove(&segment_key(kind, newer.id));
@@ -470,21 +447,65 @@ fn write_segment(
         sb.insert(&page_key(kind, id, page[0]), encode_page(page));
         pages.push(page[0]);
     }
-    let mut meta = Vec::with_capacity(16 + 16 * pages.len());
+    let mut meta = Vec::with_capacity(16);
     meta.extend_from_slice(&last_seq.to_be_bytes());
     meta.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-    meta.extend_from_slice(&encode_page(&pages));
     sb.insert(&segment_key(kind, id), meta);
+    for (i, part) in pages.chunks(DIR_PART_ENTRIES).enumerate() {
+        sb.insert(&dir_part_key(kind, id, i as u32), encode_page(part));
+    }
     pages
 }
 
-/// A segment record: last seq, entries, and (since the page directory was added) the first
-/// entry of every page.
-fn decode_segment_meta(v: &[u8]) -> Option<(Seq, u64, Option<PageDirectory>)> {
-    let last_seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let entries = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-    let pages = if v.len() == 16 { None } else { Some(decode_page(&v[16..])?.collect()) };
-    Some((last_seq, entries, pages))
+/// Reads every segment record with its page directory: from its parts; or, for segments
+/// written by earlier builds, from the record itself or the page keys.
+fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; 4]> {
+    // (kind slot, segment id) -> (record: last seq, entries, legacy directory bytes; directory parts)
+    type Found = std::collections::BTreeMap<(usize, u64), (Option<(Seq, u64, Vec<u8>)>, PageDirectory)>;
+    let mut found = Found::new();
+    for item in db.scan_prefix([PREFIX_SEGMENT]) {
+        let (k, v) = item?;
+        let kind = IndexKind::ALL
+            .into_iter()
+            .find(|kind| k.get(1) == Some(&kind.tag()))
+            .ok_or_else(|| StoreError::Corruption(format!("unknown index segment key {k:?}")))?;
+        let malformed = || StoreError::Corruption(format!("malformed {} index segment record", kind.name()));
+        let id = u64::from_be_bytes(k.get(2..10).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
+        let entry = found.entry((kind_slot(kind), id)).or_default();
+        match k.len() {
+            10 => {
+                let last_seq = u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
+                let entries = u64::from_be_bytes(v.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
+                entry.0 = Some((last_seq, entries, v[16..].to_vec()));
+            }
+            14 => entry.1.extend(decode_page(&v).ok_or_else(malformed)?),
+            _ => return Err(malformed()),
+        }
+    }
+    let mut segments: [Vec<Segment>; 4] = Default::default();
+    for ((slot, id), (header, mut pages)) in found {
+        let kind = IndexKind::ALL[slot];
+        let malformed = || StoreError::Corruption(format!("{} index segment {id} has no record", kind.name()));
+        let (last_seq, entries, legacy_dir) = header.ok_or_else(malformed)?;
+        if pages.is_empty() && !legacy_dir.is_empty() {
+            pages = decode_page(&legacy_dir).ok_or_else(malformed)?.collect();
+        }
+        if pages.is_empty() && entries > 0 {
+            for item in db.scan_prefix(page_prefix(kind, id)) {
+                let (pk, _) = item?;
+                let first = (|| {
+                    Some((
+                        u64::from_be_bytes(pk.get(10..18)?.try_into().ok()?),
+                        u64::from_be_bytes(pk.get(18..26)?.try_into().ok()?),
+                    ))
+                })()
+                .ok_or_else(malformed)?;
+                pages.push(first);
+            }
+        }
+        segments[slot].push(Segment { id, last_seq, entries, pages });
+    }
+    Ok(segments)
 }
 
 fn meta_part_prefix(name: &str) -> Vec<u8> {
