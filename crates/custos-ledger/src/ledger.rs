@@ -280,20 +280,8 @@ impl Ledger {
     }
 
     /// Calls `f` for every envelope from `from` on, in seq order, until it breaks.
-    pub fn for_each_envelope(
-        &self,
-        from: Seq,
-        mut f: impl FnMut(Envelope) -> ControlFlow<()>,
-    ) -> Result<(), LedgerError> {
-        let mut err = None;
-        self.shared.store.for_each_record(from, |seq, record| match Envelope::decode(record) {
-            Ok(env) => f(env),
-            Err(e) => {
-                err = Some(corrupt(seq, e.to_string()));
-                ControlFlow::Break(())
-            }
-        })?;
-        err.map_or(Ok(()), Err)
+    pub fn for_each_envelope(&self, from: Seq, f: impl FnMut(Envelope) -> ControlFlow<()>) -> Result<(), LedgerError> {
+        for_each_envelope(&self.shared.store, from, f)
     }
 
     fn writer_sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
@@ -533,23 +521,31 @@ fn load_checkpoint<P: Projection>(shared: &Shared, seq: Seq) -> Result<Option<P>
     Ok(None)
 }
 
-/// Folds the whole log into a write model.
-fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
-    let mut model = WriteModel::default();
+/// Calls `f` with every envelope from `from` on, in seq order, until it breaks; a record that
+/// does not decode stops the scan with a corruption error naming its seq.
+pub(crate) fn for_each_envelope(
+    store: &Store,
+    from: Seq,
+    mut f: impl FnMut(Envelope) -> ControlFlow<()>,
+) -> Result<(), LedgerError> {
     let mut err = None;
-    store.for_each_record(1, |seq, record| match Envelope::decode(record) {
-        Ok(env) => {
-            model.apply(&env);
-            ControlFlow::Continue(())
-        }
+    store.for_each_record(from, |seq, record| match Envelope::decode(record) {
+        Ok(env) => f(env),
         Err(e) => {
             err = Some(corrupt(seq, e.to_string()));
             ControlFlow::Break(())
         }
     })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
+    err.map_or(Ok(()), Err)
+}
+
+/// Folds the whole log into a write model.
+fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
+    let mut model = WriteModel::default();
+    for_each_envelope(store, 1, |env| {
+        model.apply(&env);
+        ControlFlow::Continue(())
+    })?;
     let head = store.head();
     if model.head_seq != head.seq {
         return Err(corrupt(
@@ -820,34 +816,22 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     let boundary_seq = boundaries.iter().rev().find(|b| b.seq <= seq).map_or(0, |b| b.seq);
     let mut max_occurred = boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred);
     let mut tail_min_occurred = Timestamp::MAX;
-    let mut err = None;
-    store.for_each_record(from + 1, |s, record| {
-        if s > seq {
+    for_each_envelope(store, from + 1, |env| {
+        if env.seq > seq {
             return ControlFlow::Break(());
         }
-        match Envelope::decode(record) {
-            Ok(env) => {
-                if env.seq > balances.last_seq() {
-                    balances.apply(&env, Timestamp::MAX);
-                }
-                if env.seq > losses.last_seq() {
-                    losses.apply(&env, Timestamp::MAX);
-                }
-                max_occurred = max_occurred.max(env.occurred_at);
-                if env.seq > boundary_seq {
-                    tail_min_occurred = tail_min_occurred.min(env.occurred_at);
-                }
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                err = Some(corrupt(s, e.to_string()));
-                ControlFlow::Break(())
-            }
+        if env.seq > balances.last_seq() {
+            balances.apply(&env, Timestamp::MAX);
         }
+        if env.seq > losses.last_seq() {
+            losses.apply(&env, Timestamp::MAX);
+        }
+        max_occurred = max_occurred.max(env.occurred_at);
+        if env.seq > boundary_seq {
+            tail_min_occurred = tail_min_occurred.min(env.occurred_at);
+        }
+        ControlFlow::Continue(())
     })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
     Ok(Current { balances, losses, max_occurred, tail_min_occurred })
 }
 
