@@ -203,7 +203,7 @@ fn rebuild_dry_run_shows_a_stale_projection_and_rebuild_fixes_it() {
     let out = custos(d, &["rebuild"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("rebuilt balances: 20 events") && stdout(&out).contains("swapped in atomically"),
+        stdout(&out).contains("rebuilt balances (") && stdout(&out).contains("from 20 events in one scan"),
         "{}",
         stdout(&out)
     );

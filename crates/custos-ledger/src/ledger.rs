@@ -352,44 +352,47 @@ impl Ledger {
     /// it the active one in one atomic step; until then queries read the old generation.
     /// `progress(done, total)` is called as events are folded.
     pub fn rebuild(&self, name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<RebuildReport, LedgerError> {
-        match name {
-            n if n == Balances::NAME => self.rebuild_projection::<Balances>(progress),
-            n if n == Losses::NAME => self.rebuild_projection::<Losses>(progress),
-            other => Err(corrupt(0, format!("unknown projection {other:?} (known: balances, losses)"))),
-        }
+        Ok(self.rebuild_all(&[name], progress)?.pop().expect("one report per projection"))
     }
 
-    fn rebuild_projection<P: Projection>(
+    /// Refolds the named projections in one scan of the log, and swaps all of them in with one
+    /// atomic metadata write.
+    pub fn rebuild_all(
         &self,
+        names: &[&str],
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<RebuildReport, LedgerError> {
+    ) -> Result<Vec<RebuildReport>, LedgerError> {
+        for name in names {
+            if *name != Balances::NAME && *name != Losses::NAME {
+                return Err(corrupt(0, format!("unknown projection {name:?} (known: balances, losses)")));
+            }
+        }
         let started = Instant::now();
         let store = &self.shared.store;
+        let config = &self.shared.config;
         let head = store.head().seq;
-        let k = self.shared.config.checkpoint_every;
-        let old_gen = active_generation(store, P::NAME)?;
-        let new_gen = old_gen.map_or(1, |g| g + 1);
-        let prefix = checkpoint_prefix(P::NAME, new_gen);
-        let mut state = P::default();
-        let mut checkpoints = 0;
+        let k = config.checkpoint_every;
+        let mut balances =
+            names.contains(&Balances::NAME).then(|| Refold::<Balances>::new(store, config)).transpose()?;
+        let mut losses = names.contains(&Losses::NAME).then(|| Refold::<Losses>::new(store, config)).transpose()?;
         let mut failure = None;
         let mut boundaries = Vec::new();
         let (mut max_occurred, mut min_occurred) = (Timestamp::MIN, Timestamp::MAX);
         self.for_each_envelope(1, |env| {
-            state.apply(&env, Timestamp::MAX);
             max_occurred = max_occurred.max(env.occurred_at);
             min_occurred = min_occurred.min(env.occurred_at);
             if env.seq % k == 0 {
                 boundaries.push(BoundaryInfo { seq: env.seq, max_occurred, min_occurred });
                 min_occurred = Timestamp::MAX;
             }
-            if env.seq % checkpoint_interval::<P>(&self.shared.config) == 0 {
-                let put = vec![(format!("{prefix}{:020}", env.seq), checkpoint_value(&state))];
+            let mut put = Vec::new();
+            put.extend(balances.as_mut().and_then(|r| r.apply(&env)));
+            put.extend(losses.as_mut().and_then(|r| r.apply(&env)));
+            if !put.is_empty() {
                 if let Err(e) = store.write_meta(put, vec![]) {
                     failure = Some(e);
                     return ControlFlow::Break(());
                 }
-                checkpoints += 1;
             }
             if env.seq % 16_384 == 0 {
                 progress(env.seq, head);
@@ -400,27 +403,90 @@ impl Ledger {
             return Err(e.into());
         }
         progress(head, head);
-        // Readers see either the old generation or the new one, never a mix.
-        let mut remove = Vec::new();
-        if let Some(g) = old_gen {
-            remove.extend(store.list_meta(&checkpoint_prefix(P::NAME, g))?);
+        // Readers see either the old generations or the new ones, never a mix.
+        // Boundary records are rewritten for this configuration's interval.
+        store.remove_meta_prefix("boundary/")?;
+        let mut put = Vec::new();
+        if let Some(r) = &balances {
+            r.swap(&mut put);
         }
-        let mut put = vec![(active_name(P::NAME), generation_value::<P>(new_gen))];
+        if let Some(r) = &losses {
+            r.swap(&mut put);
+        }
         put.extend(boundaries.iter().map(|b| (boundary_name(b.seq), boundary_value(b))));
         put.push((TAIL_MIN.to_string(), min_occurred.nanos().to_be_bytes().to_vec()));
         put.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
+        store.write_meta(put, vec![])?;
+        store.sync()?;
+        if let Some(r) = &balances {
+            r.remove_old(store)?;
+        }
+        if let Some(r) = &losses {
+            r.remove_old(store)?;
+        }
         *self.shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
         *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
-        store.write_meta(put, remove)?;
         *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
-        store.sync()?;
         *self.shared.current.write().expect("current lock") = None;
-        Ok(RebuildReport {
-            projection: P::NAME.to_string(),
+        let seconds = started.elapsed().as_secs_f64();
+        let report = |projection: &str, checkpoints| RebuildReport {
+            projection: projection.to_string(),
             events: head,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
             checkpoints,
+        };
+        let mut out = Vec::new();
+        out.extend(balances.map(|r| report(Balances::NAME, r.checkpoints)));
+        out.extend(losses.map(|r| report(Losses::NAME, r.checkpoints)));
+        Ok(out)
+    }
+}
+
+/// One projection being refolded into a new generation of checkpoints.
+struct Refold<P: Projection> {
+    state: P,
+    old_generation: Option<u64>,
+    new_generation: u64,
+    interval: u64,
+    checkpoints: u64,
+}
+
+impl<P: Projection> Refold<P> {
+    fn new(store: &Store, config: &LedgerConfig) -> Result<Self, LedgerError> {
+        let old_generation = active_generation(store, P::NAME)?;
+        Ok(Refold {
+            state: P::default(),
+            old_generation,
+            new_generation: old_generation.map_or(1, |g| g + 1),
+            interval: checkpoint_interval::<P>(config),
+            checkpoints: 0,
         })
+    }
+
+    /// Folds one event; returns the checkpoint to write when one is due.
+    fn apply(&mut self, env: &Envelope) -> Option<(String, Vec<u8>)> {
+        self.state.apply(env, Timestamp::MAX);
+        env.seq.is_multiple_of(self.interval).then(|| {
+            self.checkpoints += 1;
+            (
+                format!("{}{:020}", checkpoint_prefix(P::NAME, self.new_generation), env.seq),
+                checkpoint_value(&self.state),
+            )
+        })
+    }
+
+    /// The metadata change that makes the new generation the active one.
+    fn swap(&self, put: &mut Vec<(String, Vec<u8>)>) {
+        put.push((active_name(P::NAME), generation_value::<P>(self.new_generation)));
+    }
+
+    /// Removes the old generation, once nothing can read it any more (after the swap). In
+    /// bounded batches: a crash midway leaves unreachable garbage, never a wrong answer.
+    fn remove_old(&self, store: &Store) -> Result<(), LedgerError> {
+        if let Some(g) = self.old_generation {
+            store.remove_meta_prefix(&checkpoint_prefix(P::NAME, g))?;
+        }
+        Ok(())
     }
 }
 

@@ -84,6 +84,12 @@ pub struct Store {
 /// entry is rewritten about log4(n) times, and a lookup visits at most ~3 log4(n) segments.
 const SEGMENT_MERGE_RATIO: u64 = 4;
 
+/// Keys removed per batch when clearing a metadata prefix.
+const REMOVE_BATCH_KEYS: usize = 1024;
+
+/// Chunks read per window of a scan (~64 x 6 KiB x 64 events).
+const SCAN_WINDOW_CHUNKS: usize = 64;
+
 fn kind_slot(kind: IndexKind) -> usize {
     IndexKind::ALL.iter().position(|k| *k == kind).expect("known kind")
 }
@@ -368,21 +374,33 @@ impl Store {
         for item in self.db.range(chunk_key(lo).to_vec()..=chunk_key(from).to_vec()) {
             start = item?.0.to_vec();
         }
-        for item in self.db.range(start..=chunk_key(u64::MAX).to_vec()) {
-            let (k, v) = item?;
-            let first = chunk_first_seq(&k)?;
-            let view = ChunkView::parse(&v).ok_or_else(|| chunk_corrupt(first))?;
-            for i in 0..view.len() {
-                let seq = first + i as u64;
-                if seq < from {
-                    continue;
-                }
-                if f(seq, view.record(i).expect("in range")).is_break() {
-                    return Ok(());
+        // Read a window of chunks, drop the iterator, then call `f`: a sled iterator pins its
+        // epoch, and nothing sled replaces while one is alive is freed, so one iterator over a
+        // whole scan that also writes (a rebuild writing checkpoints) grew to gigabytes.
+        let end = chunk_key(u64::MAX).to_vec();
+        loop {
+            let window: Vec<(sled::IVec, sled::IVec)> =
+                self.db.range(start.clone()..=end.clone()).take(SCAN_WINDOW_CHUNKS).collect::<Result<_, _>>()?;
+            let Some((last_key, _)) = window.last() else { return Ok(()) };
+            let next = chunk_first_seq(last_key)?.checked_add(1);
+            for (k, v) in &window {
+                let first = chunk_first_seq(k)?;
+                let view = ChunkView::parse(v).ok_or_else(|| chunk_corrupt(first))?;
+                for i in 0..view.len() {
+                    let seq = first + i as u64;
+                    if seq < from {
+                        continue;
+                    }
+                    if f(seq, view.record(i).expect("in range")).is_break() {
+                        return Ok(());
+                    }
                 }
             }
+            match next {
+                Some(n) if window.len() == SCAN_WINDOW_CHUNKS => start = chunk_key(n).to_vec(),
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// A metadata value (stored in parts of at most `META_PART_BYTES` bytes, reassembled here).
@@ -422,6 +440,24 @@ impl Store {
         }
         self.db.apply_batch(sb)?;
         Ok(())
+    }
+
+    /// Removes every metadata value whose name starts with `prefix`, in bounded batches (each
+    /// atomic on its own; not fsynced: removing derived data can be redone).
+    pub fn remove_meta_prefix(&self, prefix: &str) -> Result<()> {
+        let start = meta_key(prefix);
+        loop {
+            let keys: Vec<sled::IVec> =
+                self.db.scan_prefix(&start).keys().take(REMOVE_BATCH_KEYS).collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let mut sb = sled::Batch::default();
+            for k in keys {
+                sb.remove(k);
+            }
+            self.db.apply_batch(sb)?;
+        }
     }
 
     /// Bytes sled occupies on disk.

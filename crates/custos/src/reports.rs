@@ -120,16 +120,17 @@ pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &m
         writeln!(out, "{}", if diffs.rows.is_empty() { "no differences" } else { "differences found" })?;
         return Ok(if diffs.rows.is_empty() { Exit::Ok } else { Exit::Refused });
     }
-    for name in names {
-        let bar = crate::import::bar(ledger.head().seq, &format!("rebuilding {name}"));
-        let r = ledger.rebuild(name, &mut |done, _| bar.set_position(done))?;
-        bar.finish_and_clear();
-        let rate = if r.seconds > 0.0 { r.events as f64 / r.seconds } else { 0.0 };
-        writeln!(
-            out,
-            "rebuilt {}: {} events in {:.2} s ({:.0} events/s), {} checkpoints, swapped in atomically",
-            r.projection, r.events, r.seconds, rate, r.checkpoints
-        )?;
-    }
+    let bar = crate::import::bar(ledger.head().seq, "rebuilding");
+    let reports = ledger.rebuild_all(&names, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let (events, seconds) = reports.first().map_or((0, 0.0), |r| (r.events, r.seconds));
+    let rate = if seconds > 0.0 { events as f64 / seconds } else { 0.0 };
+    let what: Vec<String> =
+        reports.iter().map(|r| format!("{} ({} checkpoints)", r.projection, r.checkpoints)).collect();
+    writeln!(
+        out,
+        "rebuilt {} from {events} events in one scan: {seconds:.2} s ({rate:.0} events/s), swapped in atomically",
+        what.join(" and ")
+    )?;
     Ok(Exit::Ok)
 }
