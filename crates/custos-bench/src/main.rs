@@ -20,6 +20,8 @@ use custos_domain::{AccountId, Timestamp};
 use custos_ledger::{Ledger, LedgerConfig};
 use serde_json::json;
 
+mod sqlite_peer;
+
 #[derive(Parser, Debug)]
 #[command(about = "Measure Custos on a deterministic workload (see BENCHMARKS.md)")]
 struct Args {
@@ -119,6 +121,7 @@ fn main() -> Result<()> {
         w.flush()?;
         span
     };
+    let mut import_rate = 0.0;
     if !args.reuse {
         let size_mb = std::fs::metadata(&csv)?.len() as f64 / 1e6;
         push(
@@ -131,7 +134,7 @@ fn main() -> Result<()> {
         let (elapsed, rss) = run_measured(
             Process::new(&bin).arg("--db").arg(&db).arg("import").arg(&csv).stdout(std::process::Stdio::null()),
         )?;
-        let import_rate = args.events as f64 / elapsed.as_secs_f64();
+        import_rate = args.events as f64 / elapsed.as_secs_f64();
         push(
             "import (custos import, durable)",
             format!("{import_rate:.0} events/s"),
@@ -167,15 +170,40 @@ fn main() -> Result<()> {
     let opened = Instant::now();
     let _ = ledger.balances_at(&ledger.bound(None, None, None)?)?;
     push("first query after open (loads the head state)", fmt_us(opened.elapsed()), String::new());
+    // The peer: the same events in SQLite, the same questions.
+    let peer_path = dir.join("peer.sqlite");
+    let peer = if args.reuse && peer_path.exists() {
+        sqlite_peer::open_existing(&peer_path)?
+    } else {
+        let _ = std::fs::remove_file(&peer_path);
+        let (peer, rate) = sqlite_peer::load(&csv, &peer_path)?;
+        push(
+            "SQLite load (WAL, synchronous=FULL, 4,096 rows per transaction, 3 indexes)",
+            format!("{rate:.0} events/s"),
+            format!("custos import / SQLite = {:.2}x", import_rate / rate),
+        );
+        peer
+    };
     let mut one = Vec::new();
     let mut all = Vec::new();
     let mut losses = Vec::new();
     let mut replay = Vec::new();
+    let (mut p_one, mut p_all, mut p_losses, mut p_replay) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rows_all = 0;
     let mut replay_events = 0;
+    let mut peer_rows = (0, 0);
     for t in &moments {
         let bound = ledger.bound(Some(*t), None, None)?;
-        let acct = AccountId::new(&format!("acct-{:06}", rng() % args.accounts))?;
+        let account_name = format!("acct-{:06}", rng() % args.accounts);
+        let acct = AccountId::new(&account_name)?;
+        p_one.push(peer.time_one_account(&account_name, t.nanos())?);
+        let (d, n) = peer.time_all_balances(t.nanos())?;
+        p_all.push(d);
+        peer_rows.0 = n;
+        p_losses.push(peer.time_losses(t.nanos())?);
+        let (d, n) = peer.time_replay(t.nanos() - 14 * 3_600_000_000_000, t.nanos())?;
+        p_replay.push(d);
+        peer_rows.1 = n;
         let s = Instant::now();
         let b = ledger.account_balances_at(&acct, &bound)?;
         let _ = b.rows(None, None, false);
@@ -191,14 +219,32 @@ fn main() -> Result<()> {
         replay_events = ledger.replay(from, *t, &bound)?.1.len();
         replay.push(s.elapsed());
     }
-    for (name, samples, extra) in [
-        ("one account's balances at T", one, String::new()),
-        ("all balances at T", all, format!("{rows_all} rows at the last moment")),
-        ("loss totals at T", losses, String::new()),
-        ("14-hour replay ending at T", replay, format!("{replay_events} events in the last window")),
+    for (name, samples, peer_samples, extra) in [
+        ("one account's balances at T", one, p_one, String::new()),
+        ("all balances at T", all, p_all, format!("{rows_all} rows at the last moment (SQLite: {})", peer_rows.0)),
+        ("loss totals at T", losses, p_losses, String::new()),
+        (
+            "14-hour replay ending at T",
+            replay,
+            p_replay,
+            format!("{replay_events} events in the last window (SQLite: {}, rows only)", peer_rows.1),
+        ),
     ] {
         let (p50, p99, max) = stats(samples);
-        push(name, format!("median {}", fmt_us(p50)), format!("p99 {}, max {}; {extra}", fmt_us(p99), fmt_us(max)));
+        let (q50, q99, qmax) = stats(peer_samples);
+        push(
+            name,
+            format!("median {}", fmt_us(p50)),
+            format!(
+                "p99 {}, max {}; SQLite median {} (p99 {}, max {}); Custos/SQLite = {:.2}x; {extra}",
+                fmt_us(p99),
+                fmt_us(max),
+                fmt_us(q50),
+                fmt_us(q99),
+                fmt_us(qmax),
+                p50.as_secs_f64() / q50.as_secs_f64()
+            ),
+        );
     }
 
     // 5. Appends with 1, 8 and 64 concurrent callers (a fresh ledger; each append durable).
