@@ -192,10 +192,12 @@ fn main() -> Result<()> {
     let mut rows_all = 0;
     let mut replay_events = 0;
     let mut peer_rows = (0, 0);
+    let mut asked: Vec<(i64, String)> = Vec::new();
     for t in &moments {
         let bound = ledger.bound(Some(*t), None, None)?;
         let account_name = format!("acct-{:06}", rng() % args.accounts);
         let acct = AccountId::new(&account_name)?;
+        asked.push((t.nanos(), account_name.clone()));
         p_one.push(peer.time_one_account(&account_name, t.nanos())?);
         let (d, n) = peer.time_all_balances(t.nanos())?;
         p_all.push(d);
@@ -219,6 +221,8 @@ fn main() -> Result<()> {
         replay_events = ledger.replay(from, *t, &bound)?.1.len();
         replay.push(s.elapsed());
     }
+    let duck = duckdb_peer(&csv, &dir, &asked);
+    let medians: Vec<Duration> = [&one, &all, &losses, &replay].iter().map(|v| stats((*v).clone()).0).collect();
     for (name, samples, peer_samples, extra) in [
         ("one account's balances at T", one, p_one, String::new()),
         ("all balances at T", all, p_all, format!("{rows_all} rows at the last moment (SQLite: {})", peer_rows.0)),
@@ -245,6 +249,40 @@ fn main() -> Result<()> {
                 p50.as_secs_f64() / q50.as_secs_f64()
             ),
         );
+    }
+
+    match duck {
+        Ok(d) => {
+            for (i, (name, key)) in [
+                ("one account", "one"),
+                ("all balances", "all"),
+                ("loss totals", "losses"),
+                ("14-hour replay", "replay"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let samples: Vec<Duration> = d[*key]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|x| x.as_f64()).map(Duration::from_secs_f64).collect())
+                    .unwrap_or_default();
+                if samples.is_empty() {
+                    continue;
+                }
+                let (q50, q99, qmax) = stats(samples);
+                push(
+                    &format!("DuckDB {} (python, engine + fetch)", name),
+                    format!("median {}", fmt_us(q50)),
+                    format!(
+                        "p99 {}, max {}; Custos/DuckDB = {:.2}x",
+                        fmt_us(q99),
+                        fmt_us(qmax),
+                        medians[i].as_secs_f64() / q50.as_secs_f64()
+                    ),
+                );
+            }
+        }
+        Err(e) => push("DuckDB peer", "not run".into(), e.to_string()),
     }
 
     // 5. Appends with 1, 8 and 64 concurrent callers (a fresh ledger; each append durable).
@@ -286,6 +324,21 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(&dir).ok();
     }
     Ok(())
+}
+
+/// Runs `peers/duckdb_peer.py` (needs `pip install duckdb`) on the same CSV and moments.
+fn duckdb_peer(csv: &Path, dir: &Path, asked: &[(i64, String)]) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join("duckdb_peer.py");
+    let moments = dir.join("moments.json");
+    std::fs::write(&moments, serde_json::to_vec(asked)?)?;
+    let out = Process::new("python3").arg(&script).arg(csv).arg(&moments).output().context("python3")?;
+    if !out.status.success() {
+        bail!(
+            "the DuckDB peer did not run (pip install duckdb): {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn custos_fixtures_rng(seed: u64) -> impl FnMut() -> u64 {
