@@ -223,19 +223,17 @@ fn bad_requests_get_the_right_4xx_and_change_nothing() {
     assert_eq!(get(&s, "/v1/replay?from=2022-01-01&to=2022-01-20", Some(READ_TOKEN)).status, 200);
 }
 
+fn tail_deposit(s: &TestServer, i: u32) {
+    let c = json!({"id": format!("t{i}"), "kind": "deposit", "account": "acct-t", "asset": "BTC", "amount": "0.1"});
+    assert_eq!(command(s, c).status, 200);
+}
+
 #[test]
 fn the_tail_catches_up_then_follows_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), None);
     for i in 0..30 {
-        assert_eq!(
-            command(
-                &s,
-                json!({"id": format!("t{i}"), "kind": "deposit", "account": "acct-t", "asset": "BTC", "amount": "0.1"})
-            )
-            .status,
-            200
-        );
+        tail_deposit(&s, i);
     }
     let response = ureq::get(&format!("{}/v1/tail?from_seq=11", s.url))
         .set("Authorization", &format!("Bearer {READ_TOKEN}"))
@@ -260,14 +258,7 @@ fn the_tail_catches_up_then_follows_without_gaps_or_repeats() {
     };
     // Live events while the tail is open.
     for i in 30..50 {
-        assert_eq!(
-            command(
-                &s,
-                json!({"id": format!("t{i}"), "kind": "deposit", "account": "acct-t", "asset": "BTC", "amount": "0.1"})
-            )
-            .status,
-            200
-        );
+        tail_deposit(&s, i);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !reader.is_finished() && Instant::now() < deadline {

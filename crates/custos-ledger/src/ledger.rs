@@ -734,16 +734,7 @@ fn commit(
             }
             Ok(Decision::Append(new)) => {
                 let seq = first_seq + pending.len() as u64;
-                let (env, record) = Envelope::seal(
-                    seq,
-                    new.stream,
-                    new.stream_version,
-                    new.id,
-                    new.recorded_at,
-                    new.occurred_at,
-                    new.event,
-                    &prev_hash,
-                );
+                let (env, record) = new.seal(seq, &prev_hash);
                 // Check the envelope across the boundary: what we write must read back as itself.
                 debug_assert_eq!(Envelope::decode(&record).as_ref(), Ok(&env));
                 prev_hash = env.hash;
@@ -935,16 +926,7 @@ impl<'a> DryRun<'a> {
         match self.model.decide(command, existing.as_ref(), self.now) {
             Ok(Decision::Append(new)) => {
                 let seq = self.model.head_seq + 1;
-                let (env, _) = Envelope::seal(
-                    seq,
-                    new.stream,
-                    new.stream_version,
-                    new.id,
-                    new.recorded_at,
-                    new.occurred_at,
-                    new.event,
-                    &self.prev_hash,
-                );
+                let (env, _) = new.seal(seq, &self.prev_hash);
                 self.prev_hash = env.hash;
                 self.model.apply(&env);
                 self.pending.insert(seq, env);

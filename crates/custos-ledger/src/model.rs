@@ -87,6 +87,22 @@ pub struct NewEvent {
     pub event: Event,
 }
 
+impl NewEvent {
+    /// Seals the decided event as `seq`, linked to `prev_hash`: the envelope and its record.
+    pub fn seal(self, seq: Seq, prev_hash: &custos_domain::Hash) -> (Envelope, Vec<u8>) {
+        Envelope::seal(
+            seq,
+            self.stream,
+            self.stream_version,
+            self.id,
+            self.recorded_at,
+            self.occurred_at,
+            self.event,
+            prev_hash,
+        )
+    }
+}
+
 /// Rounds to cents, half away from zero.
 pub fn round_cents(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
