@@ -276,7 +276,12 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
          b-10,2022-01-02T00:00:00Z,acct-1,deposit,ETH,1,,,\n",
     )
     .unwrap();
-    let digest_empty = stdout(&custos(d, &["digest"]));
+    // A query on a folder with no ledger says so (and creates nothing).
+    let none = custos(d, &["digest"]);
+    assert_eq!(code(&none), 2);
+    assert!(stderr(&none).contains("there is no ledger at"), "{}", stderr(&none));
+    assert!(!d.join("sled").exists());
+    let digest_empty = format!("0:{}\n", "0".repeat(64));
     let strict = custos(d, &["import", "--strict", csv.to_str().unwrap()]);
     assert_eq!(code(&strict), 1);
     assert_eq!(stdout(&custos(d, &["digest"])), digest_empty, "--strict appends nothing when a line is bad");

@@ -314,6 +314,22 @@ pub async fn run(args: Args) -> Result<Exit> {
     if let Cmd::Serve { addr, read_token_file, write_token_file } = &args.command {
         return serve(&dir, *addr, read_token_file.as_deref(), write_token_file.as_deref()).await;
     }
+    // Only commands that record something may create a ledger: a query on a mistyped folder
+    // must say there is no ledger there, not answer from a new, empty one.
+    let creates = matches!(
+        args.command,
+        Cmd::Deposit { .. }
+            | Cmd::Withdraw { .. }
+            | Cmd::Reverse { .. }
+            | Cmd::Reimburse { .. }
+            | Cmd::Flag { .. }
+            | Cmd::SuspendWithdrawals { .. }
+            | Cmd::ResumeWithdrawals { .. }
+            | Cmd::Import { .. }
+    );
+    if !creates && !dir.join("sled").exists() {
+        bail!("there is no ledger at {} (record a command or import a file to create one)", dir.display());
+    }
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
