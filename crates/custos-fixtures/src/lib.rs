@@ -90,6 +90,22 @@ struct Row {
     order: u64,
 }
 
+/// A ledger-wide command (suspend, resume): no account, asset or amount.
+fn control(id: &str, at: DateTime<Utc>, kind: &'static str) -> Row {
+    Row {
+        id: id.into(),
+        at,
+        account: String::new(),
+        kind,
+        asset: String::new(),
+        amount: String::new(),
+        usd: String::new(),
+        reference: String::new(),
+        unauthorized: false,
+        order: 0,
+    }
+}
+
 fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
@@ -333,36 +349,8 @@ pub fn incident(seed: u64) -> Incident {
             push(&mut rows, mk(format!("rev-{:03}", n + 1), rev_at, "reversal"));
         }
     }
-    push(
-        &mut rows,
-        Row {
-            id: "suspend-2022-01-18".into(),
-            at: suspended,
-            account: String::new(),
-            kind: "suspend",
-            asset: String::new(),
-            amount: String::new(),
-            usd: String::new(),
-            reference: String::new(),
-            unauthorized: false,
-            order: 0,
-        },
-    );
-    push(
-        &mut rows,
-        Row {
-            id: "resume-2022-01-18".into(),
-            at: resumed,
-            account: String::new(),
-            kind: "resume",
-            asset: String::new(),
-            amount: String::new(),
-            usd: String::new(),
-            reference: String::new(),
-            unauthorized: false,
-            order: 0,
-        },
-    );
+    push(&mut rows, control("suspend-2022-01-18", suspended, "suspend"));
+    push(&mut rows, control("resume-2022-01-18", resumed, "resume"));
 
     // Background withdrawals never fall in [attack_from, resumed), and each account's events
     // were generated in time order, so sorting by time keeps every account's order.

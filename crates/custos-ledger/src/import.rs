@@ -214,6 +214,12 @@ fn custos_domain_parse_decimal(s: &str) -> Result<Decimal, DomainError> {
     Ok(d)
 }
 
+/// The refusal of a line over `LINE_BYTES_MAX`.
+fn too_long(line: u64) -> ImportLine {
+    let message = format!("line is longer than {LINE_BYTES_MAX} bytes");
+    ImportLine { line, command: Err(LineError { line, field: None, message }) }
+}
+
 /// Parses a CSV command file lazily. A bad header is one error for line 1 and nothing else.
 pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
@@ -275,14 +281,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                     }
                     let bytes: usize = record.iter().map(str::len).sum();
                     if bytes > LINE_BYTES_MAX {
-                        return Some(ImportLine {
-                            line,
-                            command: Err(LineError {
-                                line,
-                                field: None,
-                                message: format!("line is longer than {LINE_BYTES_MAX} bytes"),
-                            }),
-                        });
+                        return Some(too_long(line));
                     }
                     let mut fields = Fields::default();
                     for (name, value) in names.iter().zip(record.iter()) {
@@ -326,14 +325,7 @@ pub fn parse_jsonl<R: BufRead>(reader: R) -> impl Iterator<Item = ImportLine> {
             continue;
         }
         if bytes.len() > LINE_BYTES_MAX {
-            return Some(ImportLine {
-                line,
-                command: Err(LineError {
-                    line,
-                    field: None,
-                    message: format!("line is longer than {LINE_BYTES_MAX} bytes"),
-                }),
-            });
+            return Some(too_long(line));
         }
         return Some(ImportLine { line, command: parse_json_command(line, &bytes, true) });
     })

@@ -80,8 +80,6 @@ pub(crate) struct Current {
     pub losses: Losses,
     /// The largest `occurred_at` of any event so far.
     pub max_occurred: Timestamp,
-    /// The smallest `occurred_at` after the last checkpoint boundary.
-    pub tail_min_occurred: Timestamp,
 }
 
 /// What is known about the log at a checkpoint boundary.
@@ -837,7 +835,6 @@ fn fold_into_projections(
             c.balances.apply(env, Timestamp::MAX);
             c.losses.apply(env, Timestamp::MAX);
             c.max_occurred = c.max_occurred.max(env.occurred_at);
-            c.tail_min_occurred = c.tail_min_occurred.min(env.occurred_at);
             // Encoded under the lock (the state must be exactly at the boundary), written after.
             if env.seq % checkpoint_interval::<Balances>(&shared.config) == 0 {
                 put.push((
@@ -850,7 +847,6 @@ fn fold_into_projections(
                     format!("{}{:020}", checkpoint_prefix(Losses::NAME, wp.generation_losses), env.seq),
                     checkpoint_value(&c.losses),
                 ));
-                c.tail_min_occurred = Timestamp::MAX;
             }
         }
     }
@@ -870,9 +866,7 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     let mut losses: Losses = load_checkpoint(shared, seq)?.unwrap_or_default();
     let boundaries = shared.boundaries.read().expect("boundaries lock").clone();
     let from = balances.last_seq().min(losses.last_seq());
-    let boundary_seq = boundaries.iter().rev().find(|b| b.seq <= seq).map_or(0, |b| b.seq);
     let mut max_occurred = boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred);
-    let mut tail_min_occurred = Timestamp::MAX;
     for_each_envelope(store, from + 1, |env| {
         if env.seq > seq {
             return ControlFlow::Break(());
@@ -884,12 +878,9 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
             losses.apply(&env, Timestamp::MAX);
         }
         max_occurred = max_occurred.max(env.occurred_at);
-        if env.seq > boundary_seq {
-            tail_min_occurred = tail_min_occurred.min(env.occurred_at);
-        }
         ControlFlow::Continue(())
     })?;
-    Ok(Current { balances, losses, max_occurred, tail_min_occurred })
+    Ok(Current { balances, losses, max_occurred })
 }
 
 /// Decides commands against a private copy of the write model without appending anything:

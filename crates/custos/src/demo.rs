@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 
 use crate::cli::{open_ledger, render};
 use crate::{import, plot, Exit};
-use custos_report::losses;
+use custos_report::{loss_cells, losses, LOSS_COLUMNS};
+
+/// Where the USD columns start in `LOSS_COLUMNS` (after the five unit columns).
+const USD_COLUMNS_FROM: usize = 5;
 use custos_report::{Cell, Format, Report};
 
 /// The incident's command file (fixtures/incident-2022-01/commands.csv).
@@ -131,21 +134,10 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
     let prevented_accounts = accounts.len() as u64 - completed_accounts;
 
     // The same table at other moments.
-    let mut moment_rows = Report::new(
-        "The loss table at other moments",
-        &[
-            "moment",
-            "as_of",
-            "known_at",
-            "group",
-            "attempted_usd",
-            "prevented_usd",
-            "completed_usd",
-            "reimbursed_usd",
-            "outstanding_usd",
-            "accounts_affected",
-        ],
-    );
+    // The USD columns of the loss table (units would mix assets across groups here).
+    let mut columns = vec!["moment", "as_of", "known_at", "group"];
+    columns.extend(&LOSS_COLUMNS[USD_COLUMNS_FROM..]);
+    let mut moment_rows = Report::new("The loss table at other moments", &columns);
     let mut all_moments = vec![];
     let mut named = moments(now);
     if let Some((_, Some(r))) = windows.first() {
@@ -157,19 +149,10 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
         let l = ledger.losses_at(&bound)?;
         let rep = losses(&l, &bound, false);
         for row in l.rows(false) {
-            let c = &row.cols;
-            moment_rows.push(vec![
-                (*name).into(),
-                as_of.to_rfc3339().into(),
-                known_at.to_rfc3339().into(),
-                row.group.clone().into(),
-                Cell::Usd(c.attempted_usd),
-                Cell::Usd(c.prevented_usd),
-                Cell::Usd(c.completed_usd()),
-                Cell::Usd(c.reimbursed_usd),
-                Cell::Usd(c.outstanding_usd()),
-                row.accounts_affected.into(),
-            ]);
+            let mut cells: Vec<Cell> =
+                vec![(*name).into(), as_of.to_rfc3339().into(), known_at.to_rfc3339().into(), row.group.clone().into()];
+            cells.extend(loss_cells(&row).into_iter().skip(USD_COLUMNS_FROM));
+            moment_rows.push(cells);
         }
         all_moments.push(json!({"moment": name, "report": rep.to_json()}));
     }
