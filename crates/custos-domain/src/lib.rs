@@ -17,3 +17,10 @@ pub use event::{AuthFactor, Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSI
 pub use types::{
     parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp, Usd,
 };
+
+/// The hash map of the hot paths (write model, projections, import): foldhash is seeded per
+/// process like std's SipHash, so keys from outside cannot be chosen to collide, and hashes
+/// the short keys the ledger uses (account ids, event ids, seqs) several times faster.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set counterpart of [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

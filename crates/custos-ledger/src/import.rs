@@ -5,7 +5,6 @@
 //! exact decimals (a JSON number is refused, because it may already have been through a float).
 //! Unknown fields and kinds are errors, never defaults; each error names the line and field.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Read};
 
 use custos_domain::{
@@ -71,20 +70,31 @@ pub struct ImportLine {
     pub command: Result<Command, LineError>,
 }
 
-/// A record of the import format, as text.
+/// A record of the import format, as text: one slot per field of `IMPORT_FIELDS`.
 #[derive(Default)]
 struct Fields<'a> {
-    values: HashMap<&'static str, &'a str>,
+    values: [&'a str; IMPORT_FIELDS.len()],
 }
 
 impl<'a> Fields<'a> {
+    /// The field's text, `None` when absent or empty.
     fn get(&self, name: &'static str) -> Option<&'a str> {
-        self.values.get(name).copied().filter(|v| !v.is_empty())
+        let slot = field_slot(name).expect("a field of the import format");
+        Some(self.values[slot]).filter(|v| !v.is_empty())
+    }
+
+    fn set(&mut self, slot: usize, value: &'a str) {
+        self.values[slot] = value;
     }
 }
 
+/// The position of `name` in `IMPORT_FIELDS`.
+fn field_slot(name: &str) -> Option<usize> {
+    IMPORT_FIELDS.iter().position(|f| *f == name)
+}
+
 fn field_name(name: &str) -> Option<&'static str> {
-    IMPORT_FIELDS.iter().copied().find(|f| *f == name)
+    field_slot(name).map(|i| IMPORT_FIELDS[i])
 }
 
 fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<Command, LineError> {
@@ -261,6 +271,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
             Vec::new()
         }
     };
+    let slots: Vec<usize> = names.iter().map(|n| field_slot(n).expect("checked above")).collect();
     let mut record = csv::StringRecord::new();
     let mut done = false;
     std::iter::from_fn(move || {
@@ -284,8 +295,8 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
                         return Some(too_long(line));
                     }
                     let mut fields = Fields::default();
-                    for (name, value) in names.iter().zip(record.iter()) {
-                        fields.values.insert(name, value);
+                    for (slot, value) in slots.iter().zip(record.iter()) {
+                        fields.set(*slot, value);
                     }
                     Some(ImportLine { line, command: to_command(line, &fields, true) })
                 }
@@ -356,7 +367,7 @@ pub fn parse_json_command(line: u64, bytes: &[u8], occurred_at_required: bool) -
     }
     let mut fields = Fields::default();
     for (name, text) in &texts {
-        fields.values.insert(name, text.as_str());
+        fields.set(field_slot(name).expect("checked above"), text.as_str());
     }
     to_command(line, &fields, occurred_at_required)
 }

@@ -5,10 +5,8 @@
 //! produced it and decided again, so "the log is valid" means exactly "every event is what the
 //! ledger would append today, in that order".
 
-use std::collections::HashMap;
-
 use custos_domain::{
-    AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef, Seq, StreamId,
+    AccountId, Amount, Asset, Command, FastMap, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef, Seq, StreamId,
     Timestamp, Usd,
 };
 use custos_store::fnv64;
@@ -58,12 +56,12 @@ pub struct WriteModel {
     /// The largest `occurred_at` in the log.
     pub max_occurred_at: Option<Timestamp>,
     /// `fnv64(id)` -> seq. A hit is a candidate: the caller reads the event and compares ids.
-    ids: HashMap<u64, Seq>,
+    ids: FastMap<u64, Seq>,
     /// Ids whose hash collided with an earlier, different id.
-    id_collisions: HashMap<EventId, Seq>,
-    pub streams: HashMap<StreamId, StreamState>,
-    pub balances: HashMap<(AccountId, Asset), Decimal>,
-    pub withdrawals: HashMap<EventId, WithdrawalState>,
+    id_collisions: FastMap<EventId, Seq>,
+    pub streams: FastMap<StreamId, StreamState>,
+    pub balances: FastMap<(AccountId, Asset), Decimal>,
+    pub withdrawals: FastMap<EventId, WithdrawalState>,
     pub suspensions: Vec<Suspension>,
 }
 

@@ -1,8 +1,8 @@
 //! Balances per (account, asset): deposits - withdrawals + reversals + reimbursements.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use custos_domain::{AccountId, Asset, Envelope, Event, Seq, Timestamp};
+use custos_domain::{AccountId, Asset, Envelope, Event, FastMap, Seq, Timestamp};
 use rust_decimal::Decimal;
 
 use crate::codec::{config, dec, undec};
@@ -28,7 +28,7 @@ pub struct Balances {
     last_seq: Seq,
     /// One flat table: cloning the state is one allocation (keys are reference-counted and
     /// `Copy`), which the point-in-time path does on every answer from the head.
-    balances: HashMap<(AccountId, Asset), Decimal>,
+    balances: FastMap<(AccountId, Asset), Decimal>,
     flows: BTreeMap<Asset, Flows>,
 }
 
@@ -150,7 +150,7 @@ impl Projection for Balances {
         if used != bytes.len() {
             return None;
         }
-        let mut balances = HashMap::with_capacity(rows.len());
+        let mut balances = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (a, s, b) in rows {
             balances.insert((AccountId::new(a).ok()?, Asset::new(s).ok()?), undec(b)?);
         }

@@ -2,9 +2,9 @@
 //! attempted, prevented, completed = attempted - prevented, reimbursed,
 //! outstanding = completed - reimbursed, each in units and USD, and accounts affected.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, Seq, Timestamp, Usd};
+use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, FastSet, Seq, Timestamp, Usd};
 use rust_decimal::Decimal;
 
 use crate::codec::{config, dec, undec};
@@ -85,12 +85,12 @@ pub struct Losses {
     by_asset: BTreeMap<Asset, LossCols>,
     by_account: BTreeMap<(AccountId, Asset), LossCols>,
     /// Withdrawals (by seq) flagged unauthorized by the events folded so far.
-    flagged: HashSet<Seq>,
+    flagged: FastSet<Seq>,
     /// Per group (ETH, BTC, misc): the sums and the accounts with an attempted loss, kept as
     /// events are folded so that a report (and each row of a replay) costs O(1), not O(accounts).
     groups: [LossCols; 3],
-    affected: [HashSet<AccountId>; 3],
-    affected_total: HashSet<AccountId>,
+    affected: [FastSet<AccountId>; 3],
+    affected_total: FastSet<AccountId>,
 }
 
 enum Col {
