@@ -6,8 +6,8 @@
 //! ledger would append today, in that order".
 
 use custos_domain::{
-    AccountId, Amount, Asset, Command, FastMap, CommandBody, Envelope, Event, EventId, Flagged, ReversalRef, Seq, StreamId,
-    Timestamp, Usd,
+    AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, FastMap, Flagged, ReversalRef, Seq,
+    StreamId, Timestamp, Usd,
 };
 use custos_store::fnv64;
 use rust_decimal::{Decimal, RoundingStrategy};

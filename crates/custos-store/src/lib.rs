@@ -80,8 +80,7 @@ pub struct Store {
     _lock: lock::ProcessLock,
 }
 
-/// A segment is merged into the one before it once it holds at least 1/4 of its entries: each
-/// entry is rewritten about log4(n) times, and a lookup visits at most ~3 log4(n) segments.
+/// Segments of one size class merged at a time (and the base of the classes).
 const SEGMENT_MERGE_RATIO: u64 = 4;
 
 /// Keys removed per batch when clearing a metadata prefix.
@@ -256,45 +255,63 @@ impl Store {
         Ok(())
     }
 
-    /// Merges index segments so there are O(log n) of them: while the newest segment holds at
-    /// least 1/`SEGMENT_MERGE_RATIO` as many entries as the one before it, the two are merged. Merging rewrites
-    /// pages but never changes what the index says, so it need not be durable before it returns.
+    /// Merges index segments so there are O(log n) of them, tiered: a segment's class is
+    /// floor(log4(entries)); classes never increase from the oldest segment to the newest (a
+    /// newest segment bigger than the one before it absorbs it), and `SEGMENT_MERGE_RATIO`
+    /// segments of one class are merged into one of a higher class. Each entry is rewritten about
+    /// once per class it climbs (log4 of the index's size over a commit's), and a lookup visits at
+    /// most `SEGMENT_MERGE_RATIO - 1` segments per class. Merging rewrites pages but never changes
+    /// what the index says, so it need not be durable before it returns.
     fn compact(&self) -> Result<()> {
         for kind in IndexKind::ALL {
-            loop {
-                let pair = {
-                    let dir = self.segments.read().expect("segments lock");
-                    let segs = &dir[kind_slot(kind)];
-                    let n = segs.len();
-                    if n < 2 || segs[n - 2].entries > SEGMENT_MERGE_RATIO * segs[n - 1].entries {
-                        break;
-                    }
-                    (segs[n - 2].clone(), segs[n - 1].clone())
-                };
-                let (older, newer) = pair;
-                let mut merged = self.segment_entries(kind, older.id)?;
-                merged.extend(self.segment_entries(kind, newer.id)?);
-                merged.sort_unstable();
-                let mut sb = sled::Batch::default();
-                for seg in [&older, &newer] {
-                    for first in &seg.pages {
-                        sb.remove(&page_key(kind, seg.id, *first));
-                    }
-                    for part in 0..seg.pages.len().div_ceil(DIR_PART_ENTRIES) {
-                        sb.remove(&dir_part_key(kind, seg.id, part as u32));
-                    }
-                }
-                sb.remove(&segment_key(kind, newer.id));
-                let last_seq = older.last_seq.max(newer.last_seq);
-                let pages = write_segment(&mut sb, kind, older.id, last_seq, &merged);
-                let mut dir = self.segments.write().expect("segments lock");
-                self.db.apply_batch(sb)?;
-                let segs = &mut dir[kind_slot(kind)];
-                segs.pop();
-                let last = segs.last_mut().expect("two segments");
-                *last = Segment { id: older.id, last_seq, entries: merged.len() as u64, pages };
+            while let Some(run) = self.segments_to_merge(kind) {
+                self.merge_segments(kind, &run)?;
             }
         }
+        Ok(())
+    }
+
+    /// The trailing segments of `kind` that are due to be merged, if any.
+    fn segments_to_merge(&self, kind: IndexKind) -> Option<Vec<Segment>> {
+        let dir = self.segments.read().expect("segments lock");
+        let segs = &dir[kind_slot(kind)];
+        let n = segs.len();
+        let class = |s: &Segment| s.entries.max(1).ilog(SEGMENT_MERGE_RATIO);
+        if n >= 2 && class(&segs[n - 1]) > class(&segs[n - 2]) {
+            return Some(segs[n - 2..].to_vec());
+        }
+        let c = class(segs.last()?);
+        let same = segs.iter().rev().take_while(|s| class(s) == c).count();
+        (same as u64 >= SEGMENT_MERGE_RATIO).then(|| segs[n - same..].to_vec())
+    }
+
+    /// Replaces `run` (the trailing segments of `kind`, oldest first) with one segment holding
+    /// all their entries, under the oldest one's id, in one atomic batch.
+    fn merge_segments(&self, kind: IndexKind, run: &[Segment]) -> Result<()> {
+        let mut merged = Vec::with_capacity(run.iter().map(|s| s.entries as usize).sum());
+        for seg in run {
+            merged.extend(self.segment_entries(kind, seg.id)?);
+        }
+        // Sorted runs one after another: the stable sort finds and merges them in O(n log runs).
+        merged.sort();
+        let mut sb = sled::Batch::default();
+        for seg in run {
+            for first in &seg.pages {
+                sb.remove(&page_key(kind, seg.id, *first));
+            }
+            for part in 0..seg.pages.len().div_ceil(DIR_PART_ENTRIES) {
+                sb.remove(&dir_part_key(kind, seg.id, part as u32));
+            }
+            sb.remove(&segment_key(kind, seg.id));
+        }
+        let id = run[0].id;
+        let last_seq = run.iter().map(|s| s.last_seq).max().expect("a run is not empty");
+        let pages = write_segment(&mut sb, kind, id, last_seq, &merged);
+        let mut dir = self.segments.write().expect("segments lock");
+        self.db.apply_batch(sb)?;
+        let segs = &mut dir[kind_slot(kind)];
+        segs.truncate(segs.len() - run.len());
+        segs.push(Segment { id, last_seq, entries: merged.len() as u64, pages });
         Ok(())
     }
 
@@ -632,6 +649,46 @@ mod tests {
         store.write_meta(vec![("proj/a".into(), vec![1])], vec!["proj/b".into()]).unwrap();
         assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), vec![1]);
         assert_eq!(store.list_meta("proj/").unwrap(), vec!["proj/a".to_string()]);
+    }
+
+    #[test]
+    fn tiered_merging_keeps_few_segments_and_every_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        let mut first = 1u64;
+        let mut x = 12345u64;
+        for round in 0..400 {
+            // Mostly small commits (a server), now and then an import-sized one.
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let n = if round % 37 == 0 { 500 + (x >> 33) as usize % 1500 } else { 1 + (x >> 33) as usize % 9 };
+            store.append(batch(first, n)).unwrap();
+            first += n as u64;
+            let dir = store.segments.read().unwrap();
+            for segs in dir.iter() {
+                let classes: Vec<u32> = segs.iter().map(|s| s.entries.max(1).ilog(SEGMENT_MERGE_RATIO)).collect();
+                assert!(classes.windows(2).all(|w| w[0] >= w[1]), "classes never increase: {classes:?}");
+                for c in &classes {
+                    let same = classes.iter().filter(|d| *d == c).count() as u64;
+                    assert!(
+                        same < SEGMENT_MERGE_RATIO,
+                        "at most {} segments per class: {classes:?}",
+                        SEGMENT_MERGE_RATIO - 1
+                    );
+                }
+                let ids: Vec<u64> = segs.iter().map(|s| s.id).collect();
+                assert!(ids.windows(2).all(|w| w[0] < w[1]), "segments stay in seq order: {ids:?}");
+            }
+        }
+        let total = first - 1;
+        drop(store);
+        let store = Store::open(tmp.path(), "test").unwrap();
+        for key in 0..7 {
+            let want: Vec<Seq> = (1..=total).filter(|s| s % 7 == key).collect();
+            assert_eq!(store.index_get(IndexKind::Stream, key).unwrap(), want);
+        }
+        let mut want: Vec<(u64, Seq)> = (1..=total).map(|s| (fnv64(&s.to_be_bytes()), s)).collect();
+        want.sort_unstable();
+        assert_eq!(store.index_all(IndexKind::EventId).unwrap(), want);
     }
 
     #[test]
