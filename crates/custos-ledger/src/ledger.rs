@@ -3,13 +3,16 @@
 //! Writes go through one writer thread. Callers on any task send commands through a channel;
 //! the writer drains whatever is queued (up to `BATCH_EVENTS_MAX` commands), decides each in
 //! order against the write model, seals the accepted events into one hash-chained batch, makes
-//! it durable with a single flush + fsync, folds it into the projections, and only then answers
-//! every caller. A command answered `Appended` is on disk.
+//! it durable with a single flush + fsync, and answers every caller: a command answered
+//! `Appended` is on disk. The writer then hands the batch to the projector thread, which folds
+//! it into the projections at the head and writes their checkpoints (derived data, so it need
+//! not delay an acknowledgement); a query at the head waits for the projector to reach it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -25,6 +28,8 @@ use crate::rejection::Rejection;
 pub const BATCH_EVENTS_MAX: usize = 8192;
 /// Requests waiting for the writer before senders are made to wait.
 const QUEUE_REQUESTS_MAX: usize = 4096;
+/// Committed batches waiting for the projector before the writer is made to wait.
+const PROJECTOR_QUEUE_BATCHES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -95,7 +100,7 @@ pub(crate) struct BoundaryInfo {
 pub(crate) struct Shared {
     pub store: Store,
     pub config: LedgerConfig,
-    /// The projections at the head, folded in place by the writer; queries read it shared.
+    /// The projections at the head, folded in place by the projector; queries read it shared.
     pub current: RwLock<Option<Current>>,
     pub boundaries: RwLock<Vec<BoundaryInfo>>,
     /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
@@ -104,6 +109,12 @@ pub(crate) struct Shared {
     /// was kept): answers "is this moment after everything?" without loading the head state.
     pub max_occurred: Mutex<Option<Timestamp>>,
     pub metrics: crate::metrics::Metrics,
+    /// The last seq the projector has folded into `current` (or given up on, leaving `current`
+    /// empty), and its signal: a query at the head waits for the projector to reach the head.
+    pub folded: Mutex<Seq>,
+    pub folded_cv: Condvar,
+    /// Whether a projector thread is running (a query never waits for one that is not).
+    pub projector_running: AtomicBool,
     /// The last few decoded checkpoints, by (projection, generation, seq): decoding a balances
     /// checkpoint of 190k rows costs ~100 ms, cloning a decoded one ~10 ms.
     checkpoint_cache: Mutex<VecDeque<CachedCheckpoint>>,
@@ -117,7 +128,8 @@ pub(crate) struct Shared {
 pub struct Ledger {
     pub(crate) shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer and the projector threads, started by the first write.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 type CachedCheckpoint = (&'static str, u64, Seq, Arc<dyn std::any::Any + Send + Sync>);
@@ -194,13 +206,16 @@ impl Ledger {
             tail_min: Mutex::new(tail_min),
             max_occurred: Mutex::new(max_occurred),
             metrics: crate::metrics::Metrics::default(),
+            folded: Mutex::new(head_seq),
+            folded_cv: Condvar::new(),
+            projector_running: AtomicBool::new(false),
             checkpoint_cache: Mutex::new(VecDeque::new()),
             head_tx: tokio::sync::watch::channel(head_seq).0,
             current: RwLock::new(None),
             boundaries: RwLock::new(boundaries),
             notices: Mutex::new(Vec::new()),
         });
-        let ledger = Ledger { shared, tx: Mutex::new(None), writer: Mutex::new(None) };
+        let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
         ledger.ensure_projection_versions()?;
         Ok(ledger)
     }
@@ -289,40 +304,71 @@ impl Ledger {
         }
         let model = load_write_model(&self.shared.store)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
+        let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
+        let io = |e| StoreError::Io { dir: self.dir().to_path_buf(), source: e };
+        let mut threads = self.threads.lock().expect("threads lock");
         let shared = Arc::clone(&self.shared);
-        let handle = std::thread::Builder::new()
-            .name("custos-writer".into())
-            .spawn(move || writer_loop(shared, model, receiver))
-            .map_err(|e| StoreError::Io { dir: self.dir().to_path_buf(), source: e })?;
-        *self.writer.lock().expect("writer lock") = Some(handle);
+        shared.projector_running.store(true, Ordering::SeqCst);
+        threads.push(
+            std::thread::Builder::new()
+                .name("custos-projector".into())
+                .spawn(move || projector_loop(shared, projector_rx))
+                .map_err(io)?,
+        );
+        let shared = Arc::clone(&self.shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("custos-writer".into())
+                .spawn(move || writer_loop(shared, model, receiver, to_projector))
+                .map_err(io)?,
+        );
         *tx = Some(sender.clone());
         Ok(sender)
     }
 
-    /// Stops the writer after it has answered everything already sent, and syncs the store.
+    /// Stops the writer after it has answered everything already sent, lets the projector fold
+    /// what the writer handed it, and syncs the store.
     pub fn close(&self) -> Result<(), LedgerError> {
         self.tx.lock().expect("sender lock").take();
-        if let Some(h) = self.writer.lock().expect("writer lock").take() {
+        // The writer first: when it ends it drops the projector's channel, which ends the projector.
+        for h in self.threads.lock().expect("threads lock").drain(..).rev() {
             let _ = h.join();
         }
         self.shared.store.sync()?;
         Ok(())
     }
 
-    /// Runs `f` on the projections at the head (loaded from the last checkpoint plus the tail
-    /// the first time, then kept current by the writer).
-    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Current) -> R) -> Result<R, LedgerError> {
+    /// Runs `f` on the projections folded exactly up to `seq`, a seq at or before the head
+    /// (loaded from the last checkpoint plus the tail the first time, then kept current by the
+    /// projector, which this waits for). `None` when the head state has moved past `seq`
+    /// meanwhile: the caller answers from a checkpoint instead.
+    pub(crate) fn with_current<R>(&self, seq: Seq, f: impl FnOnce(&Current) -> R) -> Result<Option<R>, LedgerError> {
+        self.wait_projected(seq);
         {
             let slot = self.shared.current.read().expect("current lock");
-            if let Some(c) = slot.as_ref().filter(|c| c.balances.last_seq() == self.head().seq) {
-                return Ok(f(c));
+            match slot.as_ref().map(|c| c.balances.last_seq()) {
+                Some(at) if at == seq => return Ok(Some(f(slot.as_ref().expect("present")))),
+                Some(at) if at > seq => return Ok(None),
+                _ => {}
             }
         }
         let mut slot = self.shared.current.write().expect("current lock");
-        if slot.as_ref().is_none_or(|c| c.balances.last_seq() != self.head().seq) {
-            *slot = Some(load_current(&self.shared)?);
+        if slot.as_ref().is_none_or(|c| c.balances.last_seq() < seq) {
+            let current = load_current_until(&self.shared, seq)?;
+            current.balances.assert_conserved();
+            *slot = Some(current);
         }
-        Ok(f(slot.as_ref().expect("just loaded")))
+        Ok(slot.as_ref().filter(|c| c.balances.last_seq() == seq).map(f))
+    }
+
+    /// Waits until the projector has folded `seq` (at once when no projector is running).
+    fn wait_projected(&self, seq: Seq) {
+        let shared = &self.shared;
+        let mut folded = shared.folded.lock().expect("folded lock");
+        while *folded < seq && shared.projector_running.load(Ordering::SeqCst) {
+            folded =
+                shared.folded_cv.wait_timeout(folded, std::time::Duration::from_millis(50)).expect("folded lock").0;
+        }
     }
 
     /// The latest stored checkpoint of `P` at or before `seq` (with the active generation).
@@ -620,21 +666,19 @@ fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
     Ok(model)
 }
 
-fn load_current(shared: &Shared) -> Result<Current, LedgerError> {
-    let current = load_current_until(shared, shared.store.head().seq)?;
-    current.balances.assert_conserved();
-    Ok(current)
-}
-
-/// The checkpoint generations the writer writes into (read once, when it first folds).
+/// The checkpoint generations the projector writes into (read once, when it first folds).
 struct WriterProjections {
     generation_balances: u64,
     generation_losses: u64,
 }
 
-fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receiver<Request>) {
+fn writer_loop(
+    shared: Arc<Shared>,
+    mut model: WriteModel,
+    mut rx: mpsc::Receiver<Request>,
+    to_projector: std::sync::mpsc::SyncSender<Vec<Envelope>>,
+) {
     let mut stats = LogStats::of(&shared, &model);
-    let mut projections: Option<WriterProjections> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut requests = vec![first];
         let mut queued = requests[0].commands.len();
@@ -647,9 +691,9 @@ fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let result = commit(&shared, &mut model, &mut stats, &mut projections, &requests);
+        let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
-            Ok(mut outcomes) => {
+            Ok((mut outcomes, committed)) => {
                 let m = &shared.metrics;
                 for o in &outcomes {
                     let counter = match o {
@@ -663,6 +707,9 @@ fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receive
                 for r in requests.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - r.commands.len());
                     let _ = r.reply.send(Ok(mine));
+                }
+                if !committed.is_empty() && to_projector.send(committed).is_err() {
+                    tracing::warn!("the projector has stopped; queries will load the head state from checkpoints");
                 }
             }
             Err(e) => {
@@ -682,7 +729,6 @@ fn writer_loop(shared: Arc<Shared>, mut model: WriteModel, mut rx: mpsc::Receive
                         return;
                     }
                 }
-                projections = None;
             }
         }
     }
@@ -704,13 +750,14 @@ impl LogStats {
     }
 }
 
+/// Decides, seals and durably appends one group of requests; returns the outcomes (one per
+/// command, in order) and the envelopes appended.
 fn commit(
     shared: &Shared,
     model: &mut WriteModel,
     stats: &mut LogStats,
-    projections: &mut Option<WriterProjections>,
     requests: &[Request],
-) -> Result<Vec<Outcome>, LedgerError> {
+) -> Result<(Vec<Outcome>, Vec<Envelope>), LedgerError> {
     let store = &shared.store;
     let head = store.head();
     let first_seq = head.seq + 1;
@@ -746,7 +793,7 @@ fn commit(
         }
     }
     if pending.is_empty() {
-        return Ok(outcomes);
+        return Ok((outcomes, pending));
     }
     let last = pending.last().expect("non-empty");
     // Boundary information goes in the same atomic step as the events it describes, so that a
@@ -783,14 +830,35 @@ fn commit(
     shared.boundaries.write().expect("boundaries lock").extend(new_boundaries);
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     *shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
-    // Checkpoints are a cache of the log: failing to write one costs speed, not correctness,
-    // and must not turn a durable append into an error.
-    if let Err(e) = fold_into_projections(shared, projections, &pending) {
-        tracing::warn!("projection checkpoint not written: {e}");
-        *projections = None;
-        *shared.current.write().expect("current lock") = None;
+    Ok((outcomes, pending))
+}
+
+/// Folds committed batches into the projections at the head, in order, and writes their
+/// checkpoints. Checkpoints are a cache of the log: failing to write one costs speed, not
+/// correctness (the head state is dropped and queries load it again from the log).
+fn projector_loop(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Vec<Envelope>>) {
+    /// Marks the projector stopped however the thread ends, so no query waits for it.
+    struct Running<'a>(&'a Shared);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.projector_running.store(false, Ordering::SeqCst);
+            let _folded = self.0.folded.lock();
+            self.0.folded_cv.notify_all();
+        }
     }
-    Ok(outcomes)
+    let _running = Running(&shared);
+    let mut projections: Option<WriterProjections> = None;
+    for batch in rx {
+        if let Err(e) = fold_into_projections(&shared, &mut projections, &batch) {
+            tracing::warn!("projection checkpoint not written: {e}");
+            projections = None;
+            *shared.current.write().expect("current lock") = None;
+        }
+        let last = batch.last().map_or(0, |e| e.seq);
+        let mut folded = shared.folded.lock().expect("folded lock");
+        *folded = (*folded).max(last);
+        shared.folded_cv.notify_all();
+    }
 }
 
 /// The index entries of an envelope.
@@ -806,8 +874,8 @@ pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
     out
 }
 
-/// Folds appended events into the writer's projections, writing checkpoints at boundaries, and
-/// refreshes the shared head state that queries read.
+/// Folds appended events into the shared head state that queries read, and writes the
+/// checkpoints due at boundaries.
 fn fold_into_projections(
     shared: &Shared,
     projections: &mut Option<WriterProjections>,
@@ -859,7 +927,7 @@ fn fold_into_projections(
     Ok(())
 }
 
-/// The projections as of `seq` (used when the writer starts mid-way).
+/// The projections as of `seq` (used when the projector starts mid-way).
 fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError> {
     let store = &shared.store;
     let mut balances: Balances = load_checkpoint(shared, seq)?.unwrap_or_default();

@@ -173,8 +173,8 @@ impl Ledger {
         // occurred_at is recorded, that is known without loading the head state.
         let recorded_max = *self.shared.max_occurred.lock().expect("max lock");
         if bound.known_seq == head && recorded_max.is_none_or(|m| bound.as_of >= m) {
-            let answer = self.with_current(|c| (bound.as_of >= c.max_occurred).then(|| pick(c).clone()))?;
-            if let Some(state) = answer {
+            let answer = self.with_current(head, |c| (bound.as_of >= c.max_occurred).then(|| pick(c).clone()))?;
+            if let Some(Some(state)) = answer {
                 return Ok(state);
             }
         }
