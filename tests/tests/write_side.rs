@@ -335,3 +335,52 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
     let wrong_ext = custos(d, &["import", d.join("x.txt").to_str().unwrap()]);
     assert_eq!(code(&wrong_ext), 2);
 }
+
+/// An import keeps several batches in flight; they must reach the writer in file order. A file
+/// where every line depends on the one before (strictly increasing `recorded_at`, each withdrawal
+/// taking the deposit just before it) is refused line by line if two batches swap.
+#[test]
+fn an_import_appends_in_file_order_across_batches_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ordered.csv");
+    let lines = 40_000u64;
+    let mut text = String::from("id,occurred_at,recorded_at,account,kind,asset,amount\n");
+    for i in 0..lines {
+        let at = custos_domain::Timestamp::from_nanos(1_640_995_200_000_000_000 + i as i64 * 1_000_000).to_rfc3339();
+        let kind = if i % 2 == 0 { "deposit" } else { "withdrawal" };
+        text.push_str(&format!("e{i},{at},{at},acct-{},{kind},BTC,1.5\n", i / 2 % 97));
+    }
+    std::fs::write(&csv, text).unwrap();
+    // Small batches (2,500 of them) and three imports at once on two cores: a scheduler under
+    // pressure is where batches swapped.
+    let children: Vec<_> = (0..3)
+        .map(|round| {
+            let db = dir.path().join(format!("ledger-{round}"));
+            let child = std::process::Command::new(custos_bin())
+                .arg("--db")
+                .arg(&db)
+                .arg("import")
+                .arg(&csv)
+                .args(["--batch", "16"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (db, child)
+        })
+        .collect();
+    for (db, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}: {}", db.display(), stderr(&out));
+        assert!(stdout(&out).contains(&format!("{lines} appended, 0 duplicates, 0 rejected")), "{}", stdout(&out));
+        let l = Ledger::open(&db, LedgerConfig::default()).unwrap();
+        let mut expected = 0u64;
+        l.for_each_envelope(1, |env| {
+            assert_eq!(env.event_id.as_str(), format!("e{expected}"), "seq {} holds line {}", env.seq, expected + 2);
+            expected += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(expected, lines);
+    }
+}

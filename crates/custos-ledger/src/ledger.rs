@@ -77,6 +77,23 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
 }
 
+/// Commands queued for the writer (see [`Ledger::enqueue_batch`]).
+pub struct Queued {
+    rx: oneshot::Receiver<Result<Vec<Outcome>, String>>,
+    shared: Arc<Shared>,
+}
+
+impl Queued {
+    /// The outcome of each command, in order, once the writer has made the batch durable.
+    pub async fn outcomes(self) -> Result<Vec<Outcome>, LedgerError> {
+        match self.rx.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.shared.store.head().seq, what: e }),
+            Err(_) => Err(LedgerError::WriterGone),
+        }
+    }
+}
+
 /// The projections folded up to the head, and what point-in-time queries need to know about
 /// the checkpoints.
 #[derive(Clone)]
@@ -254,17 +271,21 @@ impl Ledger {
 
     /// Decides and durably appends commands in order (possibly grouped with other callers').
     pub async fn submit_batch(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, LedgerError> {
-        if commands.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tx = self.writer_sender()?;
+        self.enqueue_batch(commands).await?.outcomes().await
+    }
+
+    /// Hands commands to the writer and returns once they are queued, with their answer to
+    /// await later. Batches one caller queues one after another are decided in that order, so
+    /// a caller can keep several in flight without reordering its commands.
+    pub async fn enqueue_batch(&self, commands: Vec<Command>) -> Result<Queued, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { commands, reply }).await.map_err(|_| LedgerError::WriterGone)?;
-        match rx.await {
-            Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.head().seq, what: e }),
-            Err(_) => Err(LedgerError::WriterGone),
+        if commands.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+        } else {
+            let tx = self.writer_sender()?;
+            tx.send(Request { commands, reply }).await.map_err(|_| LedgerError::WriterGone)?;
         }
+        Ok(Queued { rx, shared: Arc::clone(&self.shared) })
     }
 
     /// Blocking form of [`Ledger::submit_batch`] for callers outside an async runtime.

@@ -146,6 +146,9 @@ pub enum Cmd {
         /// Append nothing unless every line is valid
         #[arg(long)]
         strict: bool,
+        /// Commands per batch handed to the writer (two batches are in flight at a time)
+        #[arg(long, default_value_t = crate::import::IMPORT_BATCH_COMMANDS, value_parser = clap::value_parser!(u64).range(1..=8192))]
+        batch: u64,
     },
     /// List the log
     Log {
@@ -334,7 +337,7 @@ pub async fn run(args: Args) -> Result<Exit> {
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
         Cmd::Demo { .. } | Cmd::Serve { .. } => unreachable!("handled above"),
-        Cmd::Import { file, strict } => import::run(&ledger, &file, strict).await?,
+        Cmd::Import { file, strict, batch } => import::run(&ledger, &file, strict, batch as usize).await?,
         Cmd::Log { from_seq, limit, format } => {
             report::log(&ledger, from_seq, limit)?.write(format, out)?;
             Exit::Ok

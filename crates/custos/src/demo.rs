@@ -49,8 +49,15 @@ pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&Path>) 
         }
     };
     let ledger = open_ledger(&dir, "custos demo")?;
-    let summary =
-        import::import_reader(&ledger, INCIDENT_CSV, ImportFormat::Csv, INCIDENT_CSV.len() as u64, "importing").await?;
+    let summary = import::import_reader(
+        &ledger,
+        INCIDENT_CSV,
+        ImportFormat::Csv,
+        INCIDENT_CSV.len() as u64,
+        import::IMPORT_BATCH_COMMANDS as usize,
+        "importing",
+    )
+    .await?;
     if summary.rejected > 0 {
         bail!("the incident data set did not import cleanly: {}", summary.rejections.join("; "));
     }

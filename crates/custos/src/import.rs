@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use custos_domain::Command;
-use custos_ledger::{parse_csv, parse_jsonl, DryRun, ImportFormat, ImportLine, Ledger, Outcome};
+use custos_ledger::{parse_csv, parse_jsonl, DryRun, ImportFormat, ImportLine, Ledger, Queued};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::Exit;
 
 /// Commands per batch handed to the writer.
-pub const IMPORT_BATCH_COMMANDS: usize = 4096;
+pub const IMPORT_BATCH_COMMANDS: u64 = 4096;
 /// Batches submitted and not yet answered.
 const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Rejected lines printed in full; the rest are counted.
@@ -63,7 +63,7 @@ impl Summary {
     }
 }
 
-pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool) -> Result<Exit> {
+pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool, batch: usize) -> Result<Exit> {
     let format = ImportFormat::from_path(path)
         .with_context(|| format!("{}: the file name must end in .csv or .jsonl", path.display()))?;
     let open = || -> Result<(File, u64)> {
@@ -87,7 +87,7 @@ pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool) -> Result<Exit
         }
     }
     let (f, len) = open()?;
-    let summary = import_reader(ledger, f, format, len, "importing").await?;
+    let summary = import_reader(ledger, f, format, len, batch, "importing").await?;
     for r in &summary.rejections {
         eprintln!("{r}");
     }
@@ -124,7 +124,8 @@ fn check_all<R: Read + 'static>(ledger: &Ledger, reader: R, format: ImportFormat
     Ok(problems)
 }
 
-type InFlight = tokio::task::JoinHandle<Result<(Vec<u64>, Vec<Outcome>), custos_ledger::LedgerError>>;
+/// A queued batch: its line numbers and its answer to come.
+type InFlight = (Vec<u64>, Queued);
 
 /// Streams `reader` into the ledger.
 pub async fn import_reader<R: Read + Send + 'static>(
@@ -132,14 +133,15 @@ pub async fn import_reader<R: Read + Send + 'static>(
     reader: R,
     format: ImportFormat,
     len: u64,
+    batch_commands: usize,
     message: &str,
 ) -> Result<Summary> {
     let started = Instant::now();
     let bar = bar(len, message);
     let mut summary = Summary::default();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut batch: Vec<Command> = Vec::with_capacity(IMPORT_BATCH_COMMANDS);
-    let mut batch_lines: Vec<u64> = Vec::with_capacity(IMPORT_BATCH_COMMANDS);
+    let mut batch: Vec<Command> = Vec::with_capacity(batch_commands);
+    let mut batch_lines: Vec<u64> = Vec::with_capacity(batch_commands);
     let mut iter = lines(bar.wrap_read(reader), format);
     loop {
         let next = iter.next();
@@ -156,17 +158,15 @@ pub async fn import_reader<R: Read + Send + 'static>(
                 ),
             }
         }
-        if batch.len() >= IMPORT_BATCH_COMMANDS || (end && !batch.is_empty()) {
-            let ledger = Arc::clone(ledger);
-            let commands = std::mem::take(&mut batch);
-            let numbers = std::mem::take(&mut batch_lines);
-            in_flight.push_back(tokio::spawn(async move {
-                let outcomes = ledger.submit_batch(commands).await?;
-                Ok((numbers, outcomes))
-            }));
+        if batch.len() >= batch_commands || (end && !batch.is_empty()) {
+            // Queued here, in file order (spawning a task per batch let a later batch reach the
+            // writer first); only the waiting for the answers overlaps.
+            let queued = ledger.enqueue_batch(std::mem::take(&mut batch)).await?;
+            in_flight.push_back((std::mem::take(&mut batch_lines), queued));
         }
         while in_flight.len() >= BATCHES_IN_FLIGHT_MAX || (end && !in_flight.is_empty()) {
-            let (numbers, outcomes) = in_flight.pop_front().expect("non-empty").await.context("import task")??;
+            let (numbers, queued) = in_flight.pop_front().expect("non-empty");
+            let outcomes = queued.outcomes().await?;
             for (line, outcome) in numbers.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(a) if a.duplicate => summary.duplicates += 1,

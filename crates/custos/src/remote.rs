@@ -263,7 +263,7 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                 }
             }
         }
-        Cmd::Import { file, strict } => {
+        Cmd::Import { file, strict, .. } => {
             if strict {
                 bail!("import --strict checks the whole file against the ledger first; run it on the ledger's machine");
             }
