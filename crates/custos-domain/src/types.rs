@@ -46,6 +46,13 @@ fn id_chars_ok(s: &str, extra: &[char]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AccountId(std::sync::Arc<str>);
 
+/// Lookups by `&str` (hash and equality are the string's, as for the `Arc<str>` inside).
+impl std::borrow::Borrow<str> for AccountId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Encode for AccountId {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
         self.as_str().encode(encoder)

@@ -41,6 +41,33 @@ pub struct StreamState {
     pub last_occurred_at: Option<Timestamp>,
 }
 
+/// An account's stream and balances, kept together so that deciding and applying a command
+/// looks the account up once, not once per map.
+#[derive(Debug, Clone, Default)]
+pub struct AccountState {
+    pub stream: StreamState,
+    /// Per asset the account has held (a handful at most).
+    pub balances: Vec<(Asset, Decimal)>,
+}
+
+impl AccountState {
+    pub fn balance(&self, asset: &Asset) -> Decimal {
+        self.balances.iter().find(|(a, _)| a == asset).map_or(Decimal::ZERO, |(_, b)| *b)
+    }
+
+    fn credit(&mut self, asset: &Asset, delta: Decimal) -> Decimal {
+        let slot = match self.balances.iter().position(|(a, _)| a == asset) {
+            Some(i) => &mut self.balances[i].1,
+            None => {
+                self.balances.push((*asset, Decimal::ZERO));
+                &mut self.balances.last_mut().expect("just pushed").1
+            }
+        };
+        *slot += delta;
+        *slot
+    }
+}
+
 /// A suspension of withdrawals in valid time: `[suspended_at, resumed_at)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Suspension {
@@ -59,8 +86,10 @@ pub struct WriteModel {
     ids: FastMap<u64, Seq>,
     /// Ids whose hash collided with an earlier, different id.
     id_collisions: FastMap<EventId, Seq>,
-    pub streams: FastMap<StreamId, StreamState>,
-    pub balances: FastMap<(AccountId, Asset), Decimal>,
+    /// Per account: its stream and its balances.
+    pub accounts: FastMap<AccountId, AccountState>,
+    /// The ledger-wide control stream.
+    pub ledger_stream: StreamState,
     pub withdrawals: FastMap<EventId, WithdrawalState>,
     pub suspensions: Vec<Suspension>,
 }
@@ -120,7 +149,15 @@ impl WriteModel {
     }
 
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
-        self.balances.get(&(account.clone(), *asset)).copied().unwrap_or_default()
+        self.accounts.get(account.as_str()).map_or(Decimal::ZERO, |a| a.balance(asset))
+    }
+
+    /// The state of `stream` (version 0 and no events when it has none).
+    pub fn stream_state(&self, stream: &StreamId) -> StreamState {
+        match stream {
+            StreamId::Account(a) => self.accounts.get(a.as_str()).map(|a| a.stream).unwrap_or_default(),
+            StreamId::Ledger => self.ledger_stream,
+        }
     }
 
     /// The suspension `t` falls in, if any.
@@ -171,7 +208,7 @@ impl WriteModel {
             }
             CommandBody::SuspendWithdrawals { .. } | CommandBody::ResumeWithdrawals => StreamId::Ledger,
         };
-        let stream_state = self.streams.get(&stream).copied().unwrap_or_default();
+        let stream_state = self.stream_state(&stream);
         if let Some(expected) = cmd.expected_version {
             if expected != stream_state.version {
                 return Err(Rejection::StreamVersionMismatch {
@@ -400,16 +437,35 @@ impl WriteModel {
                 v.insert(env.seq);
             }
         }
-        let stream = self.streams.entry(env.stream.clone()).or_default();
+        let account = match &env.stream {
+            StreamId::Account(a) => {
+                if !self.accounts.contains_key(a.as_str()) {
+                    self.accounts.insert(a.clone(), AccountState::default());
+                }
+                Some(self.accounts.get_mut(a.as_str()).expect("just ensured"))
+            }
+            StreamId::Ledger => None,
+        };
+        let stream = match &account {
+            Some(a) => &a.stream,
+            None => &self.ledger_stream,
+        };
         assert_eq!(stream.version + 1, env.stream_version, "stream {} versions are gap-free", env.stream);
-        stream.version = env.stream_version;
-        stream.last_occurred_at = Some(env.occurred_at);
-        let account = env.stream.account();
+        let stream = StreamState { version: env.stream_version, last_occurred_at: Some(env.occurred_at) };
+        let mut account = match account {
+            Some(a) => {
+                a.stream = stream;
+                Some(a)
+            }
+            None => {
+                self.ledger_stream = stream;
+                None
+            }
+        };
         let mut credit = |asset: &Asset, delta: Decimal| {
-            let account = account.expect("balance events are on account streams").clone();
-            let b = self.balances.entry((account, *asset)).or_default();
-            *b += delta;
-            assert!(*b >= Decimal::ZERO, "balance of {} at seq {} went negative", asset, env.seq);
+            let account = account.as_mut().expect("balance events are on account streams");
+            let b = account.credit(asset, delta);
+            assert!(b >= Decimal::ZERO, "balance of {} at seq {} went negative", asset, env.seq);
         };
         match &env.event {
             Event::Deposited { asset, amount, .. } => credit(asset, amount.value()),
@@ -419,7 +475,7 @@ impl WriteModel {
                     env.event_id.clone(),
                     WithdrawalState {
                         seq: env.seq,
-                        account: account.expect("withdrawals are on account streams").clone(),
+                        account: env.stream.account().expect("withdrawals are on account streams").clone(),
                         asset: *asset,
                         amount: *amount,
                         usd_value: *usd_value,
