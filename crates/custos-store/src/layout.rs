@@ -34,13 +34,22 @@ pub const CHUNK_BYTES_MAX: usize = 6 * 1024;
 /// items, and writes any node over 128 KiB as a separate blob file (a file created per node
 /// rewrite, never fsynced by sled). 16 x 7 KiB keeps every node inline in sled's log.
 pub const META_PART_BYTES: usize = 6 * 1024;
+/// Metadata values of at least this many bytes (balance and loss checkpoints of a big ledger)
+/// are kept in a file of their own under `files/`, and sled holds a pointer to it (file id,
+/// length, SHA-256) as the value's only part, numbered `META_FILE_PART`. Megabytes split into
+/// 6 KiB sled values cost sled a node rewrite per part; a file is one write and one read.
+pub const META_FILE_BYTES_MIN: usize = 64 * 1024;
+pub const META_FILE_PART: u32 = u32::MAX;
+
 /// Entries of a segment's page directory per stored part (16 bytes each: 6 KiB).
 pub const DIR_PART_ENTRIES: usize = 384;
 /// Entries per index page (16 bytes each: 4 KiB pages; sled rewrites whole leaf nodes, so
 /// small values keep its node rewrites small).
 pub const PAGE_ENTRIES_MAX: usize = 256;
 /// Bumped when the layout changes; a store written with another layout is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: metadata values may live in files (a version 1 store is read as is and marked 2 on open,
+/// so that an older build refuses it instead of misreading a file pointer).
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const KEY_HEAD: &[u8] = b"H";
 pub const KEY_LAYOUT: &[u8] = b"V";

@@ -71,6 +71,10 @@ pub struct AppendStats {
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
+    /// Where large metadata values live (see `META_FILE_BYTES_MIN`), one file each, named by
+    /// a hexadecimal id that is never reused.
+    files: PathBuf,
+    next_file: std::sync::atomic::AtomicU64,
     data_file: File,
     head: Mutex<Head>,
     /// Segment directory per index kind, ordered by id. Readers hold it shared while they walk
@@ -112,7 +116,9 @@ impl Store {
                         .try_into()
                         .map_err(|_| StoreError::Corruption("layout version record is not 4 bytes".into()))?,
                 );
-                if found != LAYOUT_VERSION {
+                if found == 1 {
+                    db.insert(KEY_LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
+                } else if found != LAYOUT_VERSION {
                     return Err(StoreError::LayoutVersion { dir: dir.to_path_buf(), found, expected: LAYOUT_VERSION });
                 }
             }
@@ -130,9 +136,20 @@ impl Store {
             }
         };
         let segments = load_segments(&db)?;
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files).map_err(io)?;
+        let mut last_file = 0u64;
+        for entry in std::fs::read_dir(&files).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                last_file = last_file.max(id);
+            }
+        }
         let store = Store {
             dir: dir.to_path_buf(),
             db,
+            files,
+            next_file: std::sync::atomic::AtomicU64::new(last_file + 1),
             data_file,
             head: Mutex::new(head),
             segments: RwLock::new(segments),
@@ -424,9 +441,52 @@ impl Store {
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let mut out: Option<Vec<u8>> = None;
         for item in self.db.scan_prefix(meta_part_prefix(name)) {
-            out.get_or_insert_with(Vec::new).extend_from_slice(&item?.1);
+            let (k, v) = item?;
+            if let Some(pointer) = file_pointer(&k, &v) {
+                return self.read_meta_file(name, pointer?).map(Some);
+            }
+            out.get_or_insert_with(Vec::new).extend_from_slice(&v);
         }
         Ok(out)
+    }
+
+    fn meta_file_path(&self, id: u64) -> PathBuf {
+        self.files.join(format!("{id:016x}"))
+    }
+
+    /// The value a file pointer stands for, checked against the length and hash it records.
+    fn read_meta_file(&self, name: &str, p: FilePointer) -> Result<Vec<u8>> {
+        let path = self.meta_file_path(p.id);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { dir: self.dir.clone(), source })?;
+        if bytes.len() as u64 != p.len || sha256(&bytes) != p.hash {
+            return Err(StoreError::Corruption(format!(
+                "metadata {name}: {} does not match the length and SHA-256 recorded for it",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Writes `value` to a new file, durably (data and directory entry) before anything can
+    /// point at it; returns its pointer.
+    fn write_meta_file(&self, value: &[u8]) -> Result<FilePointer> {
+        use std::io::Write;
+        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
+        let id = self.next_file.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(self.meta_file_path(id)).map_err(io)?;
+        f.write_all(value).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(FilePointer { id, len: value.len() as u64, hash: sha256(value) })
+    }
+
+    /// Removes the files of metadata values no longer referenced (after the batch that dropped
+    /// their pointers). A crash before this leaves an unreferenced file: garbage, never a
+    /// wrong value.
+    fn remove_meta_files(&self, ids: &[u64]) {
+        for id in ids {
+            let _ = std::fs::remove_file(self.meta_file_path(*id));
+        }
     }
 
     /// Metadata names starting with `prefix`, in name order.
@@ -447,15 +507,36 @@ impl Store {
     /// derived data that can be rebuilt from the log; call [`Store::sync`] when it must last).
     pub fn write_meta(&self, put: Vec<(String, Vec<u8>)>, remove: Vec<String>) -> Result<()> {
         let mut sb = sled::Batch::default();
+        let mut replaced = Vec::new();
         for name in remove.iter().chain(put.iter().map(|(n, _)| n)) {
             for item in self.db.scan_prefix(meta_part_prefix(name)) {
-                sb.remove(item?.0);
+                let (k, v) = item?;
+                if let Some(Ok(p)) = file_pointer(&k, &v) {
+                    replaced.push(p.id);
+                }
+                sb.remove(k);
             }
         }
+        let mut wrote_files = false;
         for (name, value) in put {
-            insert_meta(&mut sb, &name, &value);
+            if value.len() >= META_FILE_BYTES_MIN {
+                let pointer = self.write_meta_file(&value)?;
+                wrote_files = true;
+                let mut k = meta_part_prefix(&name);
+                k.extend_from_slice(&META_FILE_PART.to_be_bytes());
+                sb.insert(k, pointer.encode());
+            } else {
+                insert_meta(&mut sb, &name, &value);
+            }
+        }
+        if wrote_files {
+            // The new files' directory entries are durable before sled can persist a pointer.
+            File::open(&self.files)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| StoreError::Io { dir: self.dir.clone(), source })?;
         }
         self.db.apply_batch(sb)?;
+        self.remove_meta_files(&replaced);
         Ok(())
     }
 
@@ -464,22 +545,30 @@ impl Store {
     pub fn remove_meta_prefix(&self, prefix: &str) -> Result<()> {
         let start = meta_key(prefix);
         loop {
-            let keys: Vec<sled::IVec> =
-                self.db.scan_prefix(&start).keys().take(REMOVE_BATCH_KEYS).collect::<Result<_, _>>()?;
-            if keys.is_empty() {
+            let items: Vec<(sled::IVec, sled::IVec)> =
+                self.db.scan_prefix(&start).take(REMOVE_BATCH_KEYS).collect::<Result<_, _>>()?;
+            if items.is_empty() {
                 return Ok(());
             }
             let mut sb = sled::Batch::default();
-            for k in keys {
+            let mut files = Vec::new();
+            for (k, v) in items {
+                if let Some(Ok(p)) = file_pointer(&k, &v) {
+                    files.push(p.id);
+                }
                 sb.remove(k);
             }
             self.db.apply_batch(sb)?;
+            self.remove_meta_files(&files);
         }
     }
 
-    /// Bytes sled occupies on disk.
+    /// Bytes the store occupies on disk (sled and the metadata files).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        let files: u64 = std::fs::read_dir(&self.files)
+            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        Ok(self.db.size_on_disk()? + files)
     }
 }
 
@@ -567,6 +656,46 @@ fn meta_part_prefix(name: &str) -> Vec<u8> {
     k
 }
 
+/// Where a large metadata value lives: its file, length and SHA-256.
+#[derive(Debug, Clone, Copy)]
+struct FilePointer {
+    id: u64,
+    len: u64,
+    hash: [u8; 32],
+}
+
+impl FilePointer {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(&self.id.to_be_bytes());
+        v.extend_from_slice(&self.len.to_be_bytes());
+        v.extend_from_slice(&self.hash);
+        v
+    }
+}
+
+/// The file pointer a metadata part holds, if it is one (`Some(Err)`: malformed).
+fn file_pointer(key: &[u8], value: &[u8]) -> Option<Result<FilePointer>> {
+    if !key.ends_with(&META_FILE_PART.to_be_bytes()) {
+        return None;
+    }
+    let parsed = (|| {
+        Some(FilePointer {
+            id: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
+            len: u64::from_be_bytes(value.get(8..16)?.try_into().ok()?),
+            hash: value.get(16..48)?.try_into().ok()?,
+        })
+    })();
+    Some(parsed.filter(|_| value.len() == 48).ok_or_else(|| {
+        StoreError::Corruption(format!("metadata file pointer under {:?} is malformed", String::from_utf8_lossy(key)))
+    }))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 /// Metadata values are split into parts small enough to stay inline in sled's log.
 fn insert_meta(sb: &mut sled::Batch, name: &str, value: &[u8]) {
     let parts: Vec<&[u8]> = if value.is_empty() { vec![value] } else { value.chunks(META_PART_BYTES).collect() };
@@ -649,6 +778,45 @@ mod tests {
         store.write_meta(vec![("proj/a".into(), vec![1])], vec!["proj/b".into()]).unwrap();
         assert_eq!(store.get_meta("proj/a").unwrap().unwrap(), vec![1]);
         assert_eq!(store.list_meta("proj/").unwrap(), vec!["proj/a".to_string()]);
+    }
+
+    fn meta_files(store: &Store) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&store.files).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn large_metadata_lives_in_checked_files_that_go_when_their_value_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = |seed: u8| -> Vec<u8> { (0..META_FILE_BYTES_MIN as u32 + 10).map(|i| (i as u8) ^ seed).collect() };
+        {
+            let store = Store::open(tmp.path(), "test").unwrap();
+            store.write_meta(vec![("cp/x/1".into(), big(1)), ("cp/x/2".into(), big(2))], vec![]).unwrap();
+            assert_eq!(meta_files(&store).len(), 2);
+            assert_eq!(store.list_meta("cp/x/").unwrap(), vec!["cp/x/1".to_string(), "cp/x/2".to_string()]);
+            // Replaced by a small value: the file goes, the value is read from sled.
+            store.write_meta(vec![("cp/x/1".into(), vec![7])], vec![]).unwrap();
+            assert_eq!(meta_files(&store).len(), 1);
+            assert_eq!(store.get_meta("cp/x/1").unwrap().unwrap(), vec![7]);
+            store.sync().unwrap();
+        }
+        // Reopened: the value reads back, new files get new ids, a prefix removal takes files.
+        let store = Store::open(tmp.path(), "test").unwrap();
+        assert_eq!(store.get_meta("cp/x/2").unwrap().unwrap(), big(2));
+        store.write_meta(vec![("cp/x/3".into(), big(3))], vec![]).unwrap();
+        let files = meta_files(&store);
+        assert_eq!(files.len(), 2);
+        assert_ne!(files[0], files[1]);
+        // One changed byte in a file is found by its hash and named.
+        let mut bytes = std::fs::read(&files[1]).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&files[1], bytes).unwrap();
+        let err = store.get_meta("cp/x/3").unwrap_err().to_string();
+        assert!(err.contains("cp/x/3") && err.contains("SHA-256"), "{err}");
+        store.remove_meta_prefix("cp/x/").unwrap();
+        assert!(store.list_meta("cp/").unwrap().is_empty());
+        assert!(meta_files(&store).is_empty());
     }
 
     #[test]
