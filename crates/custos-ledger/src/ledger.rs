@@ -336,11 +336,26 @@ impl Ledger {
                 .spawn(move || projector_loop(shared, projector_rx))
                 .map_err(io)?,
         );
+        // Index segments are merged off the writer's path; a signal per commit, coalesced.
+        let (to_compactor, compactor_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let shared = Arc::clone(&self.shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("custos-compactor".into())
+                .spawn(move || {
+                    for () in compactor_rx {
+                        if let Err(e) = shared.store.compact() {
+                            tracing::warn!("index segments not merged (lookups stay correct, slower): {e}");
+                        }
+                    }
+                })
+                .map_err(io)?,
+        );
         let shared = Arc::clone(&self.shared);
         threads.push(
             std::thread::Builder::new()
                 .name("custos-writer".into())
-                .spawn(move || writer_loop(shared, model, receiver, to_projector))
+                .spawn(move || writer_loop(shared, model, receiver, to_projector, to_compactor))
                 .map_err(io)?,
         );
         *tx = Some(sender.clone());
@@ -351,7 +366,8 @@ impl Ledger {
     /// what the writer handed it, and syncs the store.
     pub fn close(&self) -> Result<(), LedgerError> {
         self.tx.lock().expect("sender lock").take();
-        // The writer first: when it ends it drops the projector's channel, which ends the projector.
+        // The writer first: when it ends it drops the compactor's and the projector's channels,
+        // which ends them.
         for h in self.threads.lock().expect("threads lock").drain(..).rev() {
             let _ = h.join();
         }
@@ -698,6 +714,7 @@ fn writer_loop(
     mut model: WriteModel,
     mut rx: mpsc::Receiver<Request>,
     to_projector: std::sync::mpsc::SyncSender<Vec<Envelope>>,
+    to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut stats = LogStats::of(&shared, &model);
     while let Some(first) = rx.blocking_recv() {
@@ -728,6 +745,10 @@ fn writer_loop(
                 for r in requests.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - r.commands.len());
                     let _ = r.reply.send(Ok(mine));
+                }
+                if !committed.is_empty() {
+                    // Full means a signal is already pending: nothing to add.
+                    let _ = to_compactor.try_send(());
                 }
                 if !committed.is_empty() && to_projector.send(committed).is_err() {
                     tracing::warn!("the projector has stopped; queries will load the head state from checkpoints");

@@ -81,6 +81,8 @@ pub struct Store {
     /// segments so that a merge (which holds it exclusively) is never seen half done.
     segments: RwLock<[Vec<Segment>; 4]>,
     synced_blobs: Mutex<HashSet<OsString>>,
+    /// Held while merging segments: one merge at a time.
+    compacting: Mutex<()>,
     _lock: lock::ProcessLock,
 }
 
@@ -154,6 +156,7 @@ impl Store {
             head: Mutex::new(head),
             segments: RwLock::new(segments),
             synced_blobs: Mutex::new(HashSet::new()),
+            compacting: Mutex::new(()),
             _lock: lock,
         };
         Ok(store)
@@ -225,7 +228,6 @@ impl Store {
         if let Some(h) = head {
             *self.head.lock().expect("head lock") = h;
         }
-        self.compact()?;
         Ok(stats)
     }
 
@@ -279,7 +281,12 @@ impl Store {
     /// once per class it climbs (log4 of the index's size over a commit's), and a lookup visits at
     /// most `SEGMENT_MERGE_RATIO - 1` segments per class. Merging rewrites pages but never changes
     /// what the index says, so it need not be durable before it returns.
-    fn compact(&self) -> Result<()> {
+    ///
+    /// Appends do not merge: the caller runs this after appends, on any thread (the ledger has
+    /// a compactor thread for it). Appends may land while it merges; a merge replaces exactly the
+    /// segments it read, wherever they are by then.
+    pub fn compact(&self) -> Result<()> {
+        let _one_at_a_time = self.compacting.lock().expect("compaction lock");
         for kind in IndexKind::ALL {
             while let Some(run) = self.segments_to_merge(kind) {
                 self.merge_segments(kind, &run)?;
@@ -327,8 +334,9 @@ impl Store {
         let mut dir = self.segments.write().expect("segments lock");
         self.db.apply_batch(sb)?;
         let segs = &mut dir[kind_slot(kind)];
-        segs.truncate(segs.len() - run.len());
-        segs.push(Segment { id, last_seq, entries: merged.len() as u64, pages });
+        let at = segs.iter().position(|s| s.id == id).expect("only compaction removes segments");
+        debug_assert!(segs[at..at + run.len()].iter().zip(run).all(|(a, b)| a.id == b.id), "the run is intact");
+        segs.splice(at..at + run.len(), [Segment { id, last_seq, entries: merged.len() as u64, pages }]);
         Ok(())
     }
 
@@ -747,6 +755,7 @@ mod tests {
             let mut first = 1;
             for n in sizes {
                 store.append(batch(first, n)).unwrap();
+                store.compact().unwrap();
                 first += n as u64;
             }
         }
@@ -830,6 +839,7 @@ mod tests {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let n = if round % 37 == 0 { 500 + (x >> 33) as usize % 1500 } else { 1 + (x >> 33) as usize % 9 };
             store.append(batch(first, n)).unwrap();
+            store.compact().unwrap();
             first += n as u64;
             let dir = store.segments.read().unwrap();
             for segs in dir.iter() {
