@@ -148,7 +148,7 @@ fn a_projection_stored_with_another_schema_version_is_rebuilt_on_open() {
     assert_eq!(code(&out), 0);
     assert!(
         stderr(&out).contains(
-            "projection balances was stored with schema version 0; this build uses 2, so it was rebuilt from the log"
+            "projection balances was stored with schema version 0; this build uses 3, so it was rebuilt from the log"
         ),
         "{}",
         stderr(&out)

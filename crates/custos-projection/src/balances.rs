@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use custos_domain::{AccountId, Asset, Envelope, Event, FastMap, Seq, Timestamp};
 use rust_decimal::Decimal;
 
-use crate::codec::{config, dec, undec};
+use crate::codec::{config, dec, undec, Packed};
 use crate::{counted, Projection};
 
 /// Per-asset flow totals, kept to assert conservation after folding.
@@ -33,7 +33,7 @@ pub struct Balances {
 }
 
 /// A balance as a checkpoint stores it: account, asset, exact decimal.
-type StoredBalance<'a> = (&'a str, &'a str, [u8; 16]);
+type StoredBalance<'a> = (&'a str, &'a str, Packed);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceRow {
@@ -97,8 +97,9 @@ impl Balances {
 
 impl Projection for Balances {
     const NAME: &'static str = "balances";
-    /// 2: one flat (account, asset) table in checkpoints (1 grouped balances by account).
-    const SCHEMA_VERSION: u32 = 2;
+    /// 3: decimals packed (2 stored them in 16 bytes); 2: one flat (account, asset) table in
+    /// checkpoints (1 grouped balances by account).
+    const SCHEMA_VERSION: u32 = 3;
 
     fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
         self.last_seq = env.seq;
@@ -134,7 +135,7 @@ impl Projection for Balances {
         // Borrowed strings encode exactly like owned ones (length, then bytes).
         let rows: Vec<StoredBalance<'_>> =
             self.balances.iter().map(|((a, s), b)| (a.as_str(), s.as_str(), dec(*b))).collect();
-        let flows: Vec<(&str, [[u8; 16]; 4])> = self
+        let flows: Vec<(&str, [Packed; 4])> = self
             .flows
             .iter()
             .map(|(s, f)| (s.as_str(), [dec(f.deposited), dec(f.withdrawn), dec(f.reversed), dec(f.reimbursed)]))
@@ -144,7 +145,7 @@ impl Projection for Balances {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         // Borrowed: the strings are read in place, one allocation per row (the account's Arc).
-        type Stored<'a> = (u64, Vec<(&'a str, &'a str, [u8; 16])>, Vec<(&'a str, [[u8; 16]; 4])>);
+        type Stored<'a> = (u64, Vec<(&'a str, &'a str, Packed)>, Vec<(&'a str, [Packed; 4])>);
         let ((last_seq, rows, flows), used): (Stored<'_>, usize) =
             bincode::borrow_decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {

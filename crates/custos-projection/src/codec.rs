@@ -1,4 +1,6 @@
-//! Checkpoint encoding helpers: decimals as their exact 16-byte form inside bincode.
+//! Checkpoint encoding helpers: decimals packed exactly as (sign and scale, mantissa), which
+//! bincode writes as one byte and a variable-length integer: 2 to 6 bytes for the amounts and
+//! USD values of a ledger instead of the 16 of `Decimal::serialize`.
 
 use rust_decimal::Decimal;
 
@@ -6,10 +8,38 @@ pub(crate) fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-pub(crate) fn dec(d: Decimal) -> [u8; 16] {
-    d.serialize()
+/// An exact decimal as stored: bit 7 of the first byte is the sign, bits 0-4 the scale (0-28);
+/// then the unsigned 96-bit mantissa.
+pub(crate) type Packed = (u8, u128);
+
+pub(crate) fn dec(d: Decimal) -> Packed {
+    let sign = if d.is_sign_negative() { 0x80 } else { 0 };
+    (sign | d.scale() as u8, d.mantissa().unsigned_abs())
 }
 
-pub(crate) fn undec(b: [u8; 16]) -> Option<Decimal> {
-    (b[0] == 0 && b[1] == 0 && b[2] <= 28 && b[3] & 0x7f == 0).then(|| Decimal::deserialize(b))
+pub(crate) fn undec((flags, mantissa): Packed) -> Option<Decimal> {
+    let scale = u32::from(flags & 0x7f);
+    if scale > 28 || mantissa >> 96 != 0 {
+        return None;
+    }
+    let m = i128::try_from(mantissa).ok()?;
+    let d = Decimal::try_from_i128_with_scale(if flags & 0x80 != 0 { -m } else { m }, scale).ok()?;
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_decimals_round_trip_exactly_and_refuse_what_no_decimal_is() {
+        for s in ["0", "-0", "1.5", "0.000000000000000001", "-12345.67", "79228162514264337593543950335", "1.0000"] {
+            let d: Decimal = s.parse().unwrap();
+            let back = undec(dec(d)).unwrap();
+            assert_eq!(back, d);
+            assert_eq!(back.scale(), d.scale(), "{s}: the scale is kept, so 1.0000 stays 1.0000");
+        }
+        assert_eq!(undec((29, 1)), None);
+        assert_eq!(undec((0, 1u128 << 96)), None);
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, FastSet, Seq, Timestamp, Usd};
 use rust_decimal::Decimal;
 
-use crate::codec::{config, dec, undec};
+use crate::codec::{config, dec, undec, Packed};
 use crate::{counted, Projection};
 
 /// The name of the row that sums every group.
@@ -45,7 +45,7 @@ impl LossCols {
         self.prevented_usd += o.prevented_usd;
         self.reimbursed_usd += o.reimbursed_usd;
     }
-    fn to_bytes(self) -> [[u8; 16]; 6] {
+    fn to_bytes(self) -> [Packed; 6] {
         [
             dec(self.attempted),
             dec(self.prevented),
@@ -55,7 +55,7 @@ impl LossCols {
             dec(self.reimbursed_usd),
         ]
     }
-    fn from_bytes(b: [[u8; 16]; 6]) -> Option<Self> {
+    fn from_bytes(b: [Packed; 6]) -> Option<Self> {
         Some(LossCols {
             attempted: undec(b[0])?,
             prevented: undec(b[1])?,
@@ -213,7 +213,8 @@ impl Losses {
 
 impl Projection for Losses {
     const NAME: &'static str = "losses";
-    const SCHEMA_VERSION: u32 = 1;
+    /// 2: decimals packed (1 stored them in 16 bytes).
+    const SCHEMA_VERSION: u32 = 2;
 
     fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
         self.last_seq = env.seq;
@@ -254,7 +255,7 @@ impl Projection for Losses {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let by_account: Vec<(&str, &str, [[u8; 16]; 6])> =
+        let by_account: Vec<(&str, &str, [Packed; 6])> =
             self.by_account.iter().map(|((a, s), c)| (a.as_str(), s.as_str(), c.to_bytes())).collect();
         let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
         flagged.sort_unstable();
@@ -262,7 +263,7 @@ impl Projection for Losses {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        type Stored = (u64, Vec<(String, String, [[u8; 16]; 6])>, Vec<u64>);
+        type Stored = (u64, Vec<(String, String, [Packed; 6])>, Vec<u64>);
         let ((last_seq, by_account, flagged), used): (Stored, usize) =
             bincode::decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
