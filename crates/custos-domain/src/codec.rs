@@ -139,7 +139,11 @@ impl Envelope {
             schema_version: SCHEMA_VERSION_CURRENT,
             payload: &payload,
         };
-        let mut record = bincode::encode_to_vec(&body, config()).expect("encoding to a Vec cannot fail");
+        // Sized for the whole record up front: the body is a few varints, the two ids, the
+        // payload; the hash goes at the end without a reallocation.
+        let mut record =
+            Vec::with_capacity(48 + stream.as_str().len() + event_id.as_str().len() + payload.len() + HASH_LEN);
+        bincode::encode_into_std_write(&body, &mut record, config()).expect("encoding to a Vec cannot fail");
         let hash = chain_hash(prev_hash, &record);
         record.extend_from_slice(&hash);
         let env = Envelope {

@@ -130,15 +130,31 @@ impl fmt::Display for StreamId {
 }
 
 /// A command's client-chosen id: its idempotency key, and the id of the event it appends.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
-pub struct EventId(String);
+/// Shared (`Arc`): the writer hands the same id to the event, the caller's answer and the
+/// write model, and a copy costs a reference count. Encoded exactly like a `String`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(std::sync::Arc<str>);
+
+impl Encode for EventId {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl<Ctx> Decode<Ctx> for EventId {
+    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let s = String::decode(decoder)?;
+        Ok(EventId(std::sync::Arc::from(s)))
+    }
+}
+bincode::impl_borrow_decode!(EventId);
 
 impl EventId {
     pub fn new(s: &str) -> Result<Self, DomainError> {
         if s.is_empty() || s.len() > EVENT_ID_LEN_MAX || !id_chars_ok(s, &[]) {
             return Err(DomainError::BadEventId(s.to_string()));
         }
-        Ok(EventId(s.to_string()))
+        Ok(EventId(std::sync::Arc::from(s)))
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -42,26 +42,38 @@ pub struct StreamState {
 }
 
 /// An account's stream and balances, kept together so that deciding and applying a command
-/// looks the account up once, not once per map.
+/// looks the account up once, not once per map. The first two assets are held inline (most
+/// accounts hold one or two), so the balance is in the entry the lookup already brought in.
 #[derive(Debug, Clone, Default)]
 pub struct AccountState {
     pub stream: StreamState,
-    /// Per asset the account has held (a handful at most).
-    pub balances: Vec<(Asset, Decimal)>,
+    inline: [Option<(Asset, Decimal)>; 2],
+    more: Vec<(Asset, Decimal)>,
 }
 
 impl AccountState {
     pub fn balance(&self, asset: &Asset) -> Decimal {
-        self.balances.iter().find(|(a, _)| a == asset).map_or(Decimal::ZERO, |(_, b)| *b)
+        self.balances().find(|(a, _)| a == asset).map_or(Decimal::ZERO, |(_, b)| b)
+    }
+
+    /// Every (asset, balance) the account has held.
+    pub fn balances(&self) -> impl Iterator<Item = (Asset, Decimal)> + '_ {
+        self.inline.iter().flatten().chain(self.more.iter()).copied()
     }
 
     fn credit(&mut self, asset: &Asset, delta: Decimal) -> Decimal {
-        let slot = match self.balances.iter().position(|(a, _)| a == asset) {
-            Some(i) => &mut self.balances[i].1,
-            None => {
-                self.balances.push((*asset, Decimal::ZERO));
-                &mut self.balances.last_mut().expect("just pushed").1
-            }
+        let slot = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
+            Some(i) => &mut self.inline[i].as_mut().expect("found").1,
+            None => match self.more.iter().position(|(a, _)| a == asset) {
+                Some(i) => &mut self.more[i].1,
+                None => match self.inline.iter().position(Option::is_none) {
+                    Some(i) => &mut self.inline[i].insert((*asset, Decimal::ZERO)).1,
+                    None => {
+                        self.more.push((*asset, Decimal::ZERO));
+                        &mut self.more.last_mut().expect("just pushed").1
+                    }
+                },
+            },
         };
         *slot += delta;
         *slot
@@ -583,5 +595,27 @@ fn same_content(cmd: &Command, prev: &Envelope) -> bool {
             CommandBody::Flag { withdrawal: w2, account: a2, asset: s2 },
         ) => w == w2 && opt(account, a2) && opt(asset, s2),
         (given, stored) => given == stored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_holds_any_number_of_assets_inline_first() {
+        let mut a = AccountState::default();
+        let asset = |s: &str| Asset::new(s).unwrap();
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        for (sym, amount) in [("ETH", "1.5"), ("BTC", "2"), ("USDC", "3"), ("SOL", "4"), ("BTC", "-0.5"), ("SOL", "1")]
+        {
+            a.credit(&asset(sym), d(amount));
+        }
+        let mut got: Vec<(String, Decimal)> = a.balances().map(|(s, b)| (s.to_string(), b)).collect();
+        got.sort();
+        let want = [("BTC", "1.5"), ("ETH", "1.5"), ("SOL", "5"), ("USDC", "3")];
+        assert_eq!(got, want.map(|(s, b)| (s.to_string(), d(b))).to_vec());
+        assert_eq!(a.balance(&asset("SOL")), d("5"));
+        assert_eq!(a.balance(&asset("DOGE")), Decimal::ZERO);
     }
 }
