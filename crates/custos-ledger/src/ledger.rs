@@ -181,7 +181,7 @@ fn active_name(name: &str) -> String {
 /// A stored checkpoint value: schema version, then the projection's own encoding.
 fn checkpoint_value<P: Projection>(p: &P) -> Vec<u8> {
     let mut out = P::SCHEMA_VERSION.to_be_bytes().to_vec();
-    out.extend_from_slice(&p.encode());
+    p.encode_into(&mut out);
     out
 }
 

@@ -211,7 +211,10 @@ impl WriteModel {
         }
         let stream = match &cmd.body {
             CommandBody::Deposit { account, .. } | CommandBody::Withdraw { account, .. } => {
-                StreamId::Account(account.clone())
+                // The model's own copy of a known id: every event of an account then shares one
+                // allocation, and the projections' lookups compare pointers, not strings.
+                let known = self.accounts.get_key_value(account.as_str()).map(|(k, _)| k);
+                StreamId::Account(known.unwrap_or(account).clone())
             }
             CommandBody::Reverse { withdrawal, .. }
             | CommandBody::Reimburse { withdrawal, .. }

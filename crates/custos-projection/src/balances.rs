@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use custos_domain::{AccountId, Asset, Envelope, Event, FastMap, Seq, Timestamp};
 use rust_decimal::Decimal;
 
-use crate::codec::{config, dec, undec, Packed};
+use crate::codec::{config, dec, undec, AsSeq, Packed};
 use crate::{counted, Projection};
 
 /// Per-asset flow totals, kept to assert conservation after folding.
@@ -131,16 +131,18 @@ impl Projection for Balances {
         self.last_seq
     }
 
-    fn encode(&self) -> Vec<u8> {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         // Borrowed strings encode exactly like owned ones (length, then bytes).
-        let rows: Vec<StoredBalance<'_>> =
-            self.balances.iter().map(|((a, s), b)| (a.as_str(), s.as_str(), dec(*b))).collect();
+        let rows = AsSeq(self.balances.len(), || {
+            self.balances.iter().map(|((a, s), b)| -> StoredBalance<'_> { (a.as_str(), s.as_str(), dec(*b)) })
+        });
         let flows: Vec<(&str, [Packed; 4])> = self
             .flows
             .iter()
             .map(|(s, f)| (s.as_str(), [dec(f.deposited), dec(f.withdrawn), dec(f.reversed), dec(f.reimbursed)]))
             .collect();
-        bincode::encode_to_vec((self.last_seq, rows, flows), config()).expect("encoding to a Vec cannot fail")
+        bincode::encode_into_std_write((self.last_seq, rows, flows), out, config())
+            .expect("encoding to a Vec cannot fail");
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {

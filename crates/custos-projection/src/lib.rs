@@ -28,7 +28,13 @@ pub trait Projection: Default + Clone + Send + Sync + 'static {
     fn apply(&mut self, env: &Envelope, as_of: Timestamp);
     /// The last seq folded.
     fn last_seq(&self) -> Seq;
-    fn encode(&self) -> Vec<u8>;
+    /// Appends the state's stored form to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 

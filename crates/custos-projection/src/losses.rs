@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, FastSet, Seq, Timestamp, Usd};
 use rust_decimal::Decimal;
 
-use crate::codec::{config, dec, undec, Packed};
+use crate::codec::{config, dec, undec, AsSeq, Packed};
 use crate::{counted, Projection};
 
 /// The name of the row that sums every group.
@@ -254,12 +254,16 @@ impl Projection for Losses {
         self.last_seq
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let by_account: Vec<(&str, &str, [Packed; 6])> =
-            self.by_account.iter().map(|((a, s), c)| (a.as_str(), s.as_str(), c.to_bytes())).collect();
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let by_account = AsSeq(self.by_account.len(), || {
+            self.by_account
+                .iter()
+                .map(|((a, s), c)| -> (&str, &str, [Packed; 6]) { (a.as_str(), s.as_str(), c.to_bytes()) })
+        });
         let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
         flagged.sort_unstable();
-        bincode::encode_to_vec((self.last_seq, by_account, flagged), config()).expect("encoding to a Vec cannot fail")
+        bincode::encode_into_std_write((self.last_seq, by_account, flagged), out, config())
+            .expect("encoding to a Vec cannot fail");
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
