@@ -161,8 +161,10 @@ pub async fn import_reader<R: Read + Send + 'static>(
         if batch.len() >= batch_commands || (end && !batch.is_empty()) {
             // Queued here, in file order (spawning a task per batch let a later batch reach the
             // writer first); only the waiting for the answers overlaps.
-            let queued = ledger.enqueue_batch(std::mem::take(&mut batch)).await?;
-            in_flight.push_back((std::mem::take(&mut batch_lines), queued));
+            // Replaced by full-size vectors, not empty ones that would grow by doubling.
+            let commands = std::mem::replace(&mut batch, Vec::with_capacity(batch_commands));
+            let queued = ledger.enqueue_batch(commands).await?;
+            in_flight.push_back((std::mem::replace(&mut batch_lines, Vec::with_capacity(batch_commands)), queued));
         }
         while in_flight.len() >= BATCHES_IN_FLIGHT_MAX || (end && !in_flight.is_empty()) {
             let (numbers, queued) = in_flight.pop_front().expect("non-empty");
