@@ -213,6 +213,13 @@ proptest! {
             let (from, to) = if as_of <= known_at { (as_of, known_at) } else { (known_at, as_of) };
             let window = Bound { as_of: to, ..ledger.bound(None, None, None).unwrap() };
             let (start, rows) = ledger.replay(from, to, &window).unwrap();
+            // Each row's balance is its account's after every event up to it in valid-time order.
+            for r in &rows {
+                let (Some(acct), Some(asset)) = (r.stream.account(), r.asset) else { continue };
+                let upto = |e: &Envelope| e.seq <= window.known_seq && (e.occurred_at, e.seq) <= (r.occurred_at, r.seq);
+                let want = expected_balances(&log, upto).get(&(acct.to_string(), asset.to_string())).copied().unwrap_or_default();
+                prop_assert_eq!(r.balance_after, Some(want), "balance after seq {} in replay {} .. {}", r.seq, from, to);
+            }
             let end = rows.last().map(|r| r.totals.clone()).unwrap_or(start);
             prop_assert_eq!(end, ledger.losses_at(&window).unwrap().rows(false), "replay {} .. {}", from, to);
         }

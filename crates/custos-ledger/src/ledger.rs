@@ -413,6 +413,15 @@ impl Ledger {
         load_checkpoint(&self.shared, seq)
     }
 
+    /// The latest balances checkpoint at or before `seq`, with only the accounts `keep` accepts.
+    pub(crate) fn balances_checkpoint_of(
+        &self,
+        seq: Seq,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Balances>, LedgerError> {
+        load_checkpoint_with(&self.shared, seq, Some(&|bytes: &[u8]| Balances::decode_accounts(bytes, keep)))
+    }
+
     /// When a projection's stored schema version differs from the code's, rebuild it now.
     fn ensure_projection_versions(&self) -> Result<(), LedgerError> {
         for name in [Balances::NAME, Losses::NAME] {
@@ -629,6 +638,19 @@ pub(crate) fn read_envelope(store: &Store, seq: Seq) -> Result<Option<Envelope>,
 
 /// The latest checkpoint of `P` at or before `seq`, from the active generation.
 fn load_checkpoint<P: Projection>(shared: &Shared, seq: Seq) -> Result<Option<P>, LedgerError> {
+    load_checkpoint_with(shared, seq, None)
+}
+
+/// A decoder of a partial checkpoint state.
+type PartialDecode<'a, P> = &'a dyn Fn(&[u8]) -> Option<P>;
+
+/// The latest checkpoint of `P` at or before `seq`, decoded by `partial` when given (a partial
+/// state: neither read from nor put in the cache of whole states) or by `P::decode`.
+fn load_checkpoint_with<P: Projection>(
+    shared: &Shared,
+    seq: Seq,
+    partial: Option<PartialDecode<'_, P>>,
+) -> Result<Option<P>, LedgerError> {
     let store = &shared.store;
     let Some(generation) = active_generation(store, P::NAME)? else {
         return Ok(None);
@@ -641,7 +663,7 @@ fn load_checkpoint<P: Projection>(shared: &Shared, seq: Seq) -> Result<Option<P>
         boundaries.iter().rev().map(|b| b.seq).filter(|s| *s <= seq).collect()
     };
     for at in candidates {
-        {
+        if partial.is_none() {
             let cache = shared.checkpoint_cache.lock().expect("cache lock");
             let hit = cache.iter().find(|(n, g, s, _)| *n == P::NAME && *g == generation && *s == at);
             if let Some(state) = hit.and_then(|(_, _, _, v)| v.downcast_ref::<P>()) {
@@ -654,9 +676,16 @@ fn load_checkpoint<P: Projection>(shared: &Shared, seq: Seq) -> Result<Option<P>
         if version != Some(P::SCHEMA_VERSION) {
             return Ok(None);
         }
-        let state = P::decode(&bytes[4..]).ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
+        let decoded = match partial {
+            Some(decode) => decode(&bytes[4..]),
+            None => P::decode(&bytes[4..]),
+        };
+        let state = decoded.ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
         if state.last_seq() != at {
             return Err(corrupt(at, format!("checkpoint {name} says it folded to seq {}", state.last_seq())));
+        }
+        if partial.is_some() {
+            return Ok(Some(state));
         }
         let mut cache = shared.checkpoint_cache.lock().expect("cache lock");
         if cache.len() >= CHECKPOINT_CACHE_ENTRIES {

@@ -11,7 +11,7 @@
 
 use std::ops::ControlFlow;
 
-use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, Seq, StreamId, Timestamp};
+use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, FastSet, Seq, StreamId, Timestamp};
 use custos_projection::{Balances, LossRow, Losses, Projection};
 use custos_store::{fnv64, time_key, IndexKind};
 use rust_decimal::Decimal;
@@ -167,6 +167,27 @@ impl Ledger {
         Ok(None)
     }
 
+    /// The balances of `accounts` only at the bound (a partial state: its flows are not theirs).
+    fn balances_of_at(&self, bound: &Bound, accounts: &FastSet<&str>) -> Result<Balances, LedgerError> {
+        let keep = |a: &str| accounts.contains(a);
+        let start = self.start_boundary(bound);
+        let mut state = if start == 0 { None } else { self.balances_checkpoint_of(start, &keep)? };
+        let state = state.get_or_insert_with(Balances::default);
+        let from = state.last_seq();
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
+            if env.stream.account().is_some_and(|a| keep(a.as_str())) {
+                state.apply(&env, bound.as_of);
+            }
+        }
+        Ok(std::mem::take(state))
+    }
+
+    /// The latest boundary where everything before it counts at the bound (0: none).
+    fn start_boundary(&self, bound: &Bound) -> Seq {
+        let boundaries = self.shared.boundaries.read().expect("boundaries lock");
+        boundaries.iter().rev().find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of).map_or(0, |b| b.seq)
+    }
+
     fn state_at<P: Projection>(&self, bound: &Bound, pick: fn(&Current) -> &P) -> Result<P, LedgerError> {
         let head = self.head().seq;
         // A moment after every event of the log is the head state; when the log's largest
@@ -178,15 +199,7 @@ impl Ledger {
                 return Ok(state);
             }
         }
-        // The latest boundary where everything before it counts.
-        let start = {
-            let boundaries = self.shared.boundaries.read().expect("boundaries lock");
-            boundaries
-                .iter()
-                .rev()
-                .find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of)
-                .map_or(0, |b| b.seq)
-        };
+        let start = self.start_boundary(bound);
         let mut state: P = if start == 0 { P::default() } else { self.checkpoint::<P>(start)?.unwrap_or_default() };
         let from = state.last_seq();
         for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
@@ -338,7 +351,6 @@ impl Ledger {
     ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), LedgerError> {
         let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
         let mut losses = self.losses_at(&before)?;
-        let mut balances = self.balances_at(&before)?;
         let start_rows = losses.rows(false);
         let mut seqs: Vec<Seq> = self
             .store()
@@ -350,6 +362,10 @@ impl Ledger {
         seqs.sort_unstable();
         let mut events = self.read_envelopes(&seqs)?;
         events.sort_by_key(|e| (e.occurred_at, e.seq));
+        // Only the window's accounts need a balance before it, not all of them.
+        let accounts: FastSet<&str> = events.iter().filter_map(|e| e.stream.account()).map(AccountId::as_str).collect();
+        let mut balances = self.balances_of_at(&before, &accounts)?;
+        drop(accounts);
         let mut rows = Vec::with_capacity(events.len());
         for env in events {
             losses.apply_in_window(&env);

@@ -146,16 +146,32 @@ impl Projection for Balances {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        // Borrowed: the strings are read in place, one allocation per row (the account's Arc).
+        Self::decode_rows(bytes, None)
+    }
+}
+
+impl Balances {
+    /// Decodes a checkpoint keeping only the balances of accounts `keep` accepts (the flows
+    /// stay whole): a partial state, for answers about those accounts only (a replay needs the
+    /// accounts its window touches). Rows of other accounts are parsed, never allocated.
+    pub fn decode_accounts(bytes: &[u8], keep: &dyn Fn(&str) -> bool) -> Option<Self> {
+        Self::decode_rows(bytes, Some(keep))
+    }
+
+    fn decode_rows(bytes: &[u8], keep: Option<&dyn Fn(&str) -> bool>) -> Option<Self> {
+        // Borrowed: the strings are read in place, one allocation per kept row (the account's Arc).
         type Stored<'a> = (u64, Vec<(&'a str, &'a str, Packed)>, Vec<(&'a str, [Packed; 4])>);
         let ((last_seq, rows, flows), used): (Stored<'_>, usize) =
             bincode::borrow_decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
             return None;
         }
-        let mut balances = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
+        let mut balances =
+            FastMap::with_capacity_and_hasher(if keep.is_none() { rows.len() } else { 0 }, Default::default());
         for (a, s, b) in rows {
-            balances.insert((AccountId::new(a).ok()?, Asset::new(s).ok()?), undec(b)?);
+            if keep.is_none_or(|keep| keep(a)) {
+                balances.insert((AccountId::new(a).ok()?, Asset::new(s).ok()?), undec(b)?);
+            }
         }
         let mut out = Balances { last_seq, balances, flows: BTreeMap::new() };
         for (s, [d, w, rv, rb]) in flows {
