@@ -9,6 +9,7 @@ use custos_domain::{
     AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, FastMap, Flagged, ReversalRef, Seq,
     StreamId, Timestamp, Usd,
 };
+use custos_projection::Holdings;
 use custos_store::fnv64;
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -42,41 +43,17 @@ pub struct StreamState {
 }
 
 /// An account's stream and balances, kept together so that deciding and applying a command
-/// looks the account up once, not once per map. The first two assets are held inline (most
-/// accounts hold one or two), so the balance is in the entry the lookup already brought in.
+/// looks the account up once, not once per map (the balances inline, as the projection keeps
+/// them).
 #[derive(Debug, Clone, Default)]
 pub struct AccountState {
     pub stream: StreamState,
-    inline: [Option<(Asset, Decimal)>; 2],
-    more: Vec<(Asset, Decimal)>,
+    pub holdings: Holdings,
 }
 
 impl AccountState {
     pub fn balance(&self, asset: &Asset) -> Decimal {
-        self.balances().find(|(a, _)| a == asset).map_or(Decimal::ZERO, |(_, b)| b)
-    }
-
-    /// Every (asset, balance) the account has held.
-    pub fn balances(&self) -> impl Iterator<Item = (Asset, Decimal)> + '_ {
-        self.inline.iter().flatten().chain(self.more.iter()).copied()
-    }
-
-    fn credit(&mut self, asset: &Asset, delta: Decimal) -> Decimal {
-        let slot = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
-            Some(i) => &mut self.inline[i].as_mut().expect("found").1,
-            None => match self.more.iter().position(|(a, _)| a == asset) {
-                Some(i) => &mut self.more[i].1,
-                None => match self.inline.iter().position(Option::is_none) {
-                    Some(i) => &mut self.inline[i].insert((*asset, Decimal::ZERO)).1,
-                    None => {
-                        self.more.push((*asset, Decimal::ZERO));
-                        &mut self.more.last_mut().expect("just pushed").1
-                    }
-                },
-            },
-        };
-        *slot += delta;
-        *slot
+        self.holdings.get(asset).unwrap_or_default()
     }
 }
 
@@ -479,7 +456,7 @@ impl WriteModel {
         };
         let mut credit = |asset: &Asset, delta: Decimal| {
             let account = account.as_mut().expect("balance events are on account streams");
-            let b = account.credit(asset, delta);
+            let (b, _) = account.holdings.credit(asset, delta);
             assert!(b >= Decimal::ZERO, "balance of {} at seq {} went negative", asset, env.seq);
         };
         match &env.event {
@@ -612,13 +589,21 @@ mod tests {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         for (sym, amount) in [("ETH", "1.5"), ("BTC", "2"), ("USDC", "3"), ("SOL", "4"), ("BTC", "-0.5"), ("SOL", "1")]
         {
-            a.credit(&asset(sym), d(amount));
+            a.holdings.credit(&asset(sym), d(amount));
         }
-        let mut got: Vec<(String, Decimal)> = a.balances().map(|(s, b)| (s.to_string(), b)).collect();
+        let mut got: Vec<(String, Decimal)> = a.holdings.iter().map(|(s, b)| (s.to_string(), b)).collect();
         got.sort();
         let want = [("BTC", "1.5"), ("ETH", "1.5"), ("SOL", "5"), ("USDC", "3")];
         assert_eq!(got, want.map(|(s, b)| (s.to_string(), d(b))).to_vec());
         assert_eq!(a.balance(&asset("SOL")), d("5"));
         assert_eq!(a.balance(&asset("DOGE")), Decimal::ZERO);
+        // Equality ignores the order assets arrived in.
+        let mut b = AccountState::default();
+        for (sym, amount) in [("USDC", "3"), ("SOL", "5"), ("ETH", "1.5"), ("BTC", "1.5")] {
+            b.holdings.credit(&asset(sym), d(amount));
+        }
+        assert_eq!(a.holdings, b.holdings);
+        b.holdings.credit(&asset("BTC"), d("0.1"));
+        assert_ne!(a.holdings, b.holdings);
     }
 }

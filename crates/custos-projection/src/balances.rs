@@ -23,17 +23,73 @@ impl Flows {
     }
 }
 
+/// One account's balance per asset it has held. The first two are inline (most accounts hold
+/// one or two), so a lookup of the account brings its balances with it; cloning costs no
+/// allocation unless the account holds more. Equality ignores the order assets arrived in.
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    inline: [Option<(Asset, Decimal)>; 2],
+    more: Vec<(Asset, Decimal)>,
+}
+
+impl Holdings {
+    pub fn get(&self, asset: &Asset) -> Option<Decimal> {
+        self.iter().find(|(a, _)| a == asset).map(|(_, b)| b)
+    }
+
+    /// Every (asset, balance), in the order the assets arrived.
+    pub fn iter(&self) -> impl Iterator<Item = (Asset, Decimal)> + '_ {
+        self.inline.iter().flatten().chain(self.more.iter()).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inline.iter().flatten().count() + self.more.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `delta` to the balance of `asset` (a new asset starts at zero); returns the new
+    /// balance and whether the asset is new to the account.
+    pub fn credit(&mut self, asset: &Asset, delta: Decimal) -> (Decimal, bool) {
+        let (slot, new) = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
+            Some(i) => (&mut self.inline[i].as_mut().expect("found").1, false),
+            None => match self.more.iter().position(|(a, _)| a == asset) {
+                Some(i) => (&mut self.more[i].1, false),
+                None => match self.inline.iter().position(Option::is_none) {
+                    Some(i) => (&mut self.inline[i].insert((*asset, Decimal::ZERO)).1, true),
+                    None => {
+                        self.more.push((*asset, Decimal::ZERO));
+                        (&mut self.more.last_mut().expect("just pushed").1, true)
+                    }
+                },
+            },
+        };
+        *slot += delta;
+        (*slot, new)
+    }
+}
+
+impl PartialEq for Holdings {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(a, b)| other.get(&a) == Some(b))
+    }
+}
+
+impl Eq for Holdings {}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Balances {
     last_seq: Seq,
-    /// One flat table: cloning the state is one allocation (keys are reference-counted and
-    /// `Copy`), which the point-in-time path does on every answer from the head.
-    balances: FastMap<(AccountId, Asset), Decimal>,
+    /// Per account, its holdings: one lookup per event, and account ids shared by the log's
+    /// events compare by pointer. Cloning (which the point-in-time path does on every answer
+    /// from the head) is one allocation plus reference counts.
+    balances: FastMap<AccountId, Holdings>,
+    /// The number of (account, asset) rows.
+    rows: usize,
     flows: BTreeMap<Asset, Flows>,
 }
-
-/// A balance as a checkpoint stores it: account, asset, exact decimal.
-type StoredBalance<'a> = (&'a str, &'a str, Packed);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceRow {
@@ -44,7 +100,7 @@ pub struct BalanceRow {
 
 impl Balances {
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
-        self.balances.get(&(account.clone(), *asset)).copied().unwrap_or_default()
+        self.balances.get(account).and_then(|h| h.get(asset)).unwrap_or_default()
     }
 
     pub fn flows(&self) -> &BTreeMap<Asset, Flows> {
@@ -56,10 +112,9 @@ impl Balances {
         let mut rows: Vec<BalanceRow> = self
             .balances
             .iter()
-            .filter(|((a, s), b)| {
-                account.is_none_or(|want| want == a) && asset.is_none_or(|want| want == s) && (all || !b.is_zero())
-            })
-            .map(|((a, s), b)| BalanceRow { account: a.clone(), asset: *s, balance: *b })
+            .filter(|(a, _)| account.is_none_or(|want| want == *a))
+            .flat_map(|(a, h)| h.iter().map(move |(s, b)| BalanceRow { account: a.clone(), asset: s, balance: b }))
+            .filter(|r| asset.is_none_or(|want| *want == r.asset) && (all || !r.balance.is_zero()))
             .collect();
         rows.sort_unstable_by(|x, y| (x.account.as_str(), x.asset).cmp(&(y.account.as_str(), y.asset)));
         rows
@@ -69,9 +124,9 @@ impl Balances {
     /// balance is negative. A failure is a bug in the fold or a log that verify would reject.
     pub fn assert_conserved(&self) {
         let mut sums: BTreeMap<Asset, Decimal> = BTreeMap::new();
-        for ((_, asset), b) in &self.balances {
-            assert!(*b >= Decimal::ZERO, "negative balance of {asset} after folding to seq {}", self.last_seq);
-            *sums.entry(*asset).or_default() += *b;
+        for (asset, b) in self.balances.values().flat_map(Holdings::iter) {
+            assert!(b >= Decimal::ZERO, "negative balance of {asset} after folding to seq {}", self.last_seq);
+            *sums.entry(asset).or_default() += b;
         }
         for (asset, flows) in &self.flows {
             let sum = sums.get(asset).copied().unwrap_or_default();
@@ -81,13 +136,12 @@ impl Balances {
 
     fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal) {
         let account = env.stream.account().expect("balance events are on account streams");
-        let key = (account.clone(), *asset);
-        match self.balances.get_mut(&key) {
-            Some(b) => *b += delta,
-            None => {
-                self.balances.insert(key, delta);
-            }
-        }
+        let holdings = match self.balances.get_mut(account) {
+            Some(h) => h,
+            None => self.balances.entry(account.clone()).or_default(),
+        };
+        let (_, new) = holdings.credit(asset, delta);
+        self.rows += usize::from(new);
     }
 
     fn flows_mut(&mut self, asset: &Asset) -> &mut Flows {
@@ -133,8 +187,10 @@ impl Projection for Balances {
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         // Borrowed strings encode exactly like owned ones (length, then bytes).
-        let rows = AsSeq(self.balances.len(), || {
-            self.balances.iter().map(|((a, s), b)| -> StoredBalance<'_> { (a.as_str(), s.as_str(), dec(*b)) })
+        let rows = AsSeq(self.rows, || {
+            self.balances
+                .iter()
+                .flat_map(|(a, h)| h.iter().map(move |(s, b)| -> (&str, Asset, Packed) { (a.as_str(), s, dec(b)) }))
         });
         let flows: Vec<(&str, [Packed; 4])> = self
             .flows
@@ -166,14 +222,22 @@ impl Balances {
         if used != bytes.len() {
             return None;
         }
-        let mut balances =
-            FastMap::with_capacity_and_hasher(if keep.is_none() { rows.len() } else { 0 }, Default::default());
+        let mut balances: FastMap<AccountId, Holdings> = FastMap::default();
+        let mut count = 0;
         for (a, s, b) in rows {
             if keep.is_none_or(|keep| keep(a)) {
-                balances.insert((AccountId::new(a).ok()?, Asset::new(s).ok()?), undec(b)?);
+                let holdings = match balances.get_mut(a) {
+                    Some(h) => h,
+                    None => balances.entry(AccountId::new(a).ok()?).or_default(),
+                };
+                let (_, new) = holdings.credit(&Asset::new(s).ok()?, undec(b)?);
+                if !new {
+                    return None; // the same (account, asset) twice
+                }
+                count += 1;
             }
         }
-        let mut out = Balances { last_seq, balances, flows: BTreeMap::new() };
+        let mut out = Balances { last_seq, balances, rows: count, flows: BTreeMap::new() };
         for (s, [d, w, rv, rb]) in flows {
             out.flows.insert(
                 Asset::new(s).ok()?,

@@ -11,7 +11,7 @@ mod balances;
 mod codec;
 mod losses;
 
-pub use balances::{BalanceRow, Balances, Flows};
+pub use balances::{BalanceRow, Balances, Flows, Holdings};
 pub use losses::{LossCols, LossRow, Losses, GROUP_TOTAL};
 
 use custos_domain::{Envelope, Seq, Timestamp};
