@@ -53,19 +53,27 @@ impl std::borrow::Borrow<str> for AccountId {
     }
 }
 
-impl Encode for AccountId {
-    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.as_str().encode(encoder)
-    }
+/// Encodes a string-backed id exactly like a `String`; decoding checks it as its constructor
+/// does.
+macro_rules! encoded_as_str {
+    ($t:ident, $malformed:literal) => {
+        impl Encode for $t {
+            fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+                self.as_str().encode(encoder)
+            }
+        }
+
+        impl<Ctx> Decode<Ctx> for $t {
+            fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
+                let s = String::decode(decoder)?;
+                $t::new(&s).map_err(|_| DecodeError::Other($malformed))
+            }
+        }
+        bincode::impl_borrow_decode!($t);
+    };
 }
 
-impl<Ctx> Decode<Ctx> for AccountId {
-    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let s = String::decode(decoder)?;
-        AccountId::new(&s).map_err(|_| DecodeError::Other("stored account id is malformed"))
-    }
-}
-bincode::impl_borrow_decode!(AccountId);
+encoded_as_str!(AccountId, "stored account id is malformed");
 
 /// The longest account id the ledger accepts.
 pub const ACCOUNT_ID_LEN_MAX: usize = 64;
@@ -135,19 +143,7 @@ impl fmt::Display for StreamId {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(std::sync::Arc<str>);
 
-impl Encode for EventId {
-    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.as_str().encode(encoder)
-    }
-}
-
-impl<Ctx> Decode<Ctx> for EventId {
-    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        let s = String::decode(decoder)?;
-        Ok(EventId(std::sync::Arc::from(s)))
-    }
-}
-bincode::impl_borrow_decode!(EventId);
+encoded_as_str!(EventId, "stored event id is malformed");
 
 impl EventId {
     pub fn new(s: &str) -> Result<Self, DomainError> {
