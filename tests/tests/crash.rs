@@ -1,6 +1,7 @@
 //! `kill -9` during a concurrent append storm, repeated: after reopening, every acknowledged
 //! event is present at its seq, there is no seq gap, `verify` is clean, and re-sending every
-//! command appends nothing twice. Rounds: `CUSTOS_CRASH_ROUNDS` (default 20).
+//! command appends nothing twice. Rounds: `CUSTOS_CRASH_ROUNDS` (default 20). And the same while
+//! checkpoints big enough to live in files of their own are being written.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -107,6 +108,57 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         for row in balances.rows(None, None, false) {
             assert_eq!(row.balance, rust_decimal::Decimal::from((PER_WRITER * (round + 1)) as u64), "{}", row.account);
         }
+        ledger.close().unwrap();
+    }
+}
+
+/// kill -9 while the projector writes checkpoints big enough to live in files (every deposit
+/// opens an account, so the balances checkpoint passes 64 KiB after ~3,000 events): after
+/// reopening, verify (which reads every checkpoint, checks its file's length and SHA-256, and
+/// compares it with a refold) is clean, and the writes go on.
+#[test]
+fn kill_9_while_checkpoint_files_are_written_leaves_every_checkpoint_whole() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = rounds().div_ceil(4).max(1);
+    for round in 0..rounds {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_storm"))
+            .arg(dir.path())
+            .args(["32", "250", &format!("f{round}"), "spread"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let acks = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&acks);
+        let reader = std::thread::spawn(move || {
+            for _ in BufReader::new(stdout).lines().map_while(Result::ok) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Past ~4,000 events of this round (checkpoints every 500 are files by then), then a
+        // different moment each round.
+        let started = std::time::Instant::now();
+        while acks.load(Ordering::Relaxed) < 4_000 && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis((round as u64 * 53) % 150));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        eprintln!("round {round}: killed after {} acknowledged appends", acks.load(Ordering::Relaxed));
+
+        let config =
+            LedgerConfig { checkpoint_every: 500, balances_checkpoint_multiple: 1, holder: "crash test".into() };
+        let ledger = Ledger::open(dir.path(), config).unwrap();
+        let report = ledger.verify(None, &mut |_, _| {}).unwrap();
+        assert!(report.clean(), "round {round}: {:?}", report.discrepancies);
+        let files = std::fs::read_dir(dir.path().join("files")).unwrap().count();
+        assert!(files > 0, "round {round}: the storm wrote checkpoint files");
+        let more =
+            vec![custos_tests::deposit(&format!("after-{round}"), "2022-01-01T00:00:00Z", "acct-after", "USDC", "1")];
+        assert!(ledger.submit_batch_blocking(more).unwrap()[0].is_ok());
         ledger.close().unwrap();
     }
 }

@@ -1,7 +1,9 @@
-//! An append storm for the crash test: `storm DIR WRITERS PER_WRITER PREFIX`. Each writer task
-//! sends deposits `PREFIX-s{w}-{i}` (1 USDC to `acct-s{w}`) one at a time and prints `ack ID SEQ` on standard
-//! output, flushed, only after the ledger has answered, which it does only once the deposit is
-//! durable. The test kills this process with SIGKILL at a random moment.
+//! An append storm for the crash test: `storm DIR WRITERS PER_WRITER PREFIX [spread]`. Each
+//! writer task sends deposits `PREFIX-s{w}-{i}` (1 USDC to `acct-s{w}`, or with `spread` to an
+//! account of its own, `acct-PREFIX-s{w}-{i}`, so checkpoints grow with every event) one at a
+//! time and prints `ack ID SEQ` on standard output, flushed, only after the ledger has
+//! answered, which it does only once the deposit is durable. The test kills this process with
+//! SIGKILL at a random moment.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ fn main() {
     let writers: usize = args[2].parse().expect("writers");
     let per_writer: usize = args[3].parse().expect("per writer");
     let prefix = args[4].clone();
+    let spread = args.get(5).is_some_and(|a| a == "spread");
     let ledger = Arc::new(
         Ledger::open(
             &dir,
@@ -32,7 +35,7 @@ fn main() {
                     let mut c = custos_tests::deposit(
                         &format!("{prefix}-s{w}-{i}"),
                         "2022-01-01T00:00:00Z",
-                        &format!("acct-s{w}"),
+                        &if spread { format!("acct-{prefix}-s{w}-{i}") } else { format!("acct-s{w}") },
                         "USDC",
                         "1",
                     );
