@@ -164,6 +164,8 @@ pub struct RebuildReport {
 }
 
 const TAIL_MIN: &str = "tail_min_occurred";
+/// Present once the loss-time index covers the whole log.
+const LOSS_INDEX: &str = "index/loss_time";
 const MAX_OCCURRED: &str = "max_occurred";
 
 pub(crate) fn boundary_name(seq: Seq) -> String {
@@ -233,6 +235,7 @@ impl Ledger {
             notices: Mutex::new(Vec::new()),
         });
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
+        ledger.ensure_loss_index()?;
         ledger.ensure_projection_versions()?;
         Ok(ledger)
     }
@@ -420,6 +423,29 @@ impl Ledger {
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<Option<Balances>, LedgerError> {
         load_checkpoint_with(&self.shared, seq, Some(&|bytes: &[u8]| Balances::decode_accounts(bytes, keep)))
+    }
+
+    /// Logs written before the loss-time index existed get it now, from one scan of the log,
+    /// in one atomic step with the record that says it is there.
+    fn ensure_loss_index(&self) -> Result<(), LedgerError> {
+        let store = &self.shared.store;
+        if store.get_meta(LOSS_INDEX)?.is_some() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        self.for_each_envelope(1, |env| {
+            entries.extend(index_entries(&env).into_iter().filter(|e| e.0 == IndexKind::LossTime).map(|e| (e.1, e.2)));
+            ControlFlow::Continue(())
+        })?;
+        let head = store.head().seq;
+        let n = entries.len();
+        store.add_index(IndexKind::LossTime, entries, vec![(LOSS_INDEX.to_string(), vec![1])])?;
+        if head > 0 {
+            self.shared.notices.lock().expect("notices lock").push(format!(
+                "built the loss-time index of this ledger ({n} entries from {head} events; written before it existed)"
+            ));
+        }
+        Ok(())
     }
 
     /// When a projection's stored schema version differs from the code's, rebuild it now.
@@ -939,8 +965,16 @@ pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
         (IndexKind::Stream, fnv64(env.stream.as_str().as_bytes()), env.seq),
         (IndexKind::OccurredAt, time_key(env.occurred_at), env.seq),
     ];
-    if let Event::WithdrawalFlagged(f) = &env.event {
-        out.push((IndexKind::Flag, f.withdrawal_seq, env.seq));
+    match &env.event {
+        Event::WithdrawalFlagged(f) => {
+            out.push((IndexKind::Flag, f.withdrawal_seq, env.seq));
+            // A flag counts whenever it is known, for a withdrawal that occurred by `as_of`.
+            out.push((IndexKind::LossTime, time_key(f.withdrawal_occurred_at), env.seq));
+        }
+        Event::Withdrawn { unauthorized: true, .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
+            out.push((IndexKind::LossTime, time_key(env.occurred_at), env.seq))
+        }
+        _ => {}
     }
     out
 }

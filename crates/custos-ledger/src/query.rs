@@ -4,10 +4,12 @@
 //! `recorded_at` is non-decreasing in seq, so "known at" is a seq prefix: `known_seq`. Valid
 //! time is not monotone in seq (histories are backfilled, accounts interleave), so a checkpoint
 //! at boundary `C` can start a query only if every event up to `C` counts (the largest
-//! `occurred_at` up to `C` is `<= as_of`). After it, the counted events are found through the
-//! `occurred_at` index, from the smallest `occurred_at` after `C` up to `as_of`, plus every flag
-//! (flags count from their `recorded_at` alone). That is one checkpoint plus a replay bounded by
-//! how far the log strays from time order, not by its length.
+//! `occurred_at` up to `C` is `<= as_of`). After it, the counted events are found through an
+//! index by time: for balances the `occurred_at` index, from the smallest `occurred_at` after
+//! `C` up to `as_of`; for losses the loss-time index, which holds only the events a loss total
+//! can count, and each flag under its withdrawal's `occurred_at` (flags count from their
+//! `recorded_at` alone). That is one checkpoint plus a replay bounded by how far the log strays
+//! from time order, not by its length.
 
 use std::ops::ControlFlow;
 
@@ -124,14 +126,22 @@ impl Ledger {
 
     /// All balances at the bound.
     pub fn balances_at(&self, bound: &Bound) -> Result<Balances, LedgerError> {
-        let state = self.state_at::<Balances>(bound, |c| &c.balances)?;
+        let state = self.state_at::<Balances>(bound, |c| &c.balances, IndexKind::OccurredAt)?;
         state.assert_conserved();
         Ok(state)
     }
 
     /// Loss totals at the bound.
     pub fn losses_at(&self, bound: &Bound) -> Result<Losses, LedgerError> {
-        self.state_at::<Losses>(bound, |c| &c.losses)
+        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, IndexKind::LossTime)?;
+        // The loss-time index skips flags of withdrawals after `as_of` (they add nothing to the
+        // totals); the state still knows every flag known at the bound, as a replay needs.
+        for (withdrawal, flag) in self.store().index_all(IndexKind::Flag)? {
+            if flag <= bound.known_seq {
+                losses.mark_flagged(withdrawal);
+            }
+        }
+        Ok(losses)
     }
 
     /// One account's balances at the bound, from its own events only.
@@ -174,7 +184,7 @@ impl Ledger {
         let mut state = if start == 0 { None } else { self.balances_checkpoint_of(start, &keep)? };
         let state = state.get_or_insert_with(Balances::default);
         let from = state.last_seq();
-        for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, IndexKind::OccurredAt)?)? {
             if env.stream.account().is_some_and(|a| keep(a.as_str())) {
                 state.apply(&env, bound.as_of);
             }
@@ -188,7 +198,15 @@ impl Ledger {
         boundaries.iter().rev().find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of).map_or(0, |b| b.seq)
     }
 
-    fn state_at<P: Projection>(&self, bound: &Bound, pick: fn(&Current) -> &P) -> Result<P, LedgerError> {
+    /// `P` at the bound: the head state, or a checkpoint plus the counted events after it found
+    /// through `by_time` (an index from `occurred_at` to every event `P` can count besides
+    /// flags).
+    fn state_at<P: Projection>(
+        &self,
+        bound: &Bound,
+        pick: fn(&Current) -> &P,
+        by_time: IndexKind,
+    ) -> Result<P, LedgerError> {
         let head = self.head().seq;
         // A moment after every event of the log is the head state; when the log's largest
         // occurred_at is recorded, that is known without loading the head state.
@@ -202,35 +220,36 @@ impl Ledger {
         let start = self.start_boundary(bound);
         let mut state: P = if start == 0 { P::default() } else { self.checkpoint::<P>(start)?.unwrap_or_default() };
         let from = state.last_seq();
-        for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, by_time)?)? {
             state.apply(&env, bound.as_of);
         }
         Ok(state)
     }
 
-    /// The seqs in `(from, known_seq]` that count at the bound, plus every flag in that range.
-    fn counted_seqs_after(&self, from: Seq, bound: &Bound) -> Result<Vec<Seq>, LedgerError> {
+    /// The seqs in `(from, known_seq]` that count at the bound, through `by_time`: with
+    /// `OccurredAt` (balances) the events with `occurred_at <= as_of`, found between the
+    /// smallest `occurred_at` after `from` and `as_of`; with `LossTime` (losses) the loss events
+    /// with `occurred_at <= as_of` and every flag of a withdrawal that occurred by `as_of`
+    /// (a flag counts from its `recorded_at` alone, so one recorded long after its withdrawal is
+    /// found by the withdrawal's time, however early).
+    fn counted_seqs_after(&self, from: Seq, bound: &Bound, by_time: IndexKind) -> Result<Vec<Seq>, LedgerError> {
         if from >= bound.known_seq {
             return Ok(Vec::new());
         }
-        let lowest = self.min_occurred_after(from, bound.known_seq);
-        let mut seqs: Vec<Seq> = Vec::new();
-        if lowest <= bound.as_of {
-            seqs.extend(
-                self.store()
-                    .index_range(IndexKind::OccurredAt, time_key(lowest), time_key(bound.as_of))?
-                    .into_iter()
-                    .map(|(_, s)| s)
-                    .filter(|s| *s > from && *s <= bound.known_seq),
-            );
+        let lowest = match by_time {
+            IndexKind::LossTime => Timestamp::MIN,
+            _ => self.min_occurred_after(from, bound.known_seq),
+        };
+        if lowest > bound.as_of {
+            return Ok(Vec::new());
         }
-        seqs.extend(
-            self.store()
-                .index_all(IndexKind::Flag)?
-                .into_iter()
-                .map(|(_, s)| s)
-                .filter(|s| *s > from && *s <= bound.known_seq),
-        );
+        let mut seqs: Vec<Seq> = self
+            .store()
+            .index_range(by_time, time_key(lowest), time_key(bound.as_of))?
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| *s > from && *s <= bound.known_seq)
+            .collect();
         seqs.sort_unstable();
         seqs.dedup();
         Ok(seqs)

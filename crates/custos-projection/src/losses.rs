@@ -127,6 +127,13 @@ impl Losses {
         bump(self.by_account.entry((account.clone(), *asset)).or_default());
     }
 
+    /// Records that the withdrawal at `withdrawal_seq` is flagged, by a flag that adds nothing
+    /// to the totals at this state's `as_of` (its withdrawal occurred after it): what folding
+    /// that flag would have done.
+    pub fn mark_flagged(&mut self, withdrawal_seq: Seq) {
+        self.flagged.insert(withdrawal_seq);
+    }
+
     /// Whether the withdrawal at `seq` has been flagged by the events folded so far.
     pub fn is_flagged(&self, withdrawal_seq: Seq) -> bool {
         self.flagged.contains(&withdrawal_seq)

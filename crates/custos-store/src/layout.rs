@@ -47,9 +47,10 @@ pub const DIR_PART_ENTRIES: usize = 384;
 /// small values keep its node rewrites small).
 pub const PAGE_ENTRIES_MAX: usize = 256;
 /// Bumped when the layout changes; a store written with another layout is refused.
-/// 2: metadata values may live in files (a version 1 store is read as is and marked 2 on open,
-/// so that an older build refuses it instead of misreading a file pointer).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 2: metadata values may live in files; 3: the loss-time index. An older store is read as is
+/// and marked with this version on open (the ledger adds what it lacks), so that an older
+/// build refuses it instead of misreading it.
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const KEY_HEAD: &[u8] = b"H";
 pub const KEY_LAYOUT: &[u8] = b"V";
@@ -69,16 +70,22 @@ pub enum IndexKind {
     OccurredAt,
     /// withdrawal seq -> seq of the `WithdrawalFlagged` event that flags it.
     Flag,
+    /// `occurred_at` -> seq of the events a loss total can count (withdrawals marked
+    /// unauthorized, reversals, reimbursements), and the withdrawal's `occurred_at` -> seq of
+    /// each flag: a loss query after a checkpoint reads only these, 1-2% of a typical log.
+    LossTime,
 }
 
 impl IndexKind {
-    pub const ALL: [IndexKind; 4] = [IndexKind::EventId, IndexKind::Stream, IndexKind::OccurredAt, IndexKind::Flag];
+    pub const ALL: [IndexKind; 5] =
+        [IndexKind::EventId, IndexKind::Stream, IndexKind::OccurredAt, IndexKind::Flag, IndexKind::LossTime];
     pub fn tag(self) -> u8 {
         match self {
             IndexKind::EventId => b'i',
             IndexKind::Stream => b's',
             IndexKind::OccurredAt => b't',
             IndexKind::Flag => b'f',
+            IndexKind::LossTime => b'l',
         }
     }
     pub fn name(self) -> &'static str {
@@ -87,6 +94,7 @@ impl IndexKind {
             IndexKind::Stream => "stream",
             IndexKind::OccurredAt => "occurred_at",
             IndexKind::Flag => "flag",
+            IndexKind::LossTime => "loss time",
         }
     }
 }

@@ -79,12 +79,15 @@ pub struct Store {
     head: Mutex<Head>,
     /// Segment directory per index kind, ordered by id. Readers hold it shared while they walk
     /// segments so that a merge (which holds it exclusively) is never seen half done.
-    segments: RwLock<[Vec<Segment>; 4]>,
+    segments: RwLock<[Vec<Segment>; INDEX_KINDS]>,
     synced_blobs: Mutex<HashSet<OsString>>,
     /// Held while merging segments: one merge at a time.
     compacting: Mutex<()>,
     _lock: lock::ProcessLock,
 }
+
+/// The number of index kinds.
+const INDEX_KINDS: usize = IndexKind::ALL.len();
 
 /// Segments of one size class merged at a time (and the base of the classes). 8 rather than 4:
 /// on a 1M-event import the merges rewrite each entry about twice instead of three times (import
@@ -120,7 +123,7 @@ impl Store {
                         .try_into()
                         .map_err(|_| StoreError::Corruption("layout version record is not 4 bytes".into()))?,
                 );
-                if found == 1 {
+                if found < LAYOUT_VERSION {
                     db.insert(KEY_LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
                 } else if found != LAYOUT_VERSION {
                     return Err(StoreError::LayoutVersion { dir: dir.to_path_buf(), found, expected: LAYOUT_VERSION });
@@ -295,6 +298,29 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Adds an index that did not exist when the log was written (a later build's): writes
+    /// `entries` (for events already in the log) as the first segment of `kind`, with `meta`,
+    /// in one atomic batch, durably.
+    pub fn add_index(&self, kind: IndexKind, mut entries: Vec<(u64, Seq)>, meta: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let mut dir = self.segments.write().expect("segments lock");
+        assert!(dir[kind_slot(kind)].is_empty(), "the {} index already has segments", kind.name());
+        let mut sb = sled::Batch::default();
+        let segment = (!entries.is_empty()).then(|| {
+            entries.sort_unstable();
+            let id = entries.iter().map(|e| e.1).min().expect("non-empty");
+            let last_seq = entries.iter().map(|e| e.1).max().expect("non-empty");
+            let pages = write_segment(&mut sb, kind, id, last_seq, &entries);
+            Segment { id, last_seq, entries: entries.len() as u64, pages }
+        });
+        for (name, value) in meta {
+            insert_meta(&mut sb, &name, &value);
+        }
+        self.db.apply_batch(sb)?;
+        dir[kind_slot(kind)].extend(segment);
+        drop(dir);
+        self.sync()
     }
 
     /// The trailing segments of `kind` that are due to be merged, if any.
@@ -611,7 +637,7 @@ fn write_segment(
 
 /// Reads every segment record with its page directory: from its parts; or, for segments
 /// written by earlier builds, from the record itself or the page keys.
-fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; 4]> {
+fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
     // (kind slot, segment id) -> (record: last seq, entries, legacy directory bytes; directory parts)
     type Found = std::collections::BTreeMap<(usize, u64), (Option<(Seq, u64, Vec<u8>)>, PageDirectory)>;
     let mut found = Found::new();
@@ -634,7 +660,7 @@ fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; 4]> {
             _ => return Err(malformed()),
         }
     }
-    let mut segments: [Vec<Segment>; 4] = Default::default();
+    let mut segments: [Vec<Segment>; INDEX_KINDS] = Default::default();
     for ((slot, id), (header, mut pages)) in found {
         let kind = IndexKind::ALL[slot];
         let malformed = || StoreError::Corruption(format!("{} index segment {id} has no record", kind.name()));
