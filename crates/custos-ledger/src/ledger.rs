@@ -145,7 +145,7 @@ pub(crate) struct Shared {
 pub struct Ledger {
     pub(crate) shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Request>>>,
-    /// The writer and the projector threads, started by the first write.
+    /// The projector, compactor and writer threads, started by the first write.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
