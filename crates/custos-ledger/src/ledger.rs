@@ -237,6 +237,12 @@ impl Ledger {
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
         ledger.ensure_loss_index()?;
         ledger.ensure_projection_versions()?;
+        let removed = ledger.shared.store.remove_unreferenced_files()?;
+        if removed > 0 {
+            ledger.shared.notices.lock().expect("notices lock").push(format!(
+                "removed {removed} checkpoint file(s) nothing pointed at (left by an interrupted write)"
+            ));
+        }
         Ok(ledger)
     }
 

@@ -144,7 +144,11 @@ impl Store {
         };
         let segments = load_segments(&db)?;
         let files = dir.join("files");
-        std::fs::create_dir_all(&files).map_err(io)?;
+        if !files.exists() {
+            std::fs::create_dir_all(&files).map_err(io)?;
+            // The folder's own entry is durable before any file in it is pointed at.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
         let mut last_file = 0u64;
         for entry in std::fs::read_dir(&files).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
@@ -516,6 +520,33 @@ impl Store {
         Ok(FilePointer { id, len: value.len() as u64, hash: sha256(value) })
     }
 
+    /// Removes files under `files/` that no metadata value points at (left by a crash between
+    /// writing a file and the batch that points at it, or between a batch that dropped a
+    /// pointer and the file's removal); returns how many. Reads every metadata key: call it
+    /// when metadata is small (checkpoints in files, old generations removed).
+    pub fn remove_unreferenced_files(&self) -> Result<usize> {
+        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
+        // Taken before the scan: a file written meanwhile has a larger id and is left alone.
+        let written_before = self.next_file.load(std::sync::atomic::Ordering::Relaxed);
+        let mut referenced = HashSet::new();
+        for item in self.db.scan_prefix([PREFIX_META]) {
+            let (k, v) = item?;
+            if let Some(p) = file_pointer(&k, &v) {
+                referenced.insert(p?.id);
+            }
+        }
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.files).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) else { continue };
+            if id < written_before && !referenced.contains(&id) {
+                std::fs::remove_file(self.meta_file_path(id)).map_err(io)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the files of metadata values no longer referenced (after the batch that dropped
     /// their pointers). A crash before this leaves an unreferenced file: garbage, never a
     /// wrong value.
@@ -851,6 +882,16 @@ mod tests {
         std::fs::write(&files[1], bytes).unwrap();
         let err = store.get_meta("cp/x/3").unwrap_err().to_string();
         assert!(err.contains("cp/x/3") && err.contains("SHA-256"), "{err}");
+        // A file nothing points at (a crash between writing it and its batch) is collected;
+        // the ones values point at stay.
+        std::fs::write(
+            store.files.join(format!("{:016x}", store.next_file.fetch_add(1, std::sync::atomic::Ordering::Relaxed))),
+            b"orphan",
+        )
+        .unwrap();
+        assert_eq!(meta_files(&store).len(), 3);
+        assert_eq!(store.remove_unreferenced_files().unwrap(), 1);
+        assert_eq!(meta_files(&store), files);
         store.remove_meta_prefix("cp/x/").unwrap();
         assert!(store.list_meta("cp/").unwrap().is_empty());
         assert!(meta_files(&store).is_empty());
