@@ -288,22 +288,20 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
     let out = custos(d, &["import", csv.to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
-    for (line, what) in [
-        (3, "field amount: amount \"1.5.5\" is not a decimal number"),
-        (4, "field amount: amount 0.000000001 has 9 decimal places; BTC allows at most 8"),
-        (5, "field amount: amount -2 ETH is not positive"),
-        (6, "field amount: amount 0 ETH is not positive"),
-        (7, "field kind: unknown kind \"airdrop\""),
-        (8, "field asset: asset symbol \"eth!\" is not 1-10 uppercase letters or digits"),
-        (9, "field account: is required"),
-        (10, "occurred_at 2099-01-01T00:00:00Z is after recorded_at"),
-        (11, "reversal refers to withdrawal no-such-withdrawal, which the ledger does not have"),
-    ] {
-        assert!(
-            err.lines().any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
-            "line {line}: {what}\n{err}"
-        );
-    }
+    assert_refused_lines(
+        &err,
+        &[
+            (3, "field amount: amount \"1.5.5\" is not a decimal number"),
+            (4, "field amount: amount 0.000000001 has 9 decimal places; BTC allows at most 8"),
+            (5, "field amount: amount -2 ETH is not positive"),
+            (6, "field amount: amount 0 ETH is not positive"),
+            (7, "field kind: unknown kind \"airdrop\""),
+            (8, "field asset: asset symbol \"eth!\" is not 1-10 uppercase letters or digits"),
+            (9, "field account: is required"),
+            (10, "occurred_at 2099-01-01T00:00:00Z is after recorded_at"),
+            (11, "reversal refers to withdrawal no-such-withdrawal, which the ledger does not have"),
+        ],
+    );
     assert!(stdout(&out).contains("2 appended, 0 duplicates, 9 rejected"), "{}", stdout(&out));
 
     let jsonl = d.join("bad.jsonl");
@@ -319,21 +317,29 @@ fn bad_import_lines_are_refused_with_their_line_and_nothing_of_them_is_appended(
     let out = custos(d, &["import", jsonl.to_str().unwrap()]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
-    for (line, what) in [
-        (2, "field amount: must be a string holding an exact decimal, not a JSON number"),
-        (3, "unknown field \"colour\""),
-        (4, "malformed JSON"),
-        (5, "field occurred_at: is required"),
-    ] {
+    assert_refused_lines(
+        &err,
+        &[
+            (2, "field amount: must be a string holding an exact decimal, not a JSON number"),
+            (3, "unknown field \"colour\""),
+            (4, "malformed JSON"),
+            (5, "field occurred_at: is required"),
+        ],
+    );
+    assert!(stdout(&out).contains("1 appended, 0 duplicates, 4 rejected"), "{}", stdout(&out));
+    assert_eq!(code(&custos(d, &["verify"])), 0);
+    let wrong_ext = custos(d, &["import", d.join("x.txt").to_str().unwrap()]);
+    assert_eq!(code(&wrong_ext), 2);
+}
+
+/// Each `(line, what)`: standard error has a line `line N: ...` that says `what`.
+fn assert_refused_lines(err: &str, expected: &[(u64, &str)]) {
+    for (line, what) in expected {
         assert!(
             err.lines().any(|l| l.starts_with(&format!("line {line}: ")) && l.contains(what)),
             "line {line}: {what}\n{err}"
         );
     }
-    assert!(stdout(&out).contains("1 appended, 0 duplicates, 4 rejected"), "{}", stdout(&out));
-    assert_eq!(code(&custos(d, &["verify"])), 0);
-    let wrong_ext = custos(d, &["import", d.join("x.txt").to_str().unwrap()]);
-    assert_eq!(code(&wrong_ext), 2);
 }
 
 /// An import keeps several batches in flight; they must reach the writer in file order. A file
