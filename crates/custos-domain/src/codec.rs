@@ -55,24 +55,11 @@ pub struct Envelope {
     pub hash: Hash,
 }
 
-/// The borrowed view of a stored body, for decoding without copying the strings and payload
-/// (encoded exactly like [`BodyOut`]: strings and byte slices are both length then bytes).
-#[derive(bincode::BorrowDecode)]
-struct BodyRef<'a> {
-    seq: u64,
-    stream: &'a str,
-    stream_version: u64,
-    event_id: &'a str,
-    recorded_at: Timestamp,
-    occurred_at: Timestamp,
-    schema_version: u16,
-    payload: &'a [u8],
-}
-
-/// An envelope's body as [`Envelope::seal`] writes it: every field but the hash, with the
-/// payload already encoded for its schema version. Field order is the stored format.
-#[derive(Encode)]
-struct BodyOut<'a> {
+/// An envelope's body as stored: every field but the hash, with the payload already encoded
+/// for its schema version. Field order is the stored format. Borrowed both ways: sealing
+/// encodes from the envelope's strings, decoding reads strings and payload in place.
+#[derive(Encode, bincode::BorrowDecode)]
+struct Body<'a> {
     seq: u64,
     stream: &'a str,
     stream_version: u64,
@@ -129,7 +116,7 @@ impl Envelope {
         prev_hash: &Hash,
     ) -> (Envelope, Vec<u8>) {
         let payload = encode_payload(&event);
-        let body = BodyOut {
+        let body = Body {
             seq,
             stream: stream.as_str(),
             stream_version,
@@ -166,7 +153,7 @@ impl Envelope {
             return Err(CodecError::Truncated(record.len()));
         }
         let (body_bytes, hash_bytes) = record.split_at(record.len() - HASH_LEN);
-        let (body, used): (BodyRef<'_>, usize) =
+        let (body, used): (Body<'_>, usize) =
             bincode::borrow_decode_from_slice(body_bytes, config()).map_err(|e| CodecError::Body(e.to_string()))?;
         if used != body_bytes.len() {
             return Err(CodecError::Trailing(body_bytes.len() - used));
