@@ -149,6 +149,54 @@ pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) 
     db.flush().unwrap();
 }
 
+/// Rewrites the log of a closed ledger through sled with `edit` applied to the envelope at
+/// `seq`, recomputing the chain and the head after it: the forgery of an attacker with write
+/// access who knows the format (the chain checks out; only re-deciding the events finds it).
+pub fn forge(dir: &Path, seq: u64, edit: impl Fn(&mut custos_domain::Envelope)) {
+    use custos_domain::Envelope;
+    use custos_store::layout::{Head, KEY_HEAD};
+    let db = raw_sled(dir);
+    let mut prev = [0u8; 32];
+    let mut last = None;
+    rewrite_records(&db, |s, r| {
+        let mut env = Envelope::decode(r).unwrap();
+        if s == seq {
+            edit(&mut env);
+        }
+        let (sealed, record) = Envelope::seal(
+            env.seq,
+            env.stream,
+            env.stream_version,
+            env.event_id,
+            env.recorded_at,
+            env.occurred_at,
+            env.event,
+            &prev,
+        );
+        prev = sealed.hash;
+        last = Some(Head { seq: s, hash: sealed.hash, recorded_at: sealed.recorded_at });
+        record
+    });
+    db.insert(KEY_HEAD, &last.unwrap().encode()[..]).unwrap();
+    db.flush().unwrap();
+}
+
+/// Turns the deposit at `seq` into a withdrawal of 100 of its asset: an overdraft.
+pub fn forge_overdraft(dir: &Path, seq: u64) {
+    use custos_domain::Event;
+    forge(dir, seq, |env| {
+        let Event::Deposited { asset, .. } = env.event.clone() else { panic!("seq {seq} is a deposit") };
+        env.event = Event::Withdrawn {
+            asset,
+            amount: Amount::parse("100", &asset).unwrap(),
+            usd_value: None,
+            unauthorized: false,
+            destination: None,
+            auth_factor: None,
+        };
+    });
+}
+
 /// A `custos serve` running in this process on a free loopback port, with the tokens
 /// `read-token` and `write-token`. Dropping it shuts the server down and closes the ledger.
 pub struct TestServer {

@@ -193,7 +193,7 @@ fn rebuild_dry_run_shows_a_stale_projection_and_rebuild_fixes_it() {
             event: Event::Deposited { asset: eth, amount: Amount::parse("1", &eth).unwrap(), usd_value: None },
             hash: [0; 32],
         };
-        state.apply(&fake, Timestamp::MAX);
+        state.apply(&fake, Timestamp::MAX).unwrap();
         let mut value = stored[..4].to_vec();
         value.extend_from_slice(&state.encode());
         db.insert(key, value).unwrap();

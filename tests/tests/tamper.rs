@@ -154,3 +154,116 @@ fn a_changed_checkpoint_file_is_found_and_named() {
     let text = stdout(&out);
     assert!(text.contains("checkpoint at seq 4096") && text.contains("SHA-256"), "{text}");
 }
+
+/// A forged overdraft (a deposit turned into a withdrawal of more than the account holds, the
+/// chain recomputed): verify finds it, and every query and write that folds it answers
+/// "corruption at seq 4" with exit 2 instead of panicking (it used to panic in the balances
+/// fold, and abort inside the writer while loading the write model).
+#[test]
+fn a_forged_overdraft_is_corruption_at_its_seq_never_a_panic() {
+    let dir = ledger_with_events();
+    let d = dir.path();
+    custos_tests::forge_overdraft(d, 4);
+    let out = custos(d, &["verify"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("first bad seq: 4"), "{}", stdout(&out));
+    let write = ["deposit", "--id", "after", "--account", "acct-0", "--asset", "ETH", "--amount", "1"];
+    let queries: [&[&str]; 5] = [
+        &["balances"],
+        &["balances", "--account", "acct-0"],
+        &["balances", "--as-of", "2022-01-30"],
+        &["losses"],
+        &write,
+    ];
+    for args in queries {
+        let out = custos(d, args);
+        let err = custos_tests::stderr(&out);
+        assert_eq!(code(&out), 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("corruption at seq 4"), "{args:?}: {err}");
+    }
+}
+
+/// A missing checkpoint file costs speed, not answers: queries skip it (with a warning naming
+/// it) and answer from an earlier checkpoint or the log; verify reports it.
+#[test]
+fn a_missing_checkpoint_file_is_skipped_by_queries_and_reported_by_verify() {
+    use custos_ledger::{Ledger, LedgerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    {
+        let config = LedgerConfig { checkpoint_every: 2048, balances_checkpoint_multiple: 1, holder: "tamper".into() };
+        let l = Ledger::open(d, config).unwrap();
+        let commands: Vec<_> = (0..4100)
+            .map(|i| {
+                let at = format!("2022-01-10T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+                custos_tests::deposit(&format!("d{i}"), &at, &format!("acct-{i:06}"), "ETH", "1.5")
+            })
+            .collect();
+        let outcomes = custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap();
+        assert!(outcomes.iter().all(|o| o.is_ok()));
+        l.close().unwrap();
+    }
+    let before = stdout(&custos(d, &["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"]));
+    let mut files: Vec<_> = std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let removed = files.last().unwrap();
+    std::fs::remove_file(removed).unwrap();
+    let out = custos(d, &["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    assert_eq!(stdout(&out), before, "the same answer without the checkpoint");
+    let err = custos_tests::stderr(&out);
+    assert!(err.contains("skipped checkpoint") && err.contains(&removed.display().to_string()), "{err}");
+    let out = custos(d, &["verify"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("checkpoint at seq 4096") && text.contains("queries skip it"), "{text}");
+}
+
+/// A truncated sled data file: "cannot open the ledger at DIR: ..." with exit 2, never a panic
+/// inside sled (exit 101), and never the empty ledger sled recovers to when it drops what it
+/// cannot read (that answered "(no rows)" with exit 0 before the ledger kept a marker).
+#[test]
+fn a_truncated_store_cannot_be_opened_and_says_so() {
+    use custos_ledger::{Ledger, LedgerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    {
+        let l = Ledger::open(d, LedgerConfig::default()).unwrap();
+        let commands: Vec<_> = (0..20_000)
+            .map(|i| {
+                custos_tests::deposit(
+                    &format!("d{i}"),
+                    "2022-01-10T10:00:00Z",
+                    &format!("acct-{}", i % 3000),
+                    "ETH",
+                    "1.5",
+                )
+            })
+            .collect();
+        let outcomes = custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap();
+        assert!(outcomes.iter().all(|o| o.is_ok()));
+        l.close().unwrap();
+    }
+    let len = std::fs::metadata(d.join("sled").join("db")).unwrap().len();
+    for cut in [0, 100, 4000, len / 4, len / 2] {
+        let copy = tempfile::tempdir().unwrap();
+        let c = copy.path();
+        std::fs::create_dir(c.join("sled")).unwrap();
+        for entry in std::fs::read_dir(d).unwrap().chain(std::fs::read_dir(d.join("sled")).unwrap()) {
+            let entry = entry.unwrap();
+            let rel = entry.path().strip_prefix(d).unwrap().to_path_buf();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), c.join(&rel)).unwrap();
+            }
+        }
+        std::fs::OpenOptions::new().write(true).open(c.join("sled").join("db")).unwrap().set_len(cut).unwrap();
+        for args in [&["balances"][..], &["verify"]] {
+            let out = custos(c, args);
+            let err = custos_tests::stderr(&out);
+            assert_eq!(code(&out), 2, "cut at {cut} of {len}, {args:?}: {err} {}", stdout(&out));
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(err.contains(&format!("cannot open the ledger at {}", c.display())), "{args:?}: {err}");
+        }
+    }
+}

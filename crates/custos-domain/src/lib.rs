@@ -9,6 +9,7 @@ mod codec;
 mod command;
 mod event;
 mod event_v1;
+pub mod money;
 mod types;
 
 pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope, GENESIS_HASH};

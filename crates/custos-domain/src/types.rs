@@ -249,6 +249,11 @@ impl Asset {
             _ => 6,
         }
     }
+    /// The largest quantity of this asset the ledger keeps exactly (a balance, a flow, a
+    /// total): (2^96 - 1) units of its smallest fraction. See [`crate::money`].
+    pub fn quantity_max(&self) -> Decimal {
+        crate::money::quantity_max(self.scale())
+    }
     pub fn group(&self) -> AssetGroup {
         match self.as_str() {
             "ETH" => AssetGroup::Eth,

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use custos_domain::{Command, Envelope, Event, EventId, Hash, Seq, Timestamp, GENESIS_HASH};
-use custos_projection::{Balances, Losses, Projection};
+use custos_projection::{Balances, FoldError, Losses, Projection};
 use custos_store::{fnv64, time_key, AppendBatch, Head, IndexKind, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,14 +31,65 @@ const QUEUE_REQUESTS_MAX: usize = 4096;
 /// Committed batches waiting for the projector before the writer is made to wait.
 const PROJECTOR_QUEUE_BATCHES: usize = 4;
 
+/// Why the ledger could not answer. A refused command is not an error (it is a
+/// [`Rejection`], data); these are the other three kinds of DESIGN.md's "Errors", told apart by
+/// [`LedgerError::kind`].
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// The question cannot be answered as asked (a seq past the head, an unknown projection).
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("corruption at seq {seq}: {what}")]
     Corruption { seq: Seq, what: String },
+    /// The writer could not make a batch durable: `message` says what failed, for which seqs,
+    /// and what is known of the outcome.
+    #[error("{message}")]
+    AppendFailed { kind: ErrorKind, message: String },
     #[error("the ledger's writer has stopped")]
     WriterGone,
+}
+
+/// The kinds of [`LedgerError`] (exit 2 for each on the CLI; HTTP 400, 503 and 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was malformed or asked for something that does not exist.
+    BadRequest,
+    /// The disk, the file system or the ledger's own machinery failed; the log is not known
+    /// to be damaged, and the request may succeed later.
+    Io,
+    /// Stored data breaks a rule; the seq is named when it is known.
+    Corruption,
+}
+
+impl LedgerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LedgerError::BadRequest(_) => ErrorKind::BadRequest,
+            LedgerError::Store(StoreError::Corruption { .. }) | LedgerError::Corruption { .. } => ErrorKind::Corruption,
+            LedgerError::Store(StoreError::LayoutVersion { .. }) => ErrorKind::BadRequest,
+            LedgerError::Store(StoreError::Io { .. } | StoreError::Locked { .. }) | LedgerError::WriterGone => {
+                ErrorKind::Io
+            }
+            LedgerError::AppendFailed { kind, .. } => *kind,
+        }
+    }
+
+    /// The seq a corruption was found at, when it is known.
+    pub fn seq(&self) -> Option<Seq> {
+        match self {
+            LedgerError::Corruption { seq, .. } => Some(*seq),
+            LedgerError::Store(StoreError::Corruption { seq, .. }) => *seq,
+            _ => None,
+        }
+    }
+}
+
+impl From<FoldError> for LedgerError {
+    fn from(e: FoldError) -> Self {
+        LedgerError::Corruption { seq: e.seq, what: e.what }
+    }
 }
 
 /// Tunables, each with a reason in its doc.
@@ -72,25 +123,32 @@ pub struct Appended {
 
 pub type Outcome = Result<Appended, Rejection>;
 
+/// What the writer answers a request: the outcomes, or why the batch failed (its kind and
+/// the whole message).
+type Reply = Result<Vec<Outcome>, (ErrorKind, String)>;
+
 struct Request {
     commands: Vec<Command>,
-    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// Commands queued for the writer (see [`Ledger::enqueue_batch`]).
 pub struct Queued {
-    rx: oneshot::Receiver<Result<Vec<Outcome>, String>>,
-    shared: Arc<Shared>,
+    rx: oneshot::Receiver<Reply>,
+}
+
+fn reply_result(reply: Result<Reply, oneshot::error::RecvError>) -> Result<Vec<Outcome>, LedgerError> {
+    match reply {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err((kind, message))) => Err(LedgerError::AppendFailed { kind, message }),
+        Err(_) => Err(LedgerError::WriterGone),
+    }
 }
 
 impl Queued {
     /// The outcome of each command, in order, once the writer has made the batch durable.
     pub async fn outcomes(self) -> Result<Vec<Outcome>, LedgerError> {
-        match self.rx.await {
-            Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.shared.store.head().seq, what: e }),
-            Err(_) => Err(LedgerError::WriterGone),
-        }
+        reply_result(self.rx.await)
     }
 }
 
@@ -294,7 +352,7 @@ impl Ledger {
             let tx = self.writer_sender()?;
             tx.send(Request { commands, reply }).await.map_err(|_| LedgerError::WriterGone)?;
         }
-        Ok(Queued { rx, shared: Arc::clone(&self.shared) })
+        Ok(Queued { rx })
     }
 
     /// Blocking form of [`Ledger::submit_batch`] for callers outside an async runtime.
@@ -305,11 +363,7 @@ impl Ledger {
         let tx = self.writer_sender()?;
         let (reply, rx) = oneshot::channel();
         tx.blocking_send(Request { commands, reply }).map_err(|_| LedgerError::WriterGone)?;
-        match rx.blocking_recv() {
-            Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(e)) => Err(LedgerError::Corruption { seq: self.head().seq, what: e }),
-            Err(_) => Err(LedgerError::WriterGone),
-        }
+        reply_result(rx.blocking_recv())
     }
 
     /// A copy of the write model at the head, for dry runs (`import --strict`).
@@ -327,6 +381,16 @@ impl Ledger {
         for_each_envelope(&self.shared.store, from, f)
     }
 
+    /// [`Ledger::for_each_envelope`] with a step that can fail: the first error stops the scan
+    /// and is returned.
+    pub fn try_for_each_envelope(
+        &self,
+        from: Seq,
+        f: impl FnMut(Envelope) -> Result<ControlFlow<()>, LedgerError>,
+    ) -> Result<(), LedgerError> {
+        try_for_each_envelope(&self.shared.store, from, f)
+    }
+
     fn writer_sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
         let mut tx = self.tx.lock().expect("sender lock");
         if let Some(tx) = tx.as_ref() {
@@ -335,7 +399,7 @@ impl Ledger {
         let model = load_write_model(&self.shared.store)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
-        let io = |e| StoreError::Io { dir: self.dir().to_path_buf(), source: e };
+        let io = |source| StoreError::Io { what: "cannot start the ledger's threads".into(), source };
         let mut threads = self.threads.lock().expect("threads lock");
         let shared = Arc::clone(&self.shared);
         shared.projector_running.store(true, Ordering::SeqCst);
@@ -401,7 +465,7 @@ impl Ledger {
         let mut slot = self.shared.current.write().expect("current lock");
         if slot.as_ref().is_none_or(|c| c.balances.last_seq() < seq) {
             let current = load_current_until(&self.shared, seq)?;
-            current.balances.assert_conserved();
+            current.balances.check_conserved()?;
             *slot = Some(current);
         }
         Ok(slot.as_ref().filter(|c| c.balances.last_seq() == seq).map(f))
@@ -486,7 +550,7 @@ impl Ledger {
     ) -> Result<Vec<RebuildReport>, LedgerError> {
         for name in names {
             if *name != Balances::NAME && *name != Losses::NAME {
-                return Err(corrupt(0, format!("unknown projection {name:?} (known: balances, losses)")));
+                return Err(LedgerError::BadRequest(format!("unknown projection {name:?} (known: balances, losses)")));
             }
         }
         let started = Instant::now();
@@ -497,10 +561,9 @@ impl Ledger {
         let mut balances =
             names.contains(&Balances::NAME).then(|| Refold::<Balances>::new(store, config)).transpose()?;
         let mut losses = names.contains(&Losses::NAME).then(|| Refold::<Losses>::new(store, config)).transpose()?;
-        let mut failure = None;
         let mut boundaries = Vec::new();
         let (mut max_occurred, mut min_occurred) = (Timestamp::MIN, Timestamp::MAX);
-        self.for_each_envelope(1, |env| {
+        self.try_for_each_envelope(1, |env| {
             max_occurred = max_occurred.max(env.occurred_at);
             min_occurred = min_occurred.min(env.occurred_at);
             if env.seq % k == 0 {
@@ -508,22 +571,16 @@ impl Ledger {
                 min_occurred = Timestamp::MAX;
             }
             let mut put = Vec::new();
-            put.extend(balances.as_mut().and_then(|r| r.apply(&env)));
-            put.extend(losses.as_mut().and_then(|r| r.apply(&env)));
+            put.extend(balances.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
+            put.extend(losses.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
             if !put.is_empty() {
-                if let Err(e) = store.write_meta(put, vec![]) {
-                    failure = Some(e);
-                    return ControlFlow::Break(());
-                }
+                store.write_meta(put, vec![])?;
             }
             if env.seq % 16_384 == 0 {
                 progress(env.seq, head);
             }
-            ControlFlow::Continue(())
+            Ok(ControlFlow::Continue(()))
         })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
         progress(head, head);
         // Readers see either the old generations or the new ones, never a mix.
         // Boundary records are rewritten for this configuration's interval.
@@ -586,15 +643,15 @@ impl<P: Projection> Refold<P> {
     }
 
     /// Folds one event; returns the checkpoint to write when one is due.
-    fn apply(&mut self, env: &Envelope) -> Option<(String, Vec<u8>)> {
-        self.state.apply(env, Timestamp::MAX);
-        env.seq.is_multiple_of(self.interval).then(|| {
+    fn apply(&mut self, env: &Envelope) -> Result<Option<(String, Vec<u8>)>, FoldError> {
+        self.state.apply(env, Timestamp::MAX)?;
+        Ok(env.seq.is_multiple_of(self.interval).then(|| {
             self.checkpoints += 1;
             (
                 format!("{}{:020}", checkpoint_prefix(P::NAME, self.new_generation), env.seq),
                 checkpoint_value(&self.state),
             )
-        })
+        }))
     }
 
     /// The metadata change that makes the new generation the active one.
@@ -703,19 +760,17 @@ fn load_checkpoint_with<P: Projection>(
             }
         }
         let name = format!("{prefix}{at:020}");
-        let Some(bytes) = store.get_meta(&name)? else { continue };
-        let version = bytes.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4")));
-        if version != Some(P::SCHEMA_VERSION) {
-            return Ok(None);
-        }
-        let decoded = match partial {
-            Some(decode) => decode(&bytes[4..]),
-            None => P::decode(&bytes[4..]),
+        // A checkpoint is a cache: one that is missing, unreadable or wrong costs speed, never
+        // an answer. Skip it (an earlier one, or the log, serves instead) and say so; `verify`
+        // reports it and `rebuild` replaces it.
+        let state = match read_checkpoint::<P>(store, &name, at, partial) {
+            Ok(Some(state)) => state,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("skipped checkpoint {name} ({e}); answering from an earlier one or the log");
+                continue;
+            }
         };
-        let state = decoded.ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
-        if state.last_seq() != at {
-            return Err(corrupt(at, format!("checkpoint {name} says it folded to seq {}", state.last_seq())));
-        }
         if partial.is_some() {
             return Ok(Some(state));
         }
@@ -727,6 +782,38 @@ fn load_checkpoint_with<P: Projection>(
         return Ok(Some(state));
     }
     Ok(None)
+}
+
+/// The checkpoint of `P` stored under `name` for boundary `at` (`None`: none there, or of
+/// another schema version), decoded and checked to be a state folded to `at`.
+fn read_checkpoint<P: Projection>(
+    store: &Store,
+    name: &str,
+    at: Seq,
+    partial: Option<PartialDecode<'_, P>>,
+) -> Result<Option<P>, LedgerError> {
+    let Some(bytes) = store.get_meta(name)? else { return Ok(None) };
+    let version = bytes.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4")));
+    if version != Some(P::SCHEMA_VERSION) {
+        return Ok(None);
+    }
+    let decoded = match partial {
+        Some(decode) => decode(&bytes[4..]),
+        None => P::decode(&bytes[4..]),
+    };
+    let state = decoded.ok_or_else(|| corrupt(at, format!("checkpoint {name} does not decode")))?;
+    if state.last_seq() != at {
+        return Err(corrupt(at, format!("checkpoint {name} says it folded to seq {}", state.last_seq())));
+    }
+    Ok(Some(state))
+}
+
+/// The checkpoint of `P` at exactly boundary `at` in the active generation, with any error
+/// reading it (for `verify`, which reports what queries skip).
+pub(crate) fn checkpoint_at<P: Projection>(shared: &Shared, at: Seq) -> Result<Option<P>, LedgerError> {
+    let Some(generation) = active_generation(&shared.store, P::NAME)? else { return Ok(None) };
+    let name = format!("{}{at:020}", checkpoint_prefix(P::NAME, generation));
+    read_checkpoint::<P>(&shared.store, &name, at, None)
 }
 
 /// Calls `f` with every envelope from `from` on, in seq order, until it breaks; a record that
@@ -747,12 +834,29 @@ pub(crate) fn for_each_envelope(
     err.map_or(Ok(()), Err)
 }
 
+/// [`for_each_envelope`] with a step that can fail: its first error stops the scan.
+pub(crate) fn try_for_each_envelope(
+    store: &Store,
+    from: Seq,
+    mut f: impl FnMut(Envelope) -> Result<ControlFlow<()>, LedgerError>,
+) -> Result<(), LedgerError> {
+    let mut err = None;
+    for_each_envelope(store, from, |env| match f(env) {
+        Ok(flow) => flow,
+        Err(e) => {
+            err = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    err.map_or(Ok(()), Err)
+}
+
 /// Folds the whole log into a write model.
 fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
     let mut model = WriteModel::default();
-    for_each_envelope(store, 1, |env| {
-        model.apply(&env);
-        ControlFlow::Continue(())
+    try_for_each_envelope(store, 1, |env| {
+        model.apply(&env)?;
+        Ok(ControlFlow::Continue(()))
     })?;
     let head = store.head();
     if model.head_seq != head.seq {
@@ -817,9 +921,9 @@ fn writer_loop(
             }
             Err(e) => {
                 tracing::error!("append failed: {e}");
-                let msg = e.to_string();
+                let (kind, msg) = (e.kind(), e.to_string());
                 for r in requests {
-                    let _ = r.reply.send(Err(msg.clone()));
+                    let _ = r.reply.send(Err((kind, msg.clone())));
                 }
                 // The model may hold events that never reached the disk: start again from it.
                 match load_write_model(&shared.store) {
@@ -887,7 +991,7 @@ fn commit(
                 debug_assert_eq!(Envelope::decode(&record).as_ref(), Ok(&env));
                 prev_hash = env.hash;
                 index.extend(index_entries(&env));
-                model.apply(&env);
+                model.apply(&env).expect("an event the model just decided applies to it");
                 outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false }));
                 records.push(record);
                 pending.push(env);
@@ -924,7 +1028,16 @@ fn commit(
         head: Some(Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at }),
         meta,
     };
-    let appended = store.append(batch)?;
+    let appended = store.append(batch).map_err(|e| {
+        let kind = if matches!(e, StoreError::Corruption { .. }) { ErrorKind::Corruption } else { ErrorKind::Io };
+        LedgerError::AppendFailed {
+            kind,
+            message: format!(
+                "{e} while appending seq {first_seq}-{}: the outcome of this batch is unknown; re-send it, ids make that safe",
+                last.seq
+            ),
+        }
+    })?;
     *stats = LogStats { max_occurred, tail_min };
     let m = &shared.metrics;
     m.fsync_us.observe(appended.flush_us + appended.fsync_us);
@@ -1011,8 +1124,8 @@ fn fold_into_projections(
         }
         let c = slot.as_mut().expect("loaded");
         for env in pending {
-            c.balances.apply(env, Timestamp::MAX);
-            c.losses.apply(env, Timestamp::MAX);
+            c.balances.apply(env, Timestamp::MAX)?;
+            c.losses.apply(env, Timestamp::MAX)?;
             c.max_occurred = c.max_occurred.max(env.occurred_at);
             // Encoded under the lock (the state must be exactly at the boundary), written after.
             if env.seq % checkpoint_interval::<Balances>(&shared.config) == 0 {
@@ -1046,18 +1159,18 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     let boundaries = shared.boundaries.read().expect("boundaries lock").clone();
     let from = balances.last_seq().min(losses.last_seq());
     let mut max_occurred = boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred);
-    for_each_envelope(store, from + 1, |env| {
+    try_for_each_envelope(store, from + 1, |env| {
         if env.seq > seq {
-            return ControlFlow::Break(());
+            return Ok(ControlFlow::Break(()));
         }
         if env.seq > balances.last_seq() {
-            balances.apply(&env, Timestamp::MAX);
+            balances.apply(&env, Timestamp::MAX)?;
         }
         if env.seq > losses.last_seq() {
-            losses.apply(&env, Timestamp::MAX);
+            losses.apply(&env, Timestamp::MAX)?;
         }
         max_occurred = max_occurred.max(env.occurred_at);
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
     })?;
     Ok(Current { balances, losses, max_occurred })
 }
@@ -1098,7 +1211,7 @@ impl<'a> DryRun<'a> {
                 let seq = self.model.head_seq + 1;
                 let (env, _) = new.seal(seq, &self.prev_hash);
                 self.prev_hash = env.hash;
-                self.model.apply(&env);
+                self.model.apply(&env).expect("an event the model just decided applies to it");
                 self.pending.insert(seq, env);
                 Ok(Ok(()))
             }

@@ -12,9 +12,9 @@ mod rejection;
 mod verify;
 
 pub use import::{parse_csv, parse_json_command, parse_jsonl, ImportFormat, ImportLine, LineError, IMPORT_FIELDS};
-pub use ledger::{Appended, DryRun, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
+pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
-pub use model::{command_of, reimbursement_usd, round_cents, Decision, NewEvent, WriteModel};
+pub use model::{command_of, reimbursement_usd, Decision, NewEvent, WriteModel};
 pub use query::{Bound, HistoryRow, ReplayRow};
 pub use rejection::Rejection;
 pub use verify::{Discrepancy, VerifyReport};

@@ -5,13 +5,14 @@
 //! produced it and decided again, so "the log is valid" means exactly "every event is what the
 //! ledger would append today, in that order".
 
+use custos_domain::money::{add_exact, negate, pro_rata_cents, quantity_max, USD_SCALE};
 use custos_domain::{
     AccountId, Amount, Asset, Command, CommandBody, Envelope, Event, EventId, FastMap, Flagged, ReversalRef, Seq,
     StreamId, Timestamp, Usd,
 };
-use custos_projection::Holdings;
+use custos_projection::{FoldError, Holdings};
 use custos_store::fnv64;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 
 use crate::rejection::Rejection;
 
@@ -81,6 +82,13 @@ pub struct WriteModel {
     pub ledger_stream: StreamState,
     pub withdrawals: FastMap<EventId, WithdrawalState>,
     pub suspensions: Vec<Suspension>,
+    /// Per asset, everything ever credited (deposits, reversals, reimbursements). Every flow,
+    /// balance and loss total of the asset, at any moment, is at most this, so keeping it within
+    /// the asset's limit keeps every one of them exact.
+    credited: FastMap<custos_domain::Asset, Decimal>,
+    /// The USD value of every withdrawal ever appended: every USD sum a report makes (attempted,
+    /// prevented, reimbursed, per asset, group or in total) is at most this.
+    withdrawn_usd: Decimal,
 }
 
 /// The outcome of deciding a command.
@@ -119,16 +127,16 @@ impl NewEvent {
     }
 }
 
-/// Rounds to cents, half away from zero.
-pub fn round_cents(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-}
-
 /// The USD share of a reimbursement: the pro rata value of the cumulative reimbursed amount,
 /// rounded to cents, minus that of what was reimbursed before, so shares add up exactly.
-pub fn reimbursement_usd(withdrawal_usd: Usd, withdrawn: Amount, before: Decimal, amount: Amount) -> Usd {
-    let share = |part: Decimal| round_cents(withdrawal_usd.value() * part / withdrawn.value());
-    Usd::new(share(before + amount.value()) - share(before)).expect("a pro rata share is non-negative cents")
+/// Computed exactly; `None` only when `before + amount` exceeds `withdrawn` (a caller's bug).
+pub fn reimbursement_usd(withdrawal_usd: Usd, withdrawn: Amount, before: Decimal, amount: Amount) -> Option<Usd> {
+    let share = |part: Decimal| pro_rata_cents(withdrawal_usd.value(), part, withdrawn.value());
+    let after = add_exact(before, amount.value(), withdrawn.value().scale().max(amount.value().scale()))?;
+    // Both shares are within [0, withdrawal_usd] and the later is the larger: exact.
+    #[allow(clippy::arithmetic_side_effects)]
+    let usd = share(after)? - share(before)?;
+    Usd::new(usd).ok()
 }
 
 impl WriteModel {
@@ -139,6 +147,50 @@ impl WriteModel {
 
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
         self.accounts.get(account.as_str()).map_or(Decimal::ZERO, |a| a.balance(asset))
+    }
+
+    /// Refuses a credit of `amount` to `account` that would take its balance, or the asset's
+    /// ledger-wide credited total, past the asset's limit (where a sum would stop being exact).
+    fn check_credit(&self, id: &EventId, account: &AccountId, asset: &Asset, amount: Amount) -> Result<(), Rejection> {
+        let limit = asset.quantity_max();
+        let balance = self.balance(account, asset);
+        if add_exact(balance, amount.value(), asset.scale()).is_none() {
+            return Err(Rejection::AmountExceedsBalanceLimit {
+                id: id.clone(),
+                account: account.clone(),
+                asset: *asset,
+                balance,
+                amount,
+                limit,
+            });
+        }
+        let total = self.credited.get(asset).copied().unwrap_or_default();
+        if add_exact(total, amount.value(), asset.scale()).is_none() {
+            return Err(Rejection::AmountExceedsAssetTotalLimit {
+                id: id.clone(),
+                asset: *asset,
+                total,
+                amount,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a withdrawal whose USD value would take the USD value of all withdrawals past the
+    /// limit of a USD sum.
+    fn check_usd(&self, id: &EventId, usd: Option<Usd>) -> Result<(), Rejection> {
+        match usd {
+            Some(usd) if add_exact(self.withdrawn_usd, usd.value(), USD_SCALE).is_none() => {
+                Err(Rejection::UsdValueExceedsTotalLimit {
+                    id: id.clone(),
+                    usd,
+                    total: self.withdrawn_usd,
+                    limit: quantity_max(USD_SCALE),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The state of `stream` (version 0 and no events when it has none).
@@ -266,7 +318,8 @@ impl WriteModel {
     fn decide_event(&self, cmd: &Command, occurred_at: Timestamp) -> Result<Event, Rejection> {
         let id = &cmd.id;
         match &cmd.body {
-            CommandBody::Deposit { asset, amount, usd_value, .. } => {
+            CommandBody::Deposit { account, asset, amount, usd_value } => {
+                self.check_credit(id, account, asset, *amount)?;
                 Ok(Event::Deposited { asset: *asset, amount: *amount, usd_value: *usd_value })
             }
             CommandBody::Withdraw { account, asset, amount, usd_value, unauthorized, destination, auth_factor } => {
@@ -289,6 +342,7 @@ impl WriteModel {
                         amount: *amount,
                     });
                 }
+                self.check_usd(id, *usd_value)?;
                 Ok(Event::Withdrawn {
                     asset: *asset,
                     amount: *amount,
@@ -324,6 +378,7 @@ impl WriteModel {
                         asset: w.asset,
                     });
                 }
+                self.check_credit(id, &w.account, &w.asset, w.amount)?;
                 Ok(Event::Reversed {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
@@ -347,6 +402,8 @@ impl WriteModel {
                         withdrawal: withdrawal.clone(),
                     });
                 }
+                // reimbursed <= amount, both of the asset's scale: exact.
+                #[allow(clippy::arithmetic_side_effects)]
                 let left = w.amount.value() - w.reimbursed;
                 if left.is_zero() {
                     return Err(Rejection::AlreadyFullyReimbursed {
@@ -369,12 +426,17 @@ impl WriteModel {
                         withdrawn: w.amount,
                     });
                 }
+                self.check_credit(id, &w.account, &w.asset, amount)?;
+                let usd_value = w.usd_value.map(|usd| {
+                    reimbursement_usd(usd, w.amount, w.reimbursed, amount)
+                        .expect("the reimbursement was checked to be within the withdrawal")
+                });
                 Ok(Event::Reimbursed {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
                     asset: w.asset,
                     amount,
-                    usd_value: w.usd_value.map(|usd| reimbursement_usd(usd, w.amount, w.reimbursed, amount)),
+                    usd_value,
                 })
             }
             CommandBody::Flag { withdrawal, .. } => {
@@ -413,10 +475,23 @@ impl WriteModel {
         }
     }
 
-    /// Folds an appended event into the state. Cannot fail: the event was decided against this
-    /// state, or read from a log whose every event was; a broken invariant here is a bug.
-    pub fn apply(&mut self, env: &Envelope) {
-        assert_eq!(env.seq, self.head_seq + 1, "events are applied in seq order without gaps");
+    /// Folds an appended event into the state. An event this model decided always applies;
+    /// one read from the log that breaks a rule the model relies on (a gap, a balance below
+    /// zero, a reference to nothing: a log edited on disk) is a [`FoldError`] naming its seq,
+    /// and the model must then be dropped.
+    pub fn apply(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        let broken = |what: String| FoldError::new(env.seq, what);
+        if env.seq != self.head_seq + 1 {
+            return Err(broken(format!("follows seq {} (the log must have no gaps)", self.head_seq)));
+        }
+        let stream = self.stream_state(&env.stream);
+        if env.stream_version != stream.version + 1 {
+            return Err(broken(format!(
+                "stream {} version {} follows version {} (versions have no gaps)",
+                env.stream, env.stream_version, stream.version
+            )));
+        }
+        self.apply_event(env)?;
         self.head_seq = env.seq;
         self.head_recorded_at = Some(env.recorded_at);
         self.max_occurred_at = Some(self.max_occurred_at.map_or(env.occurred_at, |m| m.max(env.occurred_at)));
@@ -429,45 +504,63 @@ impl WriteModel {
                 v.insert(env.seq);
             }
         }
-        let account = match &env.stream {
-            StreamId::Account(a) => {
-                if !self.accounts.contains_key(a.as_str()) {
-                    self.accounts.insert(a.clone(), AccountState::default());
-                }
-                Some(self.accounts.get_mut(a.as_str()).expect("just ensured"))
-            }
-            StreamId::Ledger => None,
-        };
-        let stream = match &account {
-            Some(a) => &a.stream,
-            None => &self.ledger_stream,
-        };
-        assert_eq!(stream.version + 1, env.stream_version, "stream {} versions are gap-free", env.stream);
         let stream = StreamState { version: env.stream_version, last_occurred_at: Some(env.occurred_at) };
-        let mut account = match account {
-            Some(a) => {
-                a.stream = stream;
-                Some(a)
-            }
-            None => {
-                self.ledger_stream = stream;
-                None
-            }
-        };
-        let mut credit = |asset: &Asset, delta: Decimal| {
-            let account = account.as_mut().expect("balance events are on account streams");
-            let (b, _) = account.holdings.credit(asset, delta);
-            assert!(b >= Decimal::ZERO, "balance of {} at seq {} went negative", asset, env.seq);
-        };
+        match &env.stream {
+            StreamId::Account(a) => self.account_mut(a).stream = stream,
+            StreamId::Ledger => self.ledger_stream = stream,
+        }
+        Ok(())
+    }
+
+    fn account_mut(&mut self, a: &AccountId) -> &mut AccountState {
+        if !self.accounts.contains_key(a.as_str()) {
+            self.accounts.insert(a.clone(), AccountState::default());
+        }
+        self.accounts.get_mut(a.as_str()).expect("just ensured")
+    }
+
+    /// Moves `delta` into the balance of `asset` on the event's account (and a credit into the
+    /// asset's credited total), exactly and never below zero.
+    fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal) -> Result<(), FoldError> {
+        let broken = |what: String| FoldError::new(env.seq, what);
+        let account = env.stream.account().ok_or_else(|| broken("a balance event on the ledger stream".into()))?;
+        if delta > Decimal::ZERO {
+            let total = self.credited.entry(*asset).or_default();
+            *total = add_exact(*total, delta, asset.scale())
+                .ok_or_else(|| broken(format!("the credited total of {asset} passes its limit")))?;
+        }
+        let holdings = &mut self.account_mut(account).holdings;
+        let (balance, _) = holdings
+            .credit(asset, delta)
+            .ok_or_else(|| broken(format!("the balance of {asset} in {account} passes its limit")))?;
+        if balance < Decimal::ZERO {
+            return Err(broken(format!("the balance of {asset} in {account} goes below zero ({balance})")));
+        }
+        Ok(())
+    }
+
+    fn withdrawal_mut(&mut self, seq: Seq, withdrawal: &EventId) -> Result<&mut WithdrawalState, FoldError> {
+        self.withdrawals.get_mut(withdrawal).ok_or_else(|| {
+            FoldError::new(seq, format!("refers to withdrawal {withdrawal}, which is not in the log before it"))
+        })
+    }
+
+    fn apply_event(&mut self, env: &Envelope) -> Result<(), FoldError> {
+        let broken = |what: String| FoldError::new(env.seq, what);
         match &env.event {
-            Event::Deposited { asset, amount, .. } => credit(asset, amount.value()),
+            Event::Deposited { asset, amount, .. } => self.credit(env, asset, amount.value())?,
             Event::Withdrawn { asset, amount, usd_value, unauthorized, .. } => {
-                credit(asset, -amount.value());
+                self.credit(env, asset, negate(amount.value()))?;
+                if let Some(usd) = usd_value {
+                    self.withdrawn_usd = add_exact(self.withdrawn_usd, usd.value(), USD_SCALE)
+                        .ok_or_else(|| broken("the USD value of all withdrawals passes its limit".into()))?;
+                }
+                let account = env.stream.account().ok_or_else(|| broken("a withdrawal on the ledger stream".into()))?;
                 self.withdrawals.insert(
                     env.event_id.clone(),
                     WithdrawalState {
                         seq: env.seq,
-                        account: env.stream.account().expect("withdrawals are on account streams").clone(),
+                        account: account.clone(),
                         asset: *asset,
                         amount: *amount,
                         usd_value: *usd_value,
@@ -480,29 +573,29 @@ impl WriteModel {
                 );
             }
             Event::Reversed { withdrawal, asset, amount, .. } => {
-                credit(asset, amount.value());
-                let w = self.withdrawals.get_mut(withdrawal).expect("reversal of a known withdrawal");
+                self.withdrawal_mut(env.seq, withdrawal)?;
+                self.credit(env, asset, amount.value())?;
+                let w = self.withdrawal_mut(env.seq, withdrawal)?;
                 w.reversed_by = Some(ReversalRef { seq: env.seq, occurred_at: env.occurred_at });
             }
             Event::Reimbursed { withdrawal, asset, amount, .. } => {
-                credit(asset, amount.value());
-                let w = self.withdrawals.get_mut(withdrawal).expect("reimbursement of a known withdrawal");
-                w.reimbursed += amount.value();
-                assert!(w.reimbursed <= w.amount.value(), "withdrawal {withdrawal} reimbursed beyond its amount");
+                self.withdrawal_mut(env.seq, withdrawal)?;
+                self.credit(env, asset, amount.value())?;
+                let w = self.withdrawal_mut(env.seq, withdrawal)?;
+                w.reimbursed = add_exact(w.reimbursed, amount.value(), asset.scale())
+                    .filter(|r| *r <= w.amount.value())
+                    .ok_or_else(|| broken(format!("reimburses withdrawal {withdrawal} beyond its amount")))?;
             }
-            Event::WithdrawalFlagged(f) => {
-                let w = self.withdrawals.get_mut(&f.withdrawal).expect("flag of a known withdrawal");
-                w.flagged = true;
-            }
+            Event::WithdrawalFlagged(f) => self.withdrawal_mut(env.seq, &f.withdrawal)?.flagged = true,
             Event::WithdrawalsSuspended { .. } => {
                 self.suspensions.push(Suspension { suspended_at: env.occurred_at, resumed_at: None });
             }
-            Event::WithdrawalsResumed => {
-                let s = self.suspensions.last_mut().expect("resume follows a suspension");
-                assert!(s.resumed_at.is_none(), "resume while not suspended at seq {}", env.seq);
-                s.resumed_at = Some(env.occurred_at);
-            }
+            Event::WithdrawalsResumed => match self.suspensions.last_mut() {
+                Some(s) if s.resumed_at.is_none() => s.resumed_at = Some(env.occurred_at),
+                _ => return Err(broken("resumes withdrawals that are not suspended".into())),
+            },
         }
+        Ok(())
     }
 }
 

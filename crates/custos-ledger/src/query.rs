@@ -75,7 +75,7 @@ pub(crate) fn change_of(event: &Event) -> Decimal {
         Event::Deposited { amount, .. } | Event::Reversed { amount, .. } | Event::Reimbursed { amount, .. } => {
             amount.value()
         }
-        Event::Withdrawn { amount, .. } => -amount.value(),
+        Event::Withdrawn { amount, .. } => custos_domain::money::negate(amount.value()),
         _ => Decimal::ZERO,
     }
 }
@@ -93,7 +93,10 @@ impl Ledger {
         let now = Timestamp::now().max(if head.seq > 0 { head.recorded_at } else { Timestamp::MIN });
         if let Some(n) = at_seq {
             if n > head.seq {
-                return Err(corrupt(n, format!("seq {n} is beyond the head of the log (seq {})", head.seq)));
+                return Err(LedgerError::BadRequest(format!(
+                    "seq {n} is beyond the head of the log (seq {})",
+                    head.seq
+                )));
             }
             let known_at = match self.envelope(n)? {
                 Some(env) => env.recorded_at,
@@ -127,7 +130,7 @@ impl Ledger {
     /// All balances at the bound.
     pub fn balances_at(&self, bound: &Bound) -> Result<Balances, LedgerError> {
         let state = self.state_at::<Balances>(bound, |c| &c.balances, IndexKind::OccurredAt)?;
-        state.assert_conserved();
+        state.check_conserved()?;
         Ok(state)
     }
 
@@ -148,7 +151,7 @@ impl Ledger {
     pub fn account_balances_at(&self, account: &AccountId, bound: &Bound) -> Result<Balances, LedgerError> {
         let mut state = Balances::default();
         for env in self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)? {
-            state.apply(&env, bound.as_of);
+            state.apply(&env, bound.as_of)?;
         }
         Ok(state)
     }
@@ -186,7 +189,7 @@ impl Ledger {
         let from = state.last_seq();
         for env in self.read_envelopes(&self.counted_seqs_after(from, bound, IndexKind::OccurredAt)?)? {
             if env.stream.account().is_some_and(|a| keep(a.as_str())) {
-                state.apply(&env, bound.as_of);
+                state.apply(&env, bound.as_of)?;
             }
         }
         Ok(std::mem::take(state))
@@ -221,7 +224,7 @@ impl Ledger {
         let mut state: P = if start == 0 { P::default() } else { self.checkpoint::<P>(start)?.unwrap_or_default() };
         let from = state.last_seq();
         for env in self.read_envelopes(&self.counted_seqs_after(from, bound, by_time)?)? {
-            state.apply(&env, bound.as_of);
+            state.apply(&env, bound.as_of)?;
         }
         Ok(state)
     }
@@ -331,11 +334,11 @@ impl Ledger {
         // Flags known at the bound classify withdrawals wherever they are in the stream.
         for env in &events {
             if let Event::WithdrawalFlagged(_) = env.event {
-                losses.apply(env, Timestamp::MIN);
+                losses.apply(env, Timestamp::MIN)?;
             }
         }
         for env in events {
-            balances.apply(&env, Timestamp::MAX);
+            balances.apply(&env, Timestamp::MAX)?;
             let ev_asset = env.event.asset_amount().map(|(a, _)| *a);
             if asset.is_some_and(|want| Some(want) != ev_asset.as_ref())
                 || from.is_some_and(|f| env.occurred_at < f)
@@ -387,8 +390,8 @@ impl Ledger {
         drop(accounts);
         let mut rows = Vec::with_capacity(events.len());
         for env in events {
-            losses.apply_in_window(&env);
-            balances.apply(&env, Timestamp::MAX);
+            losses.apply_in_window(&env)?;
+            balances.apply(&env, Timestamp::MAX)?;
             let asset = env.event.asset_amount().map(|(a, _)| *a);
             rows.push(ReplayRow {
                 seq: env.seq,

@@ -1,7 +1,7 @@
 //! Why the ledger refused a command: data, not an error. One variant per broken rule, each
 //! message naming the command id and the account, asset, amounts or events involved.
 
-use custos_domain::{AccountId, Amount, Asset, EventId, EventKind, Seq, Timestamp};
+use custos_domain::{AccountId, Amount, Asset, EventId, EventKind, Seq, Timestamp, Usd};
 use rust_decimal::Decimal;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +71,21 @@ pub enum Rejection {
     #[error("{id}: {reason}")]
     InvalidAmount { id: EventId, reason: String },
 
+    // Exactness (DESIGN.md, "Exactness and limits"): no sum the ledger keeps may round.
+    #[error("{id}: crediting {amount} {asset} to {account} would take its balance of {balance} {asset} past {limit} {asset}, the largest balance of {asset} the ledger keeps exactly")]
+    AmountExceedsBalanceLimit {
+        id: EventId,
+        account: AccountId,
+        asset: Asset,
+        balance: Decimal,
+        amount: Amount,
+        limit: Decimal,
+    },
+    #[error("{id}: crediting {amount} {asset} would take the ledger's total of {asset} ever credited ({total} {asset}: deposits, reversals, reimbursements) past {limit} {asset}, the largest total of {asset} the ledger keeps exactly")]
+    AmountExceedsAssetTotalLimit { id: EventId, asset: Asset, total: Decimal, amount: Amount, limit: Decimal },
+    #[error("{id}: usd value {usd} would take the USD value of all withdrawals ({total}) past {limit}, the largest USD sum the ledger keeps exactly")]
+    UsdValueExceedsTotalLimit { id: EventId, usd: Usd, total: Decimal, limit: Decimal },
+
     // Invariant 6: optimistic concurrency.
     #[error("{id}: stream {stream} is at version {actual}, not the expected {expected}")]
     StreamVersionMismatch { id: EventId, stream: String, expected: u64, actual: u64 },
@@ -100,6 +115,9 @@ impl Rejection {
             Rejection::RecordedInFuture { .. } => "recorded_in_future",
             Rejection::RecordedBeforeLogHead { .. } => "recorded_before_log_head",
             Rejection::InvalidAmount { .. } => "invalid_amount",
+            Rejection::AmountExceedsBalanceLimit { .. } => "amount_exceeds_balance_limit",
+            Rejection::AmountExceedsAssetTotalLimit { .. } => "amount_exceeds_asset_total_limit",
+            Rejection::UsdValueExceedsTotalLimit { .. } => "usd_value_exceeds_total_limit",
             Rejection::StreamVersionMismatch { .. } => "stream_version_mismatch",
         }
     }

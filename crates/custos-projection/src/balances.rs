@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use custos_domain::money::{add_exact, negate, sub_exact};
 use custos_domain::{AccountId, Asset, Envelope, Event, FastMap, Seq, Timestamp};
 use rust_decimal::Decimal;
 
 use crate::codec::{config, dec, undec, AsSeq, Packed};
-use crate::{counted, Projection};
+use crate::{counted, FoldError, Projection};
 
 /// Per-asset flow totals, kept to assert conservation after folding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,8 +19,11 @@ pub struct Flows {
 }
 
 impl Flows {
-    pub fn net(&self) -> Decimal {
-        self.deposited - self.withdrawn + self.reversed + self.reimbursed
+    /// deposited - withdrawn + reversed + reimbursed, exactly (`None` past the asset's limit).
+    pub fn net(&self, asset: &Asset) -> Option<Decimal> {
+        let s = asset.scale();
+        let inflow = add_exact(add_exact(self.deposited, self.reversed, s)?, self.reimbursed, s)?;
+        sub_exact(inflow, self.withdrawn, s)
     }
 }
 
@@ -50,9 +54,12 @@ impl Holdings {
         self.len() == 0
     }
 
-    /// Adds `delta` to the balance of `asset` (a new asset starts at zero); returns the new
-    /// balance and whether the asset is new to the account.
-    pub fn credit(&mut self, asset: &Asset, delta: Decimal) -> (Decimal, bool) {
+    /// Adds `delta` to the balance of `asset` exactly (a new asset starts at zero); returns the
+    /// new balance and whether the asset is new to the account, or `None` (and changes nothing)
+    /// when the balance would pass the asset's limit.
+    pub fn credit(&mut self, asset: &Asset, delta: Decimal) -> Option<(Decimal, bool)> {
+        let before = self.get(asset);
+        let after = add_exact(before.unwrap_or_default(), delta, asset.scale())?;
         let (slot, new) = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
             Some(i) => (&mut self.inline[i].as_mut().expect("found").1, false),
             None => match self.more.iter().position(|(a, _)| a == asset) {
@@ -66,8 +73,9 @@ impl Holdings {
                 },
             },
         };
-        *slot += delta;
-        (*slot, new)
+        debug_assert_eq!(new, before.is_none());
+        *slot = after;
+        Some((after, new))
     }
 }
 
@@ -120,33 +128,64 @@ impl Balances {
         rows
     }
 
-    /// Asserts conservation: per asset, the sum of balances equals the net of the flows, and no
-    /// balance is negative. A failure is a bug in the fold or a log that verify would reject.
-    pub fn assert_conserved(&self) {
+    /// Checks conservation: per asset, the sum of balances equals the net of the flows, and no
+    /// balance is negative. A failure is a bug in the fold or a log that verify would reject
+    /// (a checkpoint or events edited on disk), reported at the seq folded to.
+    pub fn check_conserved(&self) -> Result<(), FoldError> {
+        let broken = |what: String| FoldError::new(self.last_seq, what);
         let mut sums: BTreeMap<Asset, Decimal> = BTreeMap::new();
         for (asset, b) in self.balances.values().flat_map(Holdings::iter) {
-            assert!(b >= Decimal::ZERO, "negative balance of {asset} after folding to seq {}", self.last_seq);
-            *sums.entry(asset).or_default() += b;
+            if b < Decimal::ZERO {
+                return Err(broken(format!("a balance of {asset} is negative ({b})")));
+            }
+            let sum = sums.entry(asset).or_default();
+            *sum = add_exact(*sum, b, asset.scale())
+                .ok_or_else(|| broken(format!("the balances of {asset} add up past its limit")))?;
         }
         for (asset, flows) in &self.flows {
             let sum = sums.get(asset).copied().unwrap_or_default();
-            assert_eq!(sum, flows.net(), "balances of {asset} do not add up to its flows at seq {}", self.last_seq);
+            let net = flows.net(asset).ok_or_else(|| broken(format!("the flows of {asset} pass its limit")))?;
+            if sum != net {
+                return Err(broken(format!("the balances of {asset} add up to {sum}, its flows to {net}")));
+            }
         }
+        Ok(())
     }
 
-    fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal) {
-        let account = env.stream.account().expect("balance events are on account streams");
+    fn credit(&mut self, env: &Envelope, asset: &Asset, delta: Decimal, flow: Flow) -> Result<(), FoldError> {
+        let account =
+            env.stream.account().ok_or_else(|| FoldError::new(env.seq, "a balance event on the ledger stream"))?;
         let holdings = match self.balances.get_mut(account) {
             Some(h) => h,
             None => self.balances.entry(account.clone()).or_default(),
         };
-        let (_, new) = holdings.credit(asset, delta);
+        let broken = |what: &str| FoldError::new(env.seq, format!("the {what} of {asset} in {account}"));
+        let flows = self.flows.entry(*asset).or_default();
+        let total = match flow {
+            Flow::Deposited => &mut flows.deposited,
+            Flow::Withdrawn => &mut flows.withdrawn,
+            Flow::Reversed => &mut flows.reversed,
+            Flow::Reimbursed => &mut flows.reimbursed,
+        };
+        let new_total = add_exact(*total, delta.abs(), asset.scale())
+            .ok_or_else(|| broken("ledger-wide flow would pass the limit, at the event"))?;
+        let (balance, new) = holdings.credit(asset, delta).ok_or_else(|| broken("balance would pass the limit"))?;
+        if balance < Decimal::ZERO {
+            return Err(broken(&format!("balance would go below zero ({balance})")));
+        }
+        *total = new_total;
         self.rows += usize::from(new);
+        Ok(())
     }
+}
 
-    fn flows_mut(&mut self, asset: &Asset) -> &mut Flows {
-        self.flows.entry(*asset).or_default()
-    }
+/// Which flow an event adds to.
+#[derive(Clone, Copy)]
+enum Flow {
+    Deposited,
+    Withdrawn,
+    Reversed,
+    Reimbursed,
 }
 
 impl Projection for Balances {
@@ -155,29 +194,17 @@ impl Projection for Balances {
     /// checkpoints (1 grouped balances by account).
     const SCHEMA_VERSION: u32 = 3;
 
-    fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
+    fn apply(&mut self, env: &Envelope, as_of: Timestamp) -> Result<(), FoldError> {
         self.last_seq = env.seq;
         if !counted(env, as_of) {
-            return;
+            return Ok(());
         }
         match &env.event {
-            Event::Deposited { asset, amount, .. } => {
-                self.credit(env, asset, amount.value());
-                self.flows_mut(asset).deposited += amount.value();
-            }
-            Event::Withdrawn { asset, amount, .. } => {
-                self.credit(env, asset, -amount.value());
-                self.flows_mut(asset).withdrawn += amount.value();
-            }
-            Event::Reversed { asset, amount, .. } => {
-                self.credit(env, asset, amount.value());
-                self.flows_mut(asset).reversed += amount.value();
-            }
-            Event::Reimbursed { asset, amount, .. } => {
-                self.credit(env, asset, amount.value());
-                self.flows_mut(asset).reimbursed += amount.value();
-            }
-            Event::WithdrawalFlagged(_) | Event::WithdrawalsSuspended { .. } | Event::WithdrawalsResumed => {}
+            Event::Deposited { asset, amount, .. } => self.credit(env, asset, amount.value(), Flow::Deposited),
+            Event::Withdrawn { asset, amount, .. } => self.credit(env, asset, negate(amount.value()), Flow::Withdrawn),
+            Event::Reversed { asset, amount, .. } => self.credit(env, asset, amount.value(), Flow::Reversed),
+            Event::Reimbursed { asset, amount, .. } => self.credit(env, asset, amount.value(), Flow::Reimbursed),
+            Event::WithdrawalFlagged(_) | Event::WithdrawalsSuspended { .. } | Event::WithdrawalsResumed => Ok(()),
         }
     }
 
@@ -230,7 +257,7 @@ impl Balances {
                     Some(h) => h,
                     None => balances.entry(AccountId::new(a).ok()?).or_default(),
                 };
-                let (_, new) = holdings.credit(&Asset::new(s).ok()?, undec(b)?);
+                let (_, new) = holdings.credit(&Asset::new(s).ok()?, undec(b)?)?;
                 if !new {
                     return None; // the same (account, asset) twice
                 }

@@ -16,6 +16,23 @@ pub use losses::{LossCols, LossRow, Losses, GROUP_TOTAL};
 
 use custos_domain::{Envelope, Seq, Timestamp};
 
+/// Stored events that break a rule a fold relies on: a balance below zero, a quantity past its
+/// limit, a reference to nothing. The ledger never appends such events (they are refused when
+/// decided), so only a log that `verify` rejects makes a fold return this; the caller reports it
+/// as corruption at `seq`. After an error the state is partly updated and must be dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}")]
+pub struct FoldError {
+    pub seq: Seq,
+    pub what: String,
+}
+
+impl FoldError {
+    pub fn new(seq: Seq, what: impl Into<String>) -> Self {
+        FoldError { seq, what: what.into() }
+    }
+}
+
 /// What every projection shares: a name and schema version stored beside its state, the seq it
 /// has folded up to, and one fold.
 pub trait Projection: Default + Clone + Send + Sync + 'static {
@@ -25,7 +42,9 @@ pub trait Projection: Default + Clone + Send + Sync + 'static {
     const SCHEMA_VERSION: u32;
 
     /// Folds one event. `as_of` is the query's valid time (`Timestamp::MAX` for "everything").
-    fn apply(&mut self, env: &Envelope, as_of: Timestamp);
+    /// Every sum is exact; an event that would break that (or another rule of the fold) is a
+    /// [`FoldError`].
+    fn apply(&mut self, env: &Envelope, as_of: Timestamp) -> Result<(), FoldError>;
     /// The last seq folded.
     fn last_seq(&self) -> Seq;
     /// Appends the state's stored form to `out`.

@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
+use custos_domain::money::{add_exact, USD_SCALE};
 use custos_domain::{AccountId, Amount, Asset, AssetGroup, Envelope, Event, FastSet, Seq, Timestamp, Usd};
 use rust_decimal::Decimal;
 
 use crate::codec::{config, dec, undec, AsSeq, Packed};
-use crate::{counted, Projection};
+use crate::{counted, FoldError, Projection};
 
 /// The name of the row that sums every group.
 pub const GROUP_TOTAL: &str = "total";
 
-/// The loss columns that are summed; completed and outstanding are derived.
+/// The loss columns that are summed; completed and outstanding are derived. Units are summed
+/// per asset only (a group of several assets keeps its units at zero: they are not shown).
+/// The derived columns subtract quantities of one scale that are each non-negative and within
+/// the limit, which cannot overflow or round.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LossCols {
     pub attempted: Decimal,
@@ -24,6 +28,9 @@ pub struct LossCols {
     pub reimbursed_usd: Decimal,
 }
 
+// Each a subtraction of two non-negative sums of one scale within its limit (see the type's
+// doc): cannot overflow or round.
+#[allow(clippy::arithmetic_side_effects)]
 impl LossCols {
     pub fn completed(&self) -> Decimal {
         self.attempted - self.prevented
@@ -37,13 +44,23 @@ impl LossCols {
     pub fn outstanding_usd(&self) -> Decimal {
         self.completed_usd() - self.reimbursed_usd
     }
-    fn add(&mut self, o: &LossCols) {
-        self.attempted += o.attempted;
-        self.prevented += o.prevented;
-        self.reimbursed += o.reimbursed;
-        self.attempted_usd += o.attempted_usd;
-        self.prevented_usd += o.prevented_usd;
-        self.reimbursed_usd += o.reimbursed_usd;
+    /// Adds `o` exactly: units at `scale` (`None`: a group of assets, USD only), USD in cents.
+    /// `None` (and nothing changed) when a sum would pass its limit.
+    fn add(&mut self, o: &LossCols, scale: Option<u32>) -> Option<()> {
+        let usd = |a: Decimal, b: Decimal| add_exact(a, b, USD_SCALE);
+        let mut next = LossCols {
+            attempted_usd: usd(self.attempted_usd, o.attempted_usd)?,
+            prevented_usd: usd(self.prevented_usd, o.prevented_usd)?,
+            reimbursed_usd: usd(self.reimbursed_usd, o.reimbursed_usd)?,
+            ..*self
+        };
+        if let Some(s) = scale {
+            next.attempted = add_exact(self.attempted, o.attempted, s)?;
+            next.prevented = add_exact(self.prevented, o.prevented, s)?;
+            next.reimbursed = add_exact(self.reimbursed, o.reimbursed, s)?;
+        }
+        *self = next;
+        Some(())
     }
     fn to_bytes(self) -> [Packed; 6] {
         [
@@ -86,45 +103,63 @@ pub struct Losses {
     by_account: BTreeMap<(AccountId, Asset), LossCols>,
     /// Withdrawals (by seq) flagged unauthorized by the events folded so far.
     flagged: FastSet<Seq>,
-    /// Per group (ETH, BTC, misc): the sums and the accounts with an attempted loss, kept as
-    /// events are folded so that a report (and each row of a replay) costs O(1), not O(accounts).
-    groups: [LossCols; 3],
+    /// Per group (ETH, BTC, misc, then the total of all three): the sums and the accounts with
+    /// an attempted loss, kept as events are folded so that a report (and each row of a replay)
+    /// costs O(1), not O(accounts).
+    groups: [LossCols; 4],
     affected: [FastSet<AccountId>; 3],
     affected_total: FastSet<AccountId>,
 }
 
+#[derive(Clone, Copy)]
 enum Col {
     Attempted,
     Prevented,
     Reimbursed,
 }
 
+/// Where the totals of every group are kept in `Losses::groups`.
+const TOTAL: usize = 3;
+
+/// Units of the group's only asset (ETH, BTC); a group of many assets sums USD only.
+fn group_scale(group: AssetGroup, asset: &Asset) -> Option<u32> {
+    (group != AssetGroup::Misc).then(|| asset.scale())
+}
+
 impl Losses {
-    fn add(&mut self, env: &Envelope, asset: &Asset, col: Col, amount: Amount, usd: Option<Usd>) {
-        let account = env.stream.account().expect("loss events are on account streams");
+    fn add(
+        &mut self,
+        env: &Envelope,
+        asset: &Asset,
+        col: Col,
+        amount: Amount,
+        usd: Option<Usd>,
+    ) -> Result<(), FoldError> {
+        let account =
+            env.stream.account().ok_or_else(|| FoldError::new(env.seq, "a loss event on the ledger stream"))?;
         let usd = usd.map(Usd::value).unwrap_or_default();
-        let bump = |c: &mut LossCols| match col {
-            Col::Attempted => {
-                c.attempted += amount.value();
-                c.attempted_usd += usd;
-            }
-            Col::Prevented => {
-                c.prevented += amount.value();
-                c.prevented_usd += usd;
-            }
-            Col::Reimbursed => {
-                c.reimbursed += amount.value();
-                c.reimbursed_usd += usd;
-            }
-        };
-        let g = asset.group().index();
-        bump(&mut self.groups[g]);
+        let mut delta = LossCols::default();
+        match col {
+            Col::Attempted => (delta.attempted, delta.attempted_usd) = (amount.value(), usd),
+            Col::Prevented => (delta.prevented, delta.prevented_usd) = (amount.value(), usd),
+            Col::Reimbursed => (delta.reimbursed, delta.reimbursed_usd) = (amount.value(), usd),
+        }
+        let group = asset.group();
+        let g = group.index();
+        let past = || FoldError::new(env.seq, format!("a loss total of {asset} would pass its limit"));
+        self.groups[g].add(&delta, group_scale(group, asset)).ok_or_else(past)?;
+        self.groups[TOTAL].add(&delta, None).ok_or_else(past)?;
+        self.by_asset.entry(*asset).or_default().add(&delta, Some(asset.scale())).ok_or_else(past)?;
+        self.by_account
+            .entry((account.clone(), *asset))
+            .or_default()
+            .add(&delta, Some(asset.scale()))
+            .ok_or_else(past)?;
         if matches!(col, Col::Attempted) && !self.affected[g].contains(account) {
             self.affected[g].insert(account.clone());
             self.affected_total.insert(account.clone());
         }
-        bump(self.by_asset.entry(*asset).or_default());
-        bump(self.by_account.entry((account.clone(), *asset)).or_default());
+        Ok(())
     }
 
     /// Records that the withdrawal at `withdrawal_seq` is flagged, by a flag that adds nothing
@@ -144,19 +179,20 @@ impl Losses {
     /// come in valid-time order, so a flagged withdrawal counts when the withdrawal itself comes
     /// by, and flags add nothing here: the running totals after each event are the totals
     /// `as_of` that event's `occurred_at`.
-    pub fn apply_in_window(&mut self, env: &Envelope) {
+    pub fn apply_in_window(&mut self, env: &Envelope) -> Result<(), FoldError> {
         self.last_seq = self.last_seq.max(env.seq);
         match &env.event {
             Event::Withdrawn { asset, amount, usd_value, unauthorized, .. } => {
                 if *unauthorized || self.flagged.contains(&env.seq) {
-                    self.add(env, asset, Col::Attempted, *amount, *usd_value)
+                    self.add(env, asset, Col::Attempted, *amount, *usd_value)?;
                 }
+                Ok(())
             }
             Event::Reversed { .. } | Event::Reimbursed { .. } => self.apply(env, Timestamp::MAX),
             Event::WithdrawalFlagged(_)
             | Event::Deposited { .. }
             | Event::WithdrawalsSuspended { .. }
-            | Event::WithdrawalsResumed => {}
+            | Event::WithdrawalsResumed => Ok(()),
         }
     }
 
@@ -168,11 +204,9 @@ impl Losses {
     /// one per (account, asset).
     pub fn rows(&self, detail: bool) -> Vec<LossRow> {
         let (groups, affected, affected_total) = (&self.groups, &self.affected, &self.affected_total);
-        let mut total = LossCols::default();
         let mut rows = Vec::new();
         for group in AssetGroup::ALL {
             let g = group.index();
-            total.add(&groups[g]);
             rows.push(LossRow {
                 group: group.name().to_string(),
                 asset: None,
@@ -186,7 +220,7 @@ impl Losses {
             group: GROUP_TOTAL.to_string(),
             asset: None,
             account: None,
-            cols: total,
+            cols: groups[TOTAL],
             units: false,
             accounts_affected: affected_total.len() as u64,
         });
@@ -223,7 +257,7 @@ impl Projection for Losses {
     /// 2: decimals packed (1 stored them in 16 bytes).
     const SCHEMA_VERSION: u32 = 2;
 
-    fn apply(&mut self, env: &Envelope, as_of: Timestamp) {
+    fn apply(&mut self, env: &Envelope, as_of: Timestamp) -> Result<(), FoldError> {
         self.last_seq = env.seq;
         match &env.event {
             // A flag counts from its recorded_at alone (the caller feeds only events known at
@@ -232,20 +266,22 @@ impl Projection for Losses {
             Event::WithdrawalFlagged(f) => {
                 self.flagged.insert(f.withdrawal_seq);
                 if f.withdrawal_occurred_at <= as_of {
-                    self.add(env, &f.asset, Col::Attempted, f.amount, f.usd_value);
+                    self.add(env, &f.asset, Col::Attempted, f.amount, f.usd_value)?;
                     if f.reversed_by.as_ref().is_some_and(|r| r.occurred_at <= as_of) {
-                        self.add(env, &f.asset, Col::Prevented, f.amount, f.usd_value);
+                        self.add(env, &f.asset, Col::Prevented, f.amount, f.usd_value)?;
                     }
                 }
+                Ok(())
             }
-            _ if !counted(env, as_of) => {}
+            _ if !counted(env, as_of) => Ok(()),
             Event::Withdrawn { asset, amount, usd_value, unauthorized: true, .. } => {
                 self.add(env, asset, Col::Attempted, *amount, *usd_value)
             }
             Event::Reversed { withdrawal_seq, asset, amount, usd_value, withdrawal_unauthorized, .. } => {
                 if *withdrawal_unauthorized || self.flagged.contains(withdrawal_seq) {
-                    self.add(env, asset, Col::Prevented, *amount, *usd_value)
+                    self.add(env, asset, Col::Prevented, *amount, *usd_value)?;
                 }
+                Ok(())
             }
             Event::Reimbursed { asset, amount, usd_value, .. } => {
                 self.add(env, asset, Col::Reimbursed, *amount, *usd_value)
@@ -253,7 +289,7 @@ impl Projection for Losses {
             Event::Deposited { .. }
             | Event::Withdrawn { .. }
             | Event::WithdrawalsSuspended { .. }
-            | Event::WithdrawalsResumed => {}
+            | Event::WithdrawalsResumed => Ok(()),
         }
     }
 
@@ -283,9 +319,11 @@ impl Projection for Losses {
         let mut out = Losses { last_seq, flagged: flagged.into_iter().collect(), ..Default::default() };
         for (a, s, c) in by_account {
             let (account, asset, cols) = (AccountId::new(&a).ok()?, Asset::new(&s).ok()?, LossCols::from_bytes(c)?);
-            out.by_asset.entry(asset).or_default().add(&cols);
-            let g = asset.group().index();
-            out.groups[g].add(&cols);
+            out.by_asset.entry(asset).or_default().add(&cols, Some(asset.scale()))?;
+            let group = asset.group();
+            let g = group.index();
+            out.groups[g].add(&cols, group_scale(group, &asset))?;
+            out.groups[TOTAL].add(&cols, None)?;
             if !cols.attempted.is_zero() {
                 out.affected[g].insert(account.clone());
                 out.affected_total.insert(account.clone());

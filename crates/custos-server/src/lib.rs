@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use custos_domain::{AccountId, Asset, Seq, Timestamp};
-use custos_ledger::{Bound, Histogram, Ledger, LedgerError, Outcome, VerifyReport, LATENCY_BUCKETS_US};
+use custos_ledger::{Bound, ErrorKind, Histogram, Ledger, LedgerError, Outcome, VerifyReport, LATENCY_BUCKETS_US};
 use custos_report::{Format, Report};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -109,9 +109,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Each kind of ledger error as HTTP (DESIGN.md, "Errors"): a bad request is the client's
+/// (400), an IO fault is the server's and may pass (503), corruption names its seq (500).
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ledger_error", e.to_string())
+        match e.kind() {
+            ErrorKind::BadRequest => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+            ErrorKind::Io => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "io_error", e.to_string()),
+            ErrorKind::Corruption => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corruption", e.to_string()),
+        }
     }
 }
 

@@ -27,14 +27,87 @@ pub use layout::{fnv64, time_from_key, time_key, Head, IndexKind};
 pub enum StoreError {
     #[error("the ledger at {dir} is held by {holder}; stop it, or send commands to it with --server if it is `custos serve`")]
     Locked { dir: PathBuf, holder: String },
-    #[error("io error on the ledger at {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
-    #[error("sled error on the ledger: {0}")]
-    Sled(#[from] sled::Error),
+    /// The disk or the file system failed (a full device, a read error, a missing file). What
+    /// was being done is in `what`.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error("the ledger at {dir} has layout version {found}; this build reads version {expected}")]
     LayoutVersion { dir: PathBuf, found: u32, expected: u32 },
-    #[error("corruption: {0}")]
-    Corruption(String),
+    /// Stored data that breaks a rule of the layout; `seq` names the event when it is known.
+    #[error("corruption{}: {what}", seq.map(|s| format!(" at seq {s}")).unwrap_or_default())]
+    Corruption { seq: Option<Seq>, what: String },
+}
+
+impl StoreError {
+    fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corruption { seq: None, what: what.into() }
+    }
+}
+
+/// sled's errors, in the store's terms (nothing outside this crate sees sled's types).
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(source) => StoreError::Io { what: "the embedded store (sled) failed".into(), source },
+            sled::Error::Corruption { at, .. } => StoreError::corrupt(format!(
+                "sled found a damaged page{}",
+                at.map(|a| format!(" at {a:?}")).unwrap_or_default()
+            )),
+            other => StoreError::Io {
+                what: "the embedded store (sled) failed".into(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
+/// Beside sled, in the ledger's folder: created with the store, then holding the last seq an
+/// append made durable (written after its fsync, not fsynced itself: it may lag, never lead).
+/// sled recovers from damaged files by dropping what it cannot read, silently; a store that
+/// opens behind this file (or empty while it exists) lost acknowledged events.
+const ACKED_FILE: &str = "custos.acked";
+
+/// `ACKED_FILE`'s content: a tag, the seq, and a check of the seq (a torn write reads as
+/// unknown, never as another seq).
+fn acked_record(seq: Seq) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..8].copy_from_slice(b"custos:1");
+    out[8..16].copy_from_slice(&seq.to_be_bytes());
+    out[16..].copy_from_slice(&fnv64(&seq.to_be_bytes()).to_be_bytes());
+    out
+}
+
+fn parse_acked(bytes: &[u8]) -> Option<Seq> {
+    let seq = Seq::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    (bytes.len() == 24 && acked_record(seq)[..] == *bytes).then_some(seq)
+}
+
+/// Opens sled. sled 0.34 panics on some damaged files instead of answering an error; that is
+/// caught here (no panic may reach a user) and reported as corruption.
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new().path(path).cache_capacity(128 << 20);
+    // The default hook would print the panic as if it were a bug of ours; it is the files'.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(db) => Ok(db?),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(StoreError::corrupt(format!("sled cannot read its files in {} ({why})", path.display())))
+        }
+    }
+}
+
+/// `StoreError::Io` saying what was being done.
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Io { what, source }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -76,6 +149,8 @@ pub struct Store {
     files: PathBuf,
     next_file: std::sync::atomic::AtomicU64,
     data_file: File,
+    /// `ACKED_FILE`, rewritten after every durable append.
+    acked: File,
     head: Mutex<Head>,
     /// Segment directory per index kind, ordered by id. Readers hold it shared while they walk
     /// segments so that a merge (which holds it exclusively) is never seen half done.
@@ -108,20 +183,21 @@ impl Store {
     /// Opens (creating if needed) the ledger in `dir`. `holder` says who is opening it, recorded so
     /// that a second process is told who holds the ledger.
     pub fn open(dir: &Path, holder: &str) -> Result<Store> {
-        let io = |source| StoreError::Io { dir: dir.to_path_buf(), source };
+        let what = format!("cannot open the ledger at {}", dir.display());
+        let io = |source| StoreError::Io { what: what.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = lock::ProcessLock::acquire(dir, holder).map_err(|e| match e {
             lock::LockError::Held { holder } => StoreError::Locked { dir: dir.to_path_buf(), holder },
             lock::LockError::Io(e) => io(e),
         })?;
-        let db = sled::Config::new().path(dir.join("sled")).cache_capacity(128 << 20).open()?;
+        let db = open_sled(&dir.join("sled"))?;
         let data_file = File::open(dir.join("sled").join("db")).map_err(io)?;
+        let marker = dir.join(ACKED_FILE);
+        let created = marker.exists();
         match db.get(KEY_LAYOUT)? {
             Some(v) => {
                 let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::Corruption("layout version record is not 4 bytes".into()))?,
+                    v.as_ref().try_into().map_err(|_| StoreError::corrupt("layout version record is not 4 bytes"))?,
                 );
                 if found < LAYOUT_VERSION {
                     db.insert(KEY_LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
@@ -129,19 +205,46 @@ impl Store {
                     return Err(StoreError::LayoutVersion { dir: dir.to_path_buf(), found, expected: LAYOUT_VERSION });
                 }
             }
+            None if created => {
+                // sled recovers from damaged files by dropping what it cannot read, down to an
+                // empty store; this ledger was created here, so its log is gone, not new.
+                return Err(StoreError::corrupt(format!(
+                    "the embedded store in {} holds no ledger, but one was created here ({} exists): its files are damaged or were replaced; restore them from a backup",
+                    dir.join("sled").display(),
+                    marker.display()
+                )));
+            }
             None => {
                 db.insert(KEY_LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
+                db.flush()?;
+                data_file.sync_all().map_err(io)?;
             }
         }
+        if !created {
+            // After the layout record is durable: a crash in between leaves a ledger without
+            // the marker, which the next open writes.
+            File::create(&marker).and_then(|f| f.sync_all()).map_err(io)?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        let acked = std::fs::OpenOptions::new().read(true).write(true).open(&marker).map_err(io)?;
         let head = match db.get(KEY_HEAD)? {
-            Some(v) => Head::decode(&v).ok_or_else(|| StoreError::Corruption("head record is malformed".into()))?,
+            Some(v) => Head::decode(&v).ok_or_else(|| StoreError::corrupt("head record is malformed"))?,
             None => {
                 if db.scan_prefix([PREFIX_CHUNK]).next().is_some() {
-                    return Err(StoreError::Corruption("events are stored but the head record is missing".into()));
+                    return Err(StoreError::corrupt("events are stored but the head record is missing"));
                 }
                 Head::EMPTY
             }
         };
+        let acked_seq = std::fs::read(&marker).ok().and_then(|b| parse_acked(&b));
+        if let Some(acked_seq) = acked_seq.filter(|a| *a > head.seq) {
+            return Err(StoreError::corrupt(format!(
+                "the log in {} ends at seq {}, but seq {acked_seq} was acknowledged ({} says so): sled dropped events it could not read from damaged files; restore them from a backup",
+                dir.join("sled").display(),
+                head.seq,
+                marker.display()
+            )));
+        }
         let segments = load_segments(&db)?;
         let files = dir.join("files");
         if !files.exists() {
@@ -162,6 +265,7 @@ impl Store {
             files,
             next_file: std::sync::atomic::AtomicU64::new(last_file + 1),
             data_file,
+            acked,
             head: Mutex::new(head),
             segments: RwLock::new(segments),
             synced_blobs: Mutex::new(HashSet::new()),
@@ -236,6 +340,9 @@ impl Store {
         let stats = self.sync_timed(started, written)?;
         if let Some(h) = head {
             *self.head.lock().expect("head lock") = h;
+            // Best effort: a lost write only weakens the check on open, never fails it.
+            use std::os::unix::fs::FileExt;
+            let _ = self.acked.write_at(&acked_record(h.seq), 0);
         }
         Ok(stats)
     }
@@ -260,7 +367,8 @@ impl Store {
     }
 
     fn fsync(&self) -> Result<()> {
-        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
+        let what = format!("cannot fsync the log in {}", self.dir.display());
+        let io = |source| StoreError::Io { what: what.clone(), source };
         self.data_file.sync_all().map_err(io)?;
         // sled writes values over its blob threshold to files it never fsyncs. The layout keeps
         // every value below that threshold, but if one ever lands there it is made durable too.
@@ -377,7 +485,7 @@ impl Store {
         for item in self.db.scan_prefix(page_prefix(kind, id)) {
             let (k, v) = item?;
             let page = decode_page(&v).ok_or_else(|| {
-                StoreError::Corruption(format!("{} index page {:?} is not a whole number of entries", kind.name(), k))
+                StoreError::corrupt(format!("{} index page {:?} is not a whole number of entries", kind.name(), k))
             })?;
             out.extend(page);
         }
@@ -401,10 +509,10 @@ impl Store {
             let start = seg.pages.partition_point(|first| *first <= (lo, 0)).saturating_sub(1);
             for first in seg.pages[start..].iter().take_while(|first| first.0 <= hi) {
                 let v = self.db.get(page_key(kind, seg.id, *first))?.ok_or_else(|| {
-                    StoreError::Corruption(format!("{} index page of segment {} is missing", kind.name(), seg.id))
+                    StoreError::corrupt(format!("{} index page of segment {} is missing", kind.name(), seg.id))
                 })?;
                 let page = decode_page(&v)
-                    .ok_or_else(|| StoreError::Corruption(format!("{} index page is malformed", kind.name())))?;
+                    .ok_or_else(|| StoreError::corrupt(format!("{} index page is malformed", kind.name())))?;
                 out.extend(page.filter(|(key, _)| *key >= lo && *key <= hi));
             }
         }
@@ -497,9 +605,10 @@ impl Store {
     /// The value a file pointer stands for, checked against the length and hash it records.
     fn read_meta_file(&self, name: &str, p: FilePointer) -> Result<Vec<u8>> {
         let path = self.meta_file_path(p.id);
-        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { dir: self.dir.clone(), source })?;
+        let bytes =
+            std::fs::read(&path).map_err(io_err(format!("cannot read metadata {name} from {}", path.display())))?;
         if bytes.len() as u64 != p.len || sha256(&bytes) != p.hash {
-            return Err(StoreError::Corruption(format!(
+            return Err(StoreError::corrupt(format!(
                 "metadata {name}: {} does not match the length and SHA-256 recorded for it",
                 path.display()
             )));
@@ -511,8 +620,9 @@ impl Store {
     /// point at it; returns its pointer.
     fn write_meta_file(&self, value: &[u8]) -> Result<FilePointer> {
         use std::io::Write;
-        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
         let id = self.next_file.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let what = format!("cannot write {}", self.meta_file_path(id).display());
+        let io = |source| StoreError::Io { what: what.clone(), source };
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).open(self.meta_file_path(id)).map_err(io)?;
         f.write_all(value).map_err(io)?;
@@ -525,7 +635,8 @@ impl Store {
     /// pointer and the file's removal); returns how many. Reads every metadata key: call it
     /// when metadata is small (checkpoints in files, old generations removed).
     pub fn remove_unreferenced_files(&self) -> Result<usize> {
-        let io = |source| StoreError::Io { dir: self.dir.clone(), source };
+        let what = format!("cannot sweep {}", self.files.display());
+        let io = |source| StoreError::Io { what: what.clone(), source };
         // Taken before the scan: a file written meanwhile has a larger id and is left alone.
         let written_before = self.next_file.load(std::sync::atomic::Ordering::Relaxed);
         let mut referenced = HashSet::new();
@@ -600,7 +711,7 @@ impl Store {
             // The new files' directory entries are durable before sled can persist a pointer.
             File::open(&self.files)
                 .and_then(|d| d.sync_all())
-                .map_err(|source| StoreError::Io { dir: self.dir.clone(), source })?;
+                .map_err(io_err(format!("cannot sync {}", self.files.display())))?;
         }
         self.db.apply_batch(sb)?;
         self.remove_meta_files(&replaced);
@@ -677,8 +788,8 @@ fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
         let kind = IndexKind::ALL
             .into_iter()
             .find(|kind| k.get(1) == Some(&kind.tag()))
-            .ok_or_else(|| StoreError::Corruption(format!("unknown index segment key {k:?}")))?;
-        let malformed = || StoreError::Corruption(format!("malformed {} index segment record", kind.name()));
+            .ok_or_else(|| StoreError::corrupt(format!("unknown index segment key {k:?}")))?;
+        let malformed = || StoreError::corrupt(format!("malformed {} index segment record", kind.name()));
         let id = u64::from_be_bytes(k.get(2..10).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
         let entry = found.entry((kind_slot(kind), id)).or_default();
         match k.len() {
@@ -694,7 +805,7 @@ fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
     let mut segments: [Vec<Segment>; INDEX_KINDS] = Default::default();
     for ((slot, id), (header, mut pages)) in found {
         let kind = IndexKind::ALL[slot];
-        let malformed = || StoreError::Corruption(format!("{} index segment {id} has no record", kind.name()));
+        let malformed = || StoreError::corrupt(format!("{} index segment {id} has no record", kind.name()));
         let (last_seq, entries, legacy_dir) = header.ok_or_else(malformed)?;
         if pages.is_empty() && !legacy_dir.is_empty() {
             pages = decode_page(&legacy_dir).ok_or_else(malformed)?.collect();
@@ -754,7 +865,7 @@ fn file_pointer(key: &[u8], value: &[u8]) -> Option<Result<FilePointer>> {
         })
     })();
     Some(parsed.filter(|_| value.len() == 48).ok_or_else(|| {
-        StoreError::Corruption(format!("metadata file pointer under {:?} is malformed", String::from_utf8_lossy(key)))
+        StoreError::corrupt(format!("metadata file pointer under {:?} is malformed", String::from_utf8_lossy(key)))
     }))
 }
 
@@ -777,11 +888,11 @@ fn chunk_first_seq(key: &[u8]) -> Result<Seq> {
     key.get(1..9)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corruption(format!("malformed chunk key {key:?}")))
+        .ok_or_else(|| StoreError::corrupt(format!("malformed chunk key {key:?}")))
 }
 
 fn chunk_corrupt(first: Seq) -> StoreError {
-    StoreError::Corruption(format!("the chunk starting at seq {first} is malformed"))
+    StoreError::Corruption { seq: Some(first), what: format!("the chunk starting at seq {first} is malformed") }
 }
 
 #[cfg(test)]

@@ -111,6 +111,9 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
     }
     let mut suspension = Report::new("Withdrawal suspensions", &["suspended_at", "resumed_at", "hours"]);
     for (s, r) in &windows {
+        // A duration in hours for the table: an i64 of nanoseconds over a constant cannot
+        // overflow a Decimal.
+        #[allow(clippy::arithmetic_side_effects)]
         let hours = r.map(|r| {
             rust_decimal::Decimal::from(r.nanos() - s.nanos()) / rust_decimal::Decimal::from(3_600_000_000_000i64)
         });

@@ -150,7 +150,7 @@ fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
     };
     let change: Decimal = match &env.event {
         Event::Deposited { .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => amount.value(),
-        Event::Withdrawn { .. } => -amount.value(),
+        Event::Withdrawn { .. } => custos_domain::money::negate(amount.value()),
         _ => {
             writeln!(
                 out,
@@ -175,7 +175,7 @@ fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
         env.occurred_at
     )?;
     writeln!(out, "    customers:{account}:{asset}    {change} {c}")?;
-    writeln!(out, "    custody:{asset}    {} {c}", -change)?;
+    writeln!(out, "    custody:{asset}    {} {c}", custos_domain::money::negate(change))?;
     writeln!(out)?;
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! panel per group (each with its own scale: misc is a thousand times smaller than BTC), with
 //! the suspension of withdrawals shaded. Hand-written SVG: a chart this simple does not need a
 //! plotting library. Pixel positions are computed in floating point; the money is not.
+//!
+//! The axis arithmetic (ticks, a nice maximum, a value's height) multiplies and divides USD
+//! figures by small constants to draw them, far inside a Decimal's range: it is allowed here.
+#![allow(clippy::arithmetic_side_effects)]
 
 use std::fmt::Write;
 

@@ -70,12 +70,12 @@ pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &m
         let stored_b = ledger.balances_at(&bound)?;
         let stored_l = ledger.losses_at(&bound)?;
         let (mut fresh_b, mut fresh_l) = (Balances::default(), Losses::default());
-        ledger.for_each_envelope(1, |env| {
-            fresh_b.apply(&env, Timestamp::MAX);
-            fresh_l.apply(&env, Timestamp::MAX);
-            ControlFlow::Continue(())
+        ledger.try_for_each_envelope(1, |env| {
+            fresh_b.apply(&env, Timestamp::MAX)?;
+            fresh_l.apply(&env, Timestamp::MAX)?;
+            Ok(ControlFlow::Continue(()))
         })?;
-        fresh_b.assert_conserved();
+        fresh_b.check_conserved().map_err(custos_ledger::LedgerError::from)?;
         let mut diffs = Report::new(
             "Rebuild dry run: scratch fold vs stored projection",
             &["projection", "key", "stored", "rebuilt"],
