@@ -5,7 +5,7 @@
 //! exact decimals (a JSON number is refused, because it may already have been through a float).
 //! Unknown fields and kinds are errors, never defaults; each error names the line and field.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 
 use custos_domain::{
     AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind, Timestamp, Usd,
@@ -225,14 +225,165 @@ fn custos_domain_parse_decimal(s: &str) -> Result<Decimal, DomainError> {
 }
 
 /// The refusal of a line over `LINE_BYTES_MAX`.
-fn too_long(line: u64) -> ImportLine {
+fn too_long_line(line: u64) -> ImportLine {
     let message = format!("line is longer than {LINE_BYTES_MAX} bytes");
     ImportLine { line, command: Err(LineError { line, field: None, message }) }
 }
 
+/// One physical line of an import: its number (from 1) and its bytes without the line break,
+/// or `None` when it was longer than `LINE_BYTES_MAX` (its bytes were dropped as they came).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLine {
+    pub number: u64,
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Splits a byte stream into lines, sans IO: the caller pushes the bytes it read (from a file
+/// or a request body) and takes the complete lines. The line limit is enforced as bytes
+/// arrive: an over-long line never holds more than `LINE_BYTES_MAX` bytes of memory. A UTF-8
+/// byte order mark at the start of the first line is dropped, and a CR before a line break. The CLI and the server share it, so an
+/// import has one set of limits whoever reads it.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    current: Vec<u8>,
+    too_long: bool,
+    number: u64,
+    ready: std::collections::VecDeque<RawLine>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    self.take(&bytes[..end]);
+                    self.end_line();
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    self.take(bytes);
+                    bytes = &[];
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, part: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.current.len() + part.len() > LINE_BYTES_MAX {
+            self.too_long = true;
+            self.current = Vec::new();
+        } else {
+            self.current.extend_from_slice(part);
+        }
+    }
+
+    fn end_line(&mut self) {
+        self.number += 1;
+        let mut bytes = std::mem::take(&mut self.current);
+        if self.number == 1 {
+            if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+                bytes = rest.to_vec();
+            }
+        }
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let bytes = (!std::mem::take(&mut self.too_long)).then_some(bytes);
+        self.ready.push_back(RawLine { number: self.number, bytes });
+    }
+
+    /// The next complete line, if one has arrived.
+    pub fn next_line(&mut self) -> Option<RawLine> {
+        self.ready.pop_front()
+    }
+
+    /// Call at the end of the input: the last line, when it had no line break.
+    pub fn finish(&mut self) -> Option<RawLine> {
+        if !self.current.is_empty() || self.too_long {
+            self.end_line();
+        }
+        self.ready.pop_front()
+    }
+}
+
+/// Bytes for the csv crate through a [`LineSplitter`]: the same lines, except that a line over
+/// the limit is replaced by one the CSV reader cannot take (more fields than any header), and
+/// its number is kept so that its refusal says why.
+struct LimitedLines<R> {
+    inner: R,
+    splitter: LineSplitter,
+    out: Vec<u8>,
+    at: usize,
+    eof: bool,
+    too_long: std::rc::Rc<std::cell::RefCell<std::collections::BTreeSet<u64>>>,
+}
+
+impl<R: Read> Read for LimitedLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.out.len() {
+            self.out.clear();
+            self.at = 0;
+            let line = match self.splitter.next_line() {
+                Some(line) => line,
+                None if self.eof => match self.splitter.finish() {
+                    Some(line) => line,
+                    None => return Ok(0),
+                },
+                None => {
+                    let mut chunk = [0u8; 64 * 1024];
+                    let n = self.inner.read(&mut chunk)?;
+                    if n == 0 {
+                        self.eof = true;
+                    }
+                    self.splitter.push(&chunk[..n]);
+                    continue;
+                }
+            };
+            match line.bytes {
+                Some(bytes) => self.out.extend_from_slice(&bytes),
+                None => {
+                    self.too_long.borrow_mut().insert(line.number);
+                    self.out.extend_from_slice(&[b','; IMPORT_FIELDS.len() + 1]);
+                }
+            }
+            self.out.push(b'\n');
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The command of one CSV record: each field must be UTF-8 (a bad byte refuses this line only).
+fn csv_command(line: u64, slots: &[usize], record: &csv::ByteRecord) -> Result<Command, LineError> {
+    let mut fields = Fields::default();
+    for (slot, value) in slots.iter().zip(record.iter()) {
+        let text = std::str::from_utf8(value).map_err(|e| LineError {
+            line,
+            field: Some(IMPORT_FIELDS[*slot]),
+            message: format!("is not UTF-8 text (a bad byte at offset {})", e.valid_up_to()),
+        })?;
+        fields.set(*slot, text);
+    }
+    to_command(line, &fields, true)
+}
+
 /// Parses a CSV command file lazily. A bad header is one error for line 1 and nothing else.
 pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(reader);
+    let too_long = std::rc::Rc::new(std::cell::RefCell::new(std::collections::BTreeSet::new()));
+    let limited = LimitedLines {
+        inner: reader,
+        splitter: LineSplitter::default(),
+        out: Vec::new(),
+        at: 0,
+        eof: false,
+        too_long: std::rc::Rc::clone(&too_long),
+    };
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(limited);
     let header: Result<Vec<&'static str>, LineError> = match rdr.headers() {
         Err(e) => Err(LineError { line: 1, field: None, message: format!("cannot read the header: {e}") }),
         Ok(h) => {
@@ -272,7 +423,7 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
         }
     };
     let slots: Vec<usize> = names.iter().map(|n| field_slot(n).expect("checked above")).collect();
-    let mut record = csv::StringRecord::new();
+    let mut record = csv::ByteRecord::new();
     let mut done = false;
     std::iter::from_fn(move || {
         if done {
@@ -283,25 +434,23 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
             return Some(ImportLine { line: 1, command: Err(e) });
         }
         loop {
-            return match rdr.read_record(&mut record) {
+            return match rdr.read_byte_record(&mut record) {
                 Ok(false) => None,
                 Ok(true) => {
                     let line = record.position().map_or(0, |p| p.line());
-                    if record.len() == 1 && record.get(0) == Some("") {
+                    if record.len() == 1 && record.get(0) == Some(b"") {
                         continue; // a blank line
                     }
-                    let bytes: usize = record.iter().map(str::len).sum();
-                    if bytes > LINE_BYTES_MAX {
-                        return Some(too_long(line));
+                    if too_long.borrow_mut().remove(&line) {
+                        return Some(too_long_line(line));
                     }
-                    let mut fields = Fields::default();
-                    for (slot, value) in slots.iter().zip(record.iter()) {
-                        fields.set(*slot, value);
-                    }
-                    Some(ImportLine { line, command: to_command(line, &fields, true) })
+                    Some(ImportLine { line, command: csv_command(line, &slots, &record) })
                 }
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
+                    if too_long.borrow_mut().remove(&line) {
+                        return Some(too_long_line(line));
+                    }
                     if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
                         done = true;
                     }
@@ -317,40 +466,82 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
 
 /// Parses a JSON Lines command file lazily: one object per line, every value a string (or a
 /// boolean for `unauthorized`).
-pub fn parse_jsonl<R: BufRead>(reader: R) -> impl Iterator<Item = ImportLine> {
-    let mut lines = reader.split(b'\n');
-    let mut number = 0u64;
+pub fn parse_jsonl<R: Read>(mut reader: R) -> impl Iterator<Item = ImportLine> {
+    let mut splitter = LineSplitter::default();
+    let mut eof = false;
     std::iter::from_fn(move || loop {
-        number += 1;
-        let line = number;
-        let bytes = match lines.next()? {
-            Ok(b) => b,
-            Err(e) => {
-                return Some(ImportLine {
-                    line,
-                    command: Err(LineError { line, field: None, message: format!("cannot read: {e}") }),
-                })
+        let raw = match splitter.next_line() {
+            Some(raw) => raw,
+            None if eof => splitter.finish()?,
+            None => {
+                let mut chunk = [0u8; 64 * 1024];
+                match reader.read(&mut chunk) {
+                    Ok(0) => eof = true,
+                    Ok(n) => splitter.push(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eof = true;
+                        let line = splitter.number + 1;
+                        return Some(ImportLine {
+                            line,
+                            command: Err(LineError { line, field: None, message: format!("cannot read: {e}") }),
+                        });
+                    }
+                }
+                continue;
             }
         };
-        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
+        if let Some(line) = json_line(raw) {
+            return Some(line);
         }
-        if bytes.len() > LINE_BYTES_MAX {
-            return Some(too_long(line));
-        }
-        return Some(ImportLine { line, command: parse_json_command(line, &bytes, true) });
     })
+}
+
+/// The command of one JSON Lines line (`None` for a blank line).
+pub fn json_line(raw: RawLine) -> Option<ImportLine> {
+    let line = raw.number;
+    match raw.bytes {
+        None => Some(too_long_line(line)),
+        Some(bytes) if bytes.iter().all(|b| b.is_ascii_whitespace()) => None,
+        Some(bytes) => Some(ImportLine { line, command: parse_json_command(line, &bytes, true) }),
+    }
+}
+
+/// A JSON object whose keys are all different: `serde_json::Value` keeps the last of two equal
+/// keys silently (`"amount":"1","amount":"1000"` booked 1000); a duplicate key is refused, as a
+/// duplicate CSV column is.
+struct UniqueObject(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
+                let mut out: Vec<(String, serde_json::Value)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!("field {key:?} appears twice")));
+                    }
+                    out.push((key, value));
+                }
+                Ok(UniqueObject(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Parses one JSON object of the import format into a command. Without `occurred_at_required`,
 /// a missing `occurred_at` means "when the ledger records it" (the HTTP API's single commands).
 pub fn parse_json_command(line: u64, bytes: &[u8], occurred_at_required: bool) -> Result<Command, LineError> {
     let err = |field: Option<&'static str>, message: String| LineError { line, field, message };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| err(None, format!("malformed JSON: {e}")))?;
-    let object = value.as_object().ok_or_else(|| err(None, "expected a JSON object".into()))?;
+    let object: UniqueObject = serde_json::from_slice(bytes).map_err(|e| err(None, format!("malformed JSON: {e}")))?;
     let mut texts: Vec<(&'static str, String)> = Vec::new();
-    for (key, v) in object {
+    for (key, v) in &object.0 {
         let name = field_name(key)
             .ok_or_else(|| err(None, format!("unknown field {key:?} (expected: {})", IMPORT_FIELDS.join(","))))?;
         let text = match v {
@@ -418,6 +609,42 @@ mod tests {
         }
         assert!(errors_of("id,occurred_at,kind,ref,colour\n")[0].contains("unknown field \"colour\""));
         assert!(errors_of("id,kind,ref\n")[0].contains("no \"occurred_at\" column"));
+    }
+
+    /// However the bytes arrive, the splitter yields the lines of the text, an over-long one as
+    /// `None`, a leading byte order mark and CRs before line breaks dropped.
+    #[test]
+    fn lines_split_the_same_whatever_the_chunks() {
+        use proptest::prelude::*;
+        let long = "y".repeat(LINE_BYTES_MAX + 1);
+        let max = "z".repeat(LINE_BYTES_MAX);
+        let text = format!("\u{feff}a,b\r\n\n{long}\nccc\n{max}\n{long}{long}\nlast");
+        let want: Vec<Option<String>> = ["a,b", "", "TOO LONG", "ccc", max.as_str(), "TOO LONG", "last"]
+            .iter()
+            .map(|l| (*l != "TOO LONG").then(|| l.to_string()))
+            .collect();
+        proptest!(|(cuts in proptest::collection::vec(0usize..text.len(), 0..12))| {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut splitter = LineSplitter::default();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([text.len()]) {
+                splitter.push(&text.as_bytes()[at..cut]);
+                at = cut;
+                while let Some(l) = splitter.next_line() {
+                    got.push(l);
+                }
+            }
+            while let Some(l) = splitter.finish() {
+                got.push(l);
+            }
+            let numbers: Vec<u64> = got.iter().map(|l| l.number).collect();
+            prop_assert_eq!(numbers, (1..=want.len() as u64).collect::<Vec<_>>());
+            let lines: Vec<Option<String>> =
+                got.into_iter().map(|l| l.bytes.map(|b| String::from_utf8(b).unwrap())).collect();
+            prop_assert_eq!(&lines, &want);
+        });
     }
 
     #[test]

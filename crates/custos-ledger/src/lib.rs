@@ -11,7 +11,10 @@ mod query;
 mod rejection;
 mod verify;
 
-pub use import::{parse_csv, parse_json_command, parse_jsonl, ImportFormat, ImportLine, LineError, IMPORT_FIELDS};
+pub use import::{
+    json_line, parse_csv, parse_json_command, parse_jsonl, ImportFormat, ImportLine, LineError, LineSplitter, RawLine,
+    IMPORT_FIELDS, LINE_BYTES_MAX,
+};
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
 pub use model::{command_of, reimbursement_usd, Decision, NewEvent, WriteModel};

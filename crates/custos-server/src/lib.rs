@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -64,10 +64,36 @@ const IMPORT_BATCH_COMMANDS: usize = 4096;
 /// Events read per step while a tail catches up.
 const TAIL_CATCH_UP_EVENTS: u64 = 1000;
 
+/// A verify job's answer and when it came.
+type JobResult = Arc<Mutex<Option<(Result<VerifyReport, String>, Instant)>>>;
+
 struct Job {
     done: Arc<AtomicU64>,
     total: u64,
-    result: Arc<Mutex<Option<Result<VerifyReport, String>>>>,
+    result: JobResult,
+}
+
+/// A finished verify job's answer is kept this long, then forgotten (404).
+const VERIFY_JOB_KEPT: Duration = Duration::from_secs(15 * 60);
+/// At most this many finished jobs are kept (the oldest go first).
+const VERIFY_JOBS_KEPT_MAX: usize = 16;
+
+impl Job {
+    fn finished_at(&self) -> Option<Instant> {
+        self.result.lock().expect("job lock").as_ref().map(|(_, at)| *at)
+    }
+}
+
+/// Forgets finished jobs past their time or past the count; returns the running job, if any.
+fn prune_jobs(jobs: &mut HashMap<u64, Job>) -> Option<u64> {
+    jobs.retain(|_, j| j.finished_at().is_none_or(|at| at.elapsed() < VERIFY_JOB_KEPT));
+    let mut finished: Vec<(Instant, u64)> = jobs.iter().filter_map(|(id, j)| Some((j.finished_at()?, *id))).collect();
+    finished.sort_unstable();
+    let excess = finished.len().saturating_sub(VERIFY_JOBS_KEPT_MAX);
+    for (_, id) in finished.into_iter().take(excess) {
+        jobs.remove(&id);
+    }
+    jobs.iter().find(|(_, j)| j.finished_at().is_none()).map(|(id, _)| *id)
 }
 
 #[derive(Clone)]
@@ -462,15 +488,31 @@ async fn verify_start(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         serde_json::from_slice(&body).map_err(|e| ApiError::bad("bad_json", e.to_string()))?
     };
     let digest = body.digest.as_deref().map(custos_report::parse_digest).transpose()?;
-    let id = app.next_job.fetch_add(1, Ordering::Relaxed);
     let done = Arc::new(AtomicU64::new(0));
     let result = Arc::new(Mutex::new(None));
     let total = app.ledger.head().seq;
-    app.jobs.lock().expect("jobs lock").insert(id, Job { done: Arc::clone(&done), total, result: Arc::clone(&result) });
+    let id = {
+        // One verify at a time reads the whole log; a second waits for the first's answer.
+        let mut jobs = app.jobs.lock().expect("jobs lock");
+        if let Some(running) = prune_jobs(&mut jobs) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "verify_running",
+                format!("verify job {running} is running; poll /v1/verify/{running} for its answer"),
+            ));
+        }
+        let id = app.next_job.fetch_add(1, Ordering::Relaxed);
+        jobs.insert(id, Job { done: Arc::clone(&done), total, result: Arc::clone(&result) });
+        id
+    };
     let ledger = Arc::clone(&app.ledger);
     tokio::task::spawn_blocking(move || {
-        let r = ledger.verify(digest, &mut |d, _| done.store(d, Ordering::Relaxed)).map_err(|e| e.to_string());
-        *result.lock().expect("job lock") = Some(r);
+        // A job always ends, so that it never holds the one slot for verify jobs forever.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ledger.verify(digest, &mut |d, _| done.store(d, Ordering::Relaxed)).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("verify stopped on an internal error (a bug: see the server's log)".into()));
+        *result.lock().expect("job lock") = Some((r, Instant::now()));
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"job": id, "poll": format!("/v1/verify/{id}")}))).into_response())
 }
@@ -478,12 +520,13 @@ async fn verify_start(State(app): State<App>, headers: HeaderMap, body: Bytes) -
 async fn verify_status(State(app): State<App>, headers: HeaderMap, Path(job): Path<String>) -> ApiResult<Response> {
     app.require(&headers, Role::Read)?;
     let id: u64 = job.parse().map_err(|_| ApiError::bad("bad_job", format!("job {job:?} is not a number")))?;
-    let jobs = app.jobs.lock().expect("jobs lock");
+    let mut jobs = app.jobs.lock().expect("jobs lock");
+    prune_jobs(&mut jobs);
     let job = jobs
         .get(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no verify job {id}")))?;
     let result = job.result.lock().expect("job lock");
-    let body = match result.as_ref() {
+    let body = match result.as_ref().map(|(r, _)| r) {
         None => json!({"job": id, "state": "running", "done": job.done.load(Ordering::Relaxed), "total": job.total}),
         Some(Err(e)) => json!({"job": id, "state": "failed", "error": e}),
         Some(Ok(r)) => json!({
@@ -592,75 +635,112 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
     }
     let started = Instant::now();
     let mut stream = body.into_data_stream();
-    let (mut pending, mut line_no, mut read) = (Vec::<u8>::new(), 0u64, 0u64);
-    let (mut batch, mut numbers) = (Vec::new(), Vec::new());
-    let (mut appended, mut duplicates) = (0u64, 0u64);
-    let mut rejections: Vec<Value> = Vec::new();
+    let mut splitter = custos_ledger::LineSplitter::default();
+    let mut read = 0u64;
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(u64, custos_domain::Command)> = Vec::new();
     let mut finished = false;
     while !finished {
+        let mut lines = Vec::new();
         match stream.next().await {
             Some(Ok(bytes)) => {
                 read += bytes.len() as u64;
                 if read > cfg.import_bytes_max {
-                    return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("an import body is at most {} bytes; lines before the limit were appended (re-sending is idempotent)", cfg.import_bytes_max)));
+                    let why = format!("an import body is at most {} bytes", cfg.import_bytes_max);
+                    summary.submit(&app.ledger, &mut batch).await?;
+                    return Ok(summary.refused(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", why, started));
                 }
-                pending.extend_from_slice(&bytes);
+                splitter.push(&bytes);
             }
-            Some(Err(e)) => return Err(ApiError::bad("bad_body", e.to_string())),
+            Some(Err(e)) => {
+                return Ok(summary.refused(StatusCode::BAD_REQUEST, "bad_body", e.to_string(), started));
+            }
             None => {
                 finished = true;
-                if !pending.is_empty() && pending.last() != Some(&b'\n') {
-                    pending.push(b'\n');
-                }
+                lines.extend(splitter.finish());
             }
         }
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            line_no += 1;
-            if line_no > cfg.import_lines_max {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_many_lines",
-                    format!("an import is at most {} lines", cfg.import_lines_max),
-                ));
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match custos_ledger::parse_json_command(line_no, &line[..line.len() - 1], true) {
-                Ok(cmd) => {
-                    batch.push(cmd);
-                    numbers.push(line_no);
-                }
-                Err(e) => rejections.push(json!({"line": line_no, "message": e.to_string()})),
-            }
+        while let Some(line) = splitter.next_line() {
+            lines.push(line);
         }
-        if batch.len() >= IMPORT_BATCH_COMMANDS || (finished && !batch.is_empty()) {
-            let outcomes = app.ledger.submit_batch(std::mem::take(&mut batch)).await?;
-            for (n, o) in std::mem::take(&mut numbers).into_iter().zip(outcomes) {
-                match o {
-                    Ok(a) if a.duplicate => duplicates += 1,
-                    Ok(_) => appended += 1,
-                    Err(r) => {
-                        rejections.push(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")}))
-                    }
+        lines.sort_by_key(|l| l.number);
+        for raw in lines {
+            if raw.number > cfg.import_lines_max {
+                let why = format!("an import is at most {} lines", cfg.import_lines_max);
+                summary.submit(&app.ledger, &mut batch).await?;
+                return Ok(summary.refused(StatusCode::PAYLOAD_TOO_LARGE, "too_many_lines", why, started));
+            }
+            summary.lines = raw.number;
+            match custos_ledger::json_line(raw) {
+                None => {}
+                Some(custos_ledger::ImportLine { line, command: Ok(cmd) }) => batch.push((line, cmd)),
+                Some(custos_ledger::ImportLine { line, command: Err(e) }) => {
+                    summary.rejections.push(json!({"line": line, "message": e.to_string()}))
                 }
+            }
+            if batch.len() >= IMPORT_BATCH_COMMANDS {
+                summary.submit(&app.ledger, &mut batch).await?;
             }
         }
     }
-    rejections.sort_by_key(|r| r["line"].as_u64());
-    let status = if rejections.is_empty() { StatusCode::OK } else { StatusCode::CONFLICT };
-    Ok((
-        status,
-        Json(json!({
-            "appended": appended,
-            "duplicates": duplicates,
-            "rejected": rejections.len(),
+    summary.submit(&app.ledger, &mut batch).await?;
+    let status = if summary.rejections.is_empty() { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((status, Json(summary.json(started))).into_response())
+}
+
+/// What an import did so far: the lines read, what was appended, and every refusal.
+#[derive(Default)]
+struct ImportSummary {
+    lines: u64,
+    appended: u64,
+    duplicates: u64,
+    rejections: Vec<Value>,
+}
+
+impl ImportSummary {
+    async fn submit(&mut self, ledger: &Ledger, batch: &mut Vec<(u64, custos_domain::Command)>) -> ApiResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (numbers, commands): (Vec<u64>, Vec<_>) = std::mem::take(batch).into_iter().unzip();
+        let outcomes = ledger.submit_batch(commands).await?;
+        for (n, o) in numbers.into_iter().zip(outcomes) {
+            match o {
+                Ok(a) if a.duplicate => self.duplicates += 1,
+                Ok(_) => self.appended += 1,
+                Err(r) => {
+                    self.rejections.push(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")}))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn json(&mut self, started: Instant) -> Value {
+        self.rejections.sort_by_key(|r| r["line"].as_u64());
+        json!({
+            "lines": self.lines,
+            "appended": self.appended,
+            "duplicates": self.duplicates,
+            "rejected": self.rejections.len(),
             "seconds": started.elapsed().as_millis() as u64 / 1000,
-            "rejections": rejections,
-        })),
-    )
-        .into_response())
+            "rejections": self.rejections,
+        })
+    }
+
+    /// The answer to an import stopped at a limit: the error, and exactly what was done before.
+    fn refused(mut self, status: StatusCode, code: &'static str, why: String, started: Instant) -> Response {
+        let message = format!(
+            "{why}; the import stopped there: lines 1-{} were read, {} appended, {} already present, {} rejected, nothing after (re-sending the whole file is safe: ids make it idempotent)",
+            self.lines,
+            self.appended,
+            self.duplicates,
+            self.rejections.len()
+        );
+        let mut body = self.json(started);
+        body["error"] = json!({"code": code, "message": message});
+        (status, Json(body)).into_response()
+    }
 }
 
 fn seconds_text(us: u64) -> String {

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,7 +101,7 @@ pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool, batch: usize) 
 fn lines<R: Read + 'static>(reader: R, format: ImportFormat) -> Box<dyn Iterator<Item = ImportLine>> {
     match format {
         ImportFormat::Csv => Box::new(parse_csv(reader)),
-        ImportFormat::Jsonl => Box::new(parse_jsonl(BufReader::new(reader))),
+        ImportFormat::Jsonl => Box::new(parse_jsonl(reader)),
     }
 }
 
