@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use custos_domain::{Command, Envelope, Event, EventId, Hash, Seq, Timestamp, GENESIS_HASH};
 use custos_projection::{Balances, FoldError, Losses, Projection};
-use custos_store::{fnv64, time_key, AppendBatch, Head, IndexKind, Store, StoreError};
+use custos_store::{failpoint, fnv64, time_key, AppendBatch, Head, IndexKind, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{Decision, WriteModel};
@@ -197,6 +197,55 @@ pub(crate) struct Shared {
     pub head_tx: tokio::sync::watch::Sender<Seq>,
     /// Notices for the operator (e.g. "rebuilt projection balances").
     pub notices: Mutex<Vec<String>>,
+    /// Held by the writer while it appends a batch with its boundary metadata, and by a rebuild
+    /// while it catches up and swaps its generation in: the log and its boundary records are
+    /// then seen, and replaced, together.
+    pub commit_lock: Mutex<()>,
+    /// Held by the projector while it writes checkpoints into the active generations, and by a
+    /// rebuild while it swaps them: no checkpoint lands in a generation that was just retired.
+    pub generation_lock: Mutex<()>,
+    /// Why the last append failed, until one succeeds again (or why the writer stopped):
+    /// what `/health` reports while the ledger cannot write.
+    pub write_fault: Mutex<Option<String>>,
+}
+
+/// The boundary records, the smallest `occurred_at` after the last of them and the largest of
+/// the whole log, as stored.
+pub(crate) struct StoredBounds {
+    pub boundaries: Vec<BoundaryInfo>,
+    pub tail_min: Timestamp,
+    pub max_occurred: Option<Timestamp>,
+}
+
+/// Reads the stored boundary records up to `head`, and `tail_min` and `max_occurred`.
+pub(crate) fn stored_bounds(store: &Store, head: Seq) -> Result<StoredBounds, LedgerError> {
+    let mut boundaries = Vec::new();
+    for name in store.list_meta("boundary/")? {
+        let v = store.get_meta(&name)?.unwrap_or_default();
+        let seq: Seq =
+            name["boundary/".len()..].parse().map_err(|_| corrupt(0, format!("bad boundary name {name}")))?;
+        if v.len() != 16 {
+            return Err(corrupt(seq, "boundary record is not 16 bytes".into()));
+        }
+        let max = i64::from_be_bytes(v[..8].try_into().expect("8"));
+        let min = i64::from_be_bytes(v[8..].try_into().expect("8"));
+        if seq <= head {
+            boundaries.push(BoundaryInfo {
+                seq,
+                max_occurred: Timestamp::from_nanos(max),
+                min_occurred: Timestamp::from_nanos(min),
+            });
+        }
+    }
+    let max_occurred = match store.get_meta(MAX_OCCURRED)? {
+        Some(v) if v.len() == 8 => Some(Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8")))),
+        _ => None,
+    };
+    let tail_min = match store.get_meta(TAIL_MIN)? {
+        Some(v) if v.len() == 8 => Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8"))),
+        _ => Timestamp::MAX,
+    };
+    Ok(StoredBounds { boundaries, tail_min, max_occurred })
 }
 
 /// An open ledger.
@@ -250,32 +299,7 @@ impl Ledger {
         assert!(config.checkpoint_every > 0, "checkpoint_every must be positive");
         assert!(config.balances_checkpoint_multiple > 0, "balances_checkpoint_multiple must be positive");
         let store = Store::open(dir, &config.holder)?;
-        let mut boundaries = Vec::new();
-        for name in store.list_meta("boundary/")? {
-            let v = store.get_meta(&name)?.unwrap_or_default();
-            let seq: Seq =
-                name["boundary/".len()..].parse().map_err(|_| corrupt(0, format!("bad boundary name {name}")))?;
-            if v.len() != 16 {
-                return Err(corrupt(seq, "boundary record is not 16 bytes".into()));
-            }
-            let max = i64::from_be_bytes(v[..8].try_into().expect("8"));
-            let min = i64::from_be_bytes(v[8..].try_into().expect("8"));
-            if seq <= store.head().seq {
-                boundaries.push(BoundaryInfo {
-                    seq,
-                    max_occurred: Timestamp::from_nanos(max),
-                    min_occurred: Timestamp::from_nanos(min),
-                });
-            }
-        }
-        let max_occurred = match store.get_meta(MAX_OCCURRED)? {
-            Some(v) if v.len() == 8 => Some(Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8")))),
-            _ => None,
-        };
-        let tail_min = match store.get_meta(TAIL_MIN)? {
-            Some(v) if v.len() == 8 => Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8"))),
-            _ => Timestamp::MAX,
-        };
+        let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&store, store.head().seq)?;
         let head_seq = store.head().seq;
         let shared = Arc::new(Shared {
             store,
@@ -291,6 +315,9 @@ impl Ledger {
             current: RwLock::new(None),
             boundaries: RwLock::new(boundaries),
             notices: Mutex::new(Vec::new()),
+            commit_lock: Mutex::new(()),
+            generation_lock: Mutex::new(()),
+            write_fault: Mutex::new(None),
         });
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
         ledger.ensure_loss_index()?;
@@ -324,6 +351,12 @@ impl Ledger {
     /// A receiver of the head seq, updated after every durable commit.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Seq> {
         self.shared.head_tx.subscribe()
+    }
+
+    /// Why the ledger cannot write now, if it cannot: the last append failed (a full disk, an
+    /// IO error) and none has succeeded since, or the writer stopped.
+    pub fn write_fault(&self) -> Option<String> {
+        self.shared.write_fault.lock().expect("fault lock").clone()
     }
 
     /// Messages the operator should see (projection rebuilds on open, and similar).
@@ -563,28 +596,47 @@ impl Ledger {
         let mut losses = names.contains(&Losses::NAME).then(|| Refold::<Losses>::new(store, config)).transpose()?;
         let mut boundaries = Vec::new();
         let (mut max_occurred, mut min_occurred) = (Timestamp::MIN, Timestamp::MAX);
-        self.try_for_each_envelope(1, |env| {
-            max_occurred = max_occurred.max(env.occurred_at);
-            min_occurred = min_occurred.min(env.occurred_at);
-            if env.seq % k == 0 {
-                boundaries.push(BoundaryInfo { seq: env.seq, max_occurred, min_occurred });
-                min_occurred = Timestamp::MAX;
-            }
-            let mut put = Vec::new();
-            put.extend(balances.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
-            put.extend(losses.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
-            if !put.is_empty() {
-                store.write_meta(put, vec![])?;
-            }
-            if env.seq % 16_384 == 0 {
-                progress(env.seq, head);
-            }
-            Ok(ControlFlow::Continue(()))
-        })?;
+        // Folds seqs `from..=to`; answers the last seq folded.
+        let mut fold = |from: Seq, to: Seq, progress: &mut dyn FnMut(u64, u64)| -> Result<Seq, LedgerError> {
+            let mut folded = from - 1;
+            self.try_for_each_envelope(from, |env| {
+                if env.seq > to {
+                    return Ok(ControlFlow::Break(()));
+                }
+                folded = env.seq;
+                max_occurred = max_occurred.max(env.occurred_at);
+                min_occurred = min_occurred.min(env.occurred_at);
+                if env.seq % k == 0 {
+                    boundaries.push(BoundaryInfo { seq: env.seq, max_occurred, min_occurred });
+                    min_occurred = Timestamp::MAX;
+                }
+                let mut put = Vec::new();
+                put.extend(balances.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
+                put.extend(losses.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
+                if !put.is_empty() {
+                    store.write_meta(put, vec![])?;
+                }
+                if env.seq % 16_384 == 0 {
+                    progress(env.seq, to);
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(folded)
+        };
+        // Most of the log without holding up the writer; then, holding it, whatever it appended
+        // meanwhile, and the swap.
+        let folded = fold(1, head, progress)?;
+        let _commit = self.shared.commit_lock.lock().expect("commit lock");
+        let _generations = self.shared.generation_lock.lock().expect("generation lock");
+        let head = store.head().seq;
+        fold(folded + 1, head, progress)?;
         progress(head, head);
-        // Readers see either the old generations or the new ones, never a mix.
-        // Boundary records are rewritten for this configuration's interval.
-        store.remove_meta_prefix("boundary/")?;
+        // One atomic step: the new generations become active, and the boundary records, written
+        // for this configuration's interval, replace the old ones. A crash before it leaves the
+        // old generations and boundaries in force (the new checkpoints are unreachable garbage);
+        // after it, the new ones. Readers never see a mix.
+        failpoint("rebuild:before-swap");
+        let old_boundaries = store.list_meta("boundary/")?;
         let mut put = Vec::new();
         if let Some(r) = &balances {
             r.swap(&mut put);
@@ -595,8 +647,11 @@ impl Ledger {
         put.extend(boundaries.iter().map(|b| (boundary_name(b.seq), boundary_value(b))));
         put.push((TAIL_MIN.to_string(), min_occurred.nanos().to_be_bytes().to_vec()));
         put.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
-        store.write_meta(put, vec![])?;
+        let new_names: std::collections::HashSet<&String> = put.iter().map(|(n, _)| n).collect();
+        let remove = old_boundaries.into_iter().filter(|n| !new_names.contains(n)).collect();
+        store.write_meta(put, remove)?;
         store.sync()?;
+        failpoint("rebuild:after-swap");
         if let Some(r) = &balances {
             r.remove_old(store)?;
         }
@@ -607,6 +662,9 @@ impl Ledger {
         *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
         *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
         *self.shared.current.write().expect("current lock") = None;
+        self.shared.checkpoint_cache.lock().expect("cache lock").clear();
+        drop(_generations);
+        drop(_commit);
         let seconds = started.elapsed().as_secs_f64();
         let report = |projection: &str, checkpoints| RebuildReport {
             projection: projection.to_string(),
@@ -868,12 +926,6 @@ fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
     Ok(model)
 }
 
-/// The checkpoint generations the projector writes into (read once, when it first folds).
-struct WriterProjections {
-    generation_balances: u64,
-    generation_losses: u64,
-}
-
 fn writer_loop(
     shared: Arc<Shared>,
     mut model: WriteModel,
@@ -897,6 +949,9 @@ fn writer_loop(
         let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
             Ok((mut outcomes, committed)) => {
+                if !committed.is_empty() {
+                    shared.write_fault.lock().expect("fault lock").take();
+                }
                 let m = &shared.metrics;
                 for o in &outcomes {
                     let counter = match o {
@@ -922,6 +977,7 @@ fn writer_loop(
             Err(e) => {
                 tracing::error!("append failed: {e}");
                 let (kind, msg) = (e.kind(), e.to_string());
+                *shared.write_fault.lock().expect("fault lock") = Some(msg.clone());
                 for r in requests {
                     let _ = r.reply.send(Err((kind, msg.clone())));
                 }
@@ -933,6 +989,8 @@ fn writer_loop(
                     }
                     Err(e) => {
                         tracing::error!("cannot reload the write model, the writer stops: {e}");
+                        *shared.write_fault.lock().expect("fault lock") =
+                            Some(format!("the writer stopped: it cannot reload the write model: {e}"));
                         return;
                     }
                 }
@@ -1028,6 +1086,7 @@ fn commit(
         head: Some(Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at }),
         meta,
     };
+    let _commit = shared.commit_lock.lock().expect("commit lock");
     let appended = store.append(batch).map_err(|e| {
         let kind = if matches!(e, StoreError::Corruption { .. }) { ErrorKind::Corruption } else { ErrorKind::Io };
         LedgerError::AppendFailed {
@@ -1063,11 +1122,9 @@ fn projector_loop(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Vec<Envelop
         }
     }
     let _running = Running(&shared);
-    let mut projections: Option<WriterProjections> = None;
     for batch in rx {
-        if let Err(e) = fold_into_projections(&shared, &mut projections, &batch) {
+        if let Err(e) = fold_into_projections(&shared, &batch) {
             tracing::warn!("projection checkpoint not written: {e}");
-            projections = None;
             *shared.current.write().expect("current lock") = None;
         }
         let last = batch.last().map_or(0, |e| e.seq);
@@ -1100,21 +1157,12 @@ pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
 
 /// Folds appended events into the shared head state that queries read, and writes the
 /// checkpoints due at boundaries.
-fn fold_into_projections(
-    shared: &Shared,
-    projections: &mut Option<WriterProjections>,
-    pending: &[Envelope],
-) -> Result<(), LedgerError> {
+fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), LedgerError> {
     let store = &shared.store;
     let k = shared.config.checkpoint_every;
-    if projections.is_none() {
-        *projections = Some(WriterProjections {
-            generation_balances: active_generation(store, Balances::NAME)?.unwrap_or(1),
-            generation_losses: active_generation(store, Losses::NAME)?.unwrap_or(1),
-        });
-    }
-    let wp = projections.as_ref().expect("loaded");
-    let mut put = Vec::new();
+    // (projection, seq, encoded state): encoded under the lock (the state must be exactly at
+    // the boundary), named and written after.
+    let mut due: Vec<(&'static str, Seq, Vec<u8>)> = Vec::new();
     {
         let mut slot = shared.current.write().expect("current lock");
         let before = pending[0].seq - 1;
@@ -1127,27 +1175,36 @@ fn fold_into_projections(
             c.balances.apply(env, Timestamp::MAX)?;
             c.losses.apply(env, Timestamp::MAX)?;
             c.max_occurred = c.max_occurred.max(env.occurred_at);
-            // Encoded under the lock (the state must be exactly at the boundary), written after.
             if env.seq % checkpoint_interval::<Balances>(&shared.config) == 0 {
-                put.push((
-                    format!("{}{:020}", checkpoint_prefix(Balances::NAME, wp.generation_balances), env.seq),
-                    checkpoint_value(&c.balances),
-                ));
+                due.push((Balances::NAME, env.seq, checkpoint_value(&c.balances)));
             }
             if env.seq % k == 0 {
-                put.push((
-                    format!("{}{:020}", checkpoint_prefix(Losses::NAME, wp.generation_losses), env.seq),
-                    checkpoint_value(&c.losses),
-                ));
+                due.push((Losses::NAME, env.seq, checkpoint_value(&c.losses)));
             }
         }
     }
-    if !put.is_empty() {
-        put.push((active_name(Balances::NAME), generation_value::<Balances>(wp.generation_balances)));
-        put.push((active_name(Losses::NAME), generation_value::<Losses>(wp.generation_losses)));
-        store.write_meta(put, vec![])?;
-        store.sync()?;
+    if due.is_empty() {
+        return Ok(());
     }
+    // Into the generations active now: a rebuild swaps them while holding this lock.
+    let _generations = shared.generation_lock.lock().expect("generation lock");
+    let mut put = Vec::new();
+    for (name, version) in [(Balances::NAME, Balances::SCHEMA_VERSION), (Losses::NAME, Losses::SCHEMA_VERSION)] {
+        let generation = match active_generation(store, name)? {
+            Some(g) => g,
+            None => {
+                let mut v = 1u64.to_be_bytes().to_vec();
+                v.extend_from_slice(&version.to_be_bytes());
+                put.push((active_name(name), v));
+                1
+            }
+        };
+        for (_, seq, bytes) in due.iter_mut().filter(|(n, _, _)| *n == name) {
+            put.push((format!("{}{seq:020}", checkpoint_prefix(name, generation)), std::mem::take(bytes)));
+        }
+    }
+    store.write_meta(put, vec![])?;
+    store.sync()?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use custos_domain::{Envelope, Hash, Seq, Timestamp, GENESIS_HASH};
 use custos_projection::{Balances, Losses, Projection};
 use custos_store::{Head, IndexKind};
 
-use crate::ledger::{checkpoint_at, index_entries, read_envelope, Ledger, LedgerError};
+use crate::ledger::{checkpoint_at, index_entries, read_envelope, stored_bounds, Ledger, LedgerError, StoredBounds};
 use crate::model::{command_of, Decision, WriteModel};
 
 /// Stop listing after this many discrepancies (the first one is what matters).
@@ -58,7 +58,14 @@ impl Ledger {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<VerifyReport, LedgerError> {
         let store = self.store();
-        let head = store.head();
+        // The head and the boundary records a query trusts, read together (the writer changes
+        // both in one step, under this lock).
+        let (head, bounds) = {
+            let _commit = self.shared.commit_lock.lock().expect("commit lock");
+            let head = store.head();
+            (head, stored_bounds(store, head.seq)?)
+        };
+        let mut derived = DerivedCheck::new(&bounds);
         let now = Timestamp::now();
         let mut found = Findings(Vec::new());
         let mut model = WriteModel::default();
@@ -114,6 +121,7 @@ impl Ledger {
                 indexes.entry(kind).or_default().push((key, s));
             }
             last = Some((seq, env.hash, env.recorded_at));
+            derived.event(&env, &mut found);
             if semantics_ok {
                 match check_decision(self, &model, &env).and_then(|()| model.apply(&env).map_err(|e| e.what)) {
                     Ok(()) => {}
@@ -171,6 +179,7 @@ impl Ledger {
             }
             _ => {}
         }
+        derived.end(&mut found, last.map_or(0, |l| l.0));
         for kind in IndexKind::ALL {
             let mut want = indexes.remove(&kind).unwrap_or_default();
             want.sort_unstable();
@@ -212,6 +221,64 @@ impl Ledger {
     fn checkpoint_seqs(&self) -> Result<std::collections::HashSet<Seq>, LedgerError> {
         let boundaries = self.shared.boundaries.read().expect("boundaries lock");
         Ok(boundaries.iter().map(|b| b.seq).collect())
+    }
+}
+
+/// Recomputes the records point-in-time queries trust besides the indexes: each boundary's
+/// largest `occurred_at` so far and smallest since the boundary before it, the smallest after
+/// the last boundary (`tail_min`) and the largest of all (`max_occurred`). A wrong one makes
+/// queries skip events silently, so each is compared with the log.
+struct DerivedCheck<'a> {
+    bounds: &'a StoredBounds,
+    next: usize,
+    max: Timestamp,
+    min: Timestamp,
+}
+
+impl<'a> DerivedCheck<'a> {
+    fn new(bounds: &'a StoredBounds) -> Self {
+        DerivedCheck { bounds, next: 0, max: Timestamp::MIN, min: Timestamp::MAX }
+    }
+
+    fn event(&mut self, env: &Envelope, found: &mut Findings) {
+        self.max = self.max.max(env.occurred_at);
+        self.min = self.min.min(env.occurred_at);
+        let Some(b) = self.bounds.boundaries.get(self.next).filter(|b| b.seq == env.seq) else { return };
+        if b.max_occurred != self.max || b.min_occurred != self.min {
+            found.push(
+                Some(b.seq),
+                format!(
+                    "the boundary record at seq {} says occurred_at spans up to {} (smallest since the boundary before it: {}); the log says {} and {}",
+                    b.seq, b.max_occurred, b.min_occurred, self.max, self.min
+                ),
+            );
+        }
+        self.next += 1;
+        self.min = Timestamp::MAX;
+    }
+
+    fn end(&self, found: &mut Findings, last_seq: Seq) {
+        if let Some(b) = self.bounds.boundaries.get(self.next) {
+            found.push(Some(b.seq), format!("a boundary record names seq {}, which the log does not reach", b.seq));
+        }
+        if self.bounds.tail_min != self.min {
+            found.push(
+                Some(last_seq),
+                format!(
+                    "the record of the smallest occurred_at after the last boundary says {}; the log says {}",
+                    self.bounds.tail_min, self.min
+                ),
+            );
+        }
+        if self.bounds.max_occurred.is_some_and(|m| last_seq > 0 && m != self.max) {
+            found.push(
+                Some(last_seq),
+                format!(
+                    "the record of the largest occurred_at says {:?}; the log says {}",
+                    self.bounds.max_occurred, self.max
+                ),
+            );
+        }
     }
 }
 

@@ -300,8 +300,18 @@ fn bound_of(
     Ok(ledger.bound(as_of, known_at, at_seq)?)
 }
 
+/// 200 while the ledger can write; 503 with the reason while it cannot (the last append failed
+/// and none has succeeded since, or the writer stopped). Queries may still be answered then.
 async fn health(State(app): State<App>) -> Response {
-    Json(json!({"status": "ok", "head_seq": app.ledger.head().seq})).into_response()
+    let head_seq = app.ledger.head().seq;
+    match app.ledger.write_fault() {
+        None => Json(json!({"status": "ok", "head_seq": head_seq})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": reason, "head_seq": head_seq})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 //! `sync_file_range`, which does not flush the disk's write cache or the file's metadata
 //! (sled issue 1452).
 
+mod failpoint;
 pub mod layout;
 mod lock;
 
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use custos_domain::Seq;
 
+pub use failpoint::{failpoint, FAILPOINTS};
 use layout::*;
 pub use layout::{fnv64, time_from_key, time_key, Head, IndexKind};
 
@@ -331,13 +333,15 @@ impl Store {
         }
         {
             let mut dir = self.segments.write().expect("segments lock");
+            failpoint("append:before-batch");
             self.db.apply_batch(sb)?;
+            failpoint("append:after-batch");
             for (kind, seg) in new_segments {
                 dir[kind_slot(kind)].push(seg);
             }
         }
         let written = Instant::now();
-        let stats = self.sync_timed(started, written)?;
+        let stats = self.sync_timed(started, written, ("append:after-flush", "append:after-fsync"))?;
         if let Some(h) = head {
             *self.head.lock().expect("head lock") = h;
             // Best effort: a lost write only weakens the check on open, never fails it.
@@ -347,10 +351,13 @@ impl Store {
         Ok(stats)
     }
 
-    fn sync_timed(&self, started: Instant, written: Instant) -> Result<AppendStats> {
+    /// Flushes and fsyncs, passing the two failpoints named.
+    fn sync_timed(&self, started: Instant, written: Instant, points: (&str, &str)) -> Result<AppendStats> {
         self.db.flush()?;
+        failpoint(points.0);
         let flushed = Instant::now();
         self.fsync()?;
+        failpoint(points.1);
         let synced = Instant::now();
         Ok(AppendStats {
             write_us: (written - started).as_micros() as u64,
@@ -363,7 +370,7 @@ impl Store {
     /// written so far survives power loss.
     pub fn sync(&self) -> Result<()> {
         let now = Instant::now();
-        self.sync_timed(now, now).map(|_| ())
+        self.sync_timed(now, now, ("sync:after-flush", "sync:after-fsync")).map(|_| ())
     }
 
     fn fsync(&self) -> Result<()> {
@@ -626,7 +633,9 @@ impl Store {
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).open(self.meta_file_path(id)).map_err(io)?;
         f.write_all(value).map_err(io)?;
+        failpoint("meta:after-file-write");
         f.sync_all().map_err(io)?;
+        failpoint("meta:after-file-fsync");
         Ok(FilePointer { id, len: value.len() as u64, hash: sha256(value) })
     }
 
@@ -664,6 +673,7 @@ impl Store {
     fn remove_meta_files(&self, ids: &[u64]) {
         for id in ids {
             let _ = std::fs::remove_file(self.meta_file_path(*id));
+            failpoint("meta:after-file-remove");
         }
     }
 
@@ -712,8 +722,10 @@ impl Store {
             File::open(&self.files)
                 .and_then(|d| d.sync_all())
                 .map_err(io_err(format!("cannot sync {}", self.files.display())))?;
+            failpoint("meta:after-dir-fsync");
         }
         self.db.apply_batch(sb)?;
+        failpoint("meta:after-batch");
         self.remove_meta_files(&replaced);
         Ok(())
     }
