@@ -231,11 +231,14 @@ impl TestServer {
         let (done_tx, done) = std::sync::mpsc::channel();
         let l = std::sync::Arc::clone(&ledger);
         runtime.spawn(async move {
-            custos_server::serve(l, config, listener, async {
+            let served = custos_server::serve(l, config, listener, async {
                 let _ = stopped.await;
             })
-            .await
-            .expect("serves");
+            .await;
+            // A test of faults may stop a server whose ledger cannot sync any more.
+            if let Err(e) = served {
+                eprintln!("the test server stopped with an error: {e}");
+            }
             let _ = done_tx.send(());
         });
         TestServer { url, ledger, stop: Some(stop), runtime: Some(runtime), done: Some(done) }

@@ -168,7 +168,18 @@ pub async fn import_reader<R: Read + Send + 'static>(
         }
         while in_flight.len() >= BATCHES_IN_FLIGHT_MAX || (end && !in_flight.is_empty()) {
             let (numbers, queued) = in_flight.pop_front().expect("non-empty");
-            let outcomes = queued.outcomes().await?;
+            let outcomes = match queued.outcomes().await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    // Say exactly what was acknowledged before the failure, then the failure.
+                    bar.finish_and_clear();
+                    let first = numbers.first().copied().unwrap_or(0);
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "import stopped at line {first}: before it {} appended, {} already present, {} rejected; from line {first} on nothing is acknowledged",
+                        summary.appended, summary.duplicates, summary.rejected
+                    )));
+                }
+            };
             for (line, outcome) in numbers.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(a) if a.duplicate => summary.duplicates += 1,
