@@ -197,6 +197,27 @@ pub fn forge_overdraft(dir: &Path, seq: u64) {
     });
 }
 
+/// One HTTP request to a test server: its status and JSON body (an error status is an answer,
+/// not a failure; a transport error fails the test).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = ureq::request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().expect("a body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
 /// A `custos serve` running in this process on a free loopback port, with the tokens
 /// `read-token` and `write-token`. Dropping it shuts the server down and closes the ledger.
 pub struct TestServer {

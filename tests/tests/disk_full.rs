@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use custos_ledger::{ErrorKind, LedgerError};
-use custos_tests::{deposit, TestServer};
+use custos_tests::{deposit, http, TestServer};
 
 /// A tmpfs of `mib` MiB mounted on a fresh folder, unmounted when dropped.
 struct Tmpfs {
@@ -57,24 +57,6 @@ fn fill(dir: &Path, keep: u64) -> PathBuf {
     }
     let _ = f.sync_all();
     path
-}
-
-fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = ureq::request(method, url);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let result = match body {
-        Some(b) => req.send_string(b),
-        None => req.call(),
-    };
-    let r = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = r.status();
-    (status, serde_json::from_str(&r.into_string().unwrap()).unwrap())
 }
 
 #[test]
@@ -152,5 +134,7 @@ fn an_import_onto_a_full_disk_says_what_was_acknowledged() {
     let err = custos_tests::stderr(&out);
     assert_eq!(custos_tests::code(&out), 2, "{err}");
     assert!(err.contains("import stopped at line") && err.contains("appended"), "{err}");
-    assert!(err.contains("No space left on device") && !err.contains("corruption"), "{err}");
+    let last = err.lines().rfind(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(last.contains("No space left on device") && !last.contains("corruption"), "{err}");
+    assert!(!err.contains("corruption"), "nothing says corruption: {err}");
 }

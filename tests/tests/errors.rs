@@ -4,10 +4,7 @@
 //! Before, a seq past the head was "corruption at seq 999999", an unknown projection was
 //! "corruption", and the server answered 500 to every ledger error.
 
-use std::io::Read;
-
-use custos_tests::{code, custos, stderr, stdout, TestServer, READ_TOKEN, WRITE_TOKEN};
-use serde_json::Value;
+use custos_tests::{code, custos, http, stderr, stdout, TestServer, READ_TOKEN, WRITE_TOKEN};
 
 fn ledger_with_deposits() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -29,23 +26,6 @@ fn ledger_with_deposits() -> tempfile::TempDir {
         assert_eq!(code(&custos(dir.path(), &args)), 0);
     }
     dir
-}
-
-fn http(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Value) {
-    let req = ureq::request(method, url).set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_string(b),
-        None => req.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let status = response.status();
-    let mut text = String::new();
-    response.into_reader().read_to_string(&mut text).unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
 }
 
 #[test]
@@ -88,9 +68,9 @@ fn the_server_tells_the_kinds_apart() {
         let dir = ledger_with_deposits();
         let s = TestServer::start(dir.path(), None);
         let overdraft = r#"{"kind":"withdrawal","id":"w","account":"acct-1","asset":"ETH","amount":"500"}"#;
-        let (status, v) = http("POST", &format!("{}/v1/commands", s.url), WRITE_TOKEN, Some(overdraft));
+        let (status, v) = http("POST", &format!("{}/v1/commands", s.url), Some(WRITE_TOKEN), Some(overdraft));
         assert_eq!((status, v["error"]["code"].as_str()), (409, Some("insufficient_balance")), "{v}");
-        let (status, v) = http("GET", &format!("{}/v1/losses?at_seq=999999", s.url), READ_TOKEN, None);
+        let (status, v) = http("GET", &format!("{}/v1/losses?at_seq=999999", s.url), Some(READ_TOKEN), None);
         assert_eq!((status, v["error"]["code"].as_str()), (400, Some("out_of_range")), "{v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("at_seq 999999 is beyond the head"), "{v}");
     }
@@ -99,12 +79,12 @@ fn the_server_tells_the_kinds_apart() {
     custos_tests::forge_overdraft(d, 3);
     let s = TestServer::start(d, None);
     for path in ["/v1/balances", "/v1/losses", "/v1/balances?account=acct-1"] {
-        let (status, v) = http("GET", &format!("{}{path}", s.url), READ_TOKEN, None);
+        let (status, v) = http("GET", &format!("{}{path}", s.url), Some(READ_TOKEN), None);
         assert_eq!((status, v["error"]["code"].as_str()), (500, Some("corruption")), "{path}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("corruption at seq 3"), "{path}: {v}");
     }
     // A write needs the write model, folded from the forged log: corruption too, not a panic.
     let deposit = r#"{"kind":"deposit","id":"late","account":"acct-2","asset":"ETH","amount":"1"}"#;
-    let (status, v) = http("POST", &format!("{}/v1/commands", s.url), WRITE_TOKEN, Some(deposit));
+    let (status, v) = http("POST", &format!("{}/v1/commands", s.url), Some(WRITE_TOKEN), Some(deposit));
     assert_eq!((status, v["error"]["code"].as_str()), (500, Some("corruption")), "{v}");
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custos_ledger::{Ledger, LedgerConfig};
-use custos_tests::{deposit, raw_sled, rewrite_records, runtime, TestServer, READ_TOKEN, WRITE_TOKEN};
-use serde_json::Value;
+use custos_tests::{deposit, http, raw_sled, rewrite_records, runtime, TestServer, READ_TOKEN, WRITE_TOKEN};
 
 fn filled(dir: &std::path::Path, events: usize) -> Ledger {
     let l = Ledger::open(dir, LedgerConfig { checkpoint_every: 256, ..LedgerConfig::default() }).unwrap();
@@ -82,17 +81,6 @@ fn verify_under_writes_is_clean_on_an_intact_log_and_finds_a_tampered_byte() {
     }
 }
 
-fn http(method: &str, url: &str, token: &str) -> (u16, Value) {
-    let result = ureq::request(method, url).set("Authorization", &format!("Bearer {token}")).call();
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = response.status();
-    (status, serde_json::from_str(&response.into_string().unwrap()).unwrap())
-}
-
 #[test]
 fn verify_jobs_are_one_at_a_time_and_clean_under_http_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,14 +104,14 @@ fn verify_jobs_are_one_at_a_time_and_clean_under_http_writes() {
             }
         })
     };
-    let (status, first) = http("POST", &format!("{}/v1/verify", s.url), READ_TOKEN);
+    let (status, first) = http("POST", &format!("{}/v1/verify", s.url), Some(READ_TOKEN), Some(""));
     assert_eq!(status, 202, "{first}");
-    let (status, second) = http("POST", &format!("{}/v1/verify", s.url), READ_TOKEN);
+    let (status, second) = http("POST", &format!("{}/v1/verify", s.url), Some(READ_TOKEN), Some(""));
     assert_eq!((status, second["error"]["code"].as_str()), (429, Some("verify_running")), "{second}");
     let poll = format!("{}{}", s.url, first["poll"].as_str().unwrap());
     let started = Instant::now();
     let done = loop {
-        let (status, v) = http("GET", &poll, READ_TOKEN);
+        let (status, v) = http("GET", &poll, Some(READ_TOKEN), None);
         assert_eq!(status, 200, "{v}");
         if v["state"] != "running" {
             break v;
@@ -136,7 +124,7 @@ fn verify_jobs_are_one_at_a_time_and_clean_under_http_writes() {
     assert!(written.load(Ordering::Relaxed) > 0);
     assert_eq!(done["clean"], true, "{done}");
     // Once it is done, another may start; the finished one still answers.
-    let (status, v) = http("POST", &format!("{}/v1/verify", s.url), READ_TOKEN);
+    let (status, v) = http("POST", &format!("{}/v1/verify", s.url), Some(READ_TOKEN), Some(""));
     assert_eq!(status, 202, "{v}");
-    assert_eq!(http("GET", &poll, READ_TOKEN).1["state"], "done");
+    assert_eq!(http("GET", &poll, Some(READ_TOKEN), None).1["state"], "done");
 }

@@ -3,7 +3,6 @@
 //! recomputes the hash chain after the edit is caught by a digest taken earlier.
 
 use custos_domain::{Amount, Envelope, Event};
-use custos_store::layout::{Head, KEY_HEAD};
 use custos_tests::{code, custos, raw_sled, rewrite_records, stdout};
 
 fn ledger_with_events() -> tempfile::TempDir {
@@ -28,6 +27,25 @@ fn ledger_with_events() -> tempfile::TempDir {
         );
         assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
     }
+    dir
+}
+
+/// 4,100 deposits into as many accounts, with balance checkpoints every 2,048 events: the one
+/// at 4,096 is over 64 KiB, so it lives in a file of its own.
+fn ledger_with_checkpoint_files() -> tempfile::TempDir {
+    use custos_ledger::{Ledger, LedgerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LedgerConfig { checkpoint_every: 2048, balances_checkpoint_multiple: 1, holder: "tamper".into() };
+    let l = Ledger::open(dir.path(), config).unwrap();
+    let commands: Vec<_> = (0..4100)
+        .map(|i| {
+            let at = format!("2022-01-10T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+            custos_tests::deposit(&format!("d{i}"), &at, &format!("acct-{i:06}"), "ETH", "1.5")
+        })
+        .collect();
+    let outcomes = custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap();
+    assert!(outcomes.iter().all(|o| o.is_ok()));
+    l.close().unwrap();
     dir
 }
 
@@ -67,34 +85,11 @@ fn a_rewritten_history_with_a_recomputed_chain_is_caught_by_an_earlier_digest() 
     let d = dir.path();
     let digest = stdout(&custos(d, &["digest"])).trim().to_string();
     assert!(digest.starts_with("12:"), "{digest}");
-    {
-        let db = raw_sled(d);
-        let mut prev = [0u8; 32];
-        let mut last = None;
-        rewrite_records(&db, |seq, r| {
-            let mut env = Envelope::decode(r).unwrap();
-            if seq == 5 {
-                if let Event::Deposited { asset, amount, .. } = &mut env.event {
-                    *amount = Amount::parse("1000", asset).unwrap();
-                }
-            }
-            let (sealed, record) = Envelope::seal(
-                env.seq,
-                env.stream,
-                env.stream_version,
-                env.event_id,
-                env.recorded_at,
-                env.occurred_at,
-                env.event,
-                &prev,
-            );
-            prev = sealed.hash;
-            last = Some(Head { seq, hash: sealed.hash, recorded_at: sealed.recorded_at });
-            record
-        });
-        db.insert(KEY_HEAD, &last.unwrap().encode()[..]).unwrap();
-        db.flush().unwrap();
-    }
+    custos_tests::forge(d, 5, |env| {
+        if let Event::Deposited { asset, amount, .. } = &mut env.event {
+            *amount = Amount::parse("1000", asset).unwrap();
+        }
+    });
     // The forgery is self-consistent: the chain, the invariants and the indexes all check out.
     let out = custos(d, &["verify"]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
@@ -124,22 +119,8 @@ fn a_digest_still_in_the_chain_is_confirmed() {
 /// in the file is found by the hash recorded beside its pointer, and verify names the seq.
 #[test]
 fn a_changed_checkpoint_file_is_found_and_named() {
-    use custos_ledger::{Ledger, LedgerConfig};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ledger_with_checkpoint_files();
     let d = dir.path();
-    {
-        let config = LedgerConfig { checkpoint_every: 2048, balances_checkpoint_multiple: 1, holder: "tamper".into() };
-        let l = Ledger::open(d, config).unwrap();
-        let commands: Vec<_> = (0..4100)
-            .map(|i| {
-                let at = format!("2022-01-10T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
-                custos_tests::deposit(&format!("d{i}"), &at, &format!("acct-{i:06}"), "ETH", "1.5")
-            })
-            .collect();
-        let outcomes = custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap();
-        assert!(outcomes.iter().all(|o| o.is_ok()));
-        l.close().unwrap();
-    }
     assert_eq!(code(&custos(d, &["verify"])), 0);
     let mut files: Vec<_> = std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
@@ -188,22 +169,8 @@ fn a_forged_overdraft_is_corruption_at_its_seq_never_a_panic() {
 /// it) and answer from an earlier checkpoint or the log; verify reports it.
 #[test]
 fn a_missing_checkpoint_file_is_skipped_by_queries_and_reported_by_verify() {
-    use custos_ledger::{Ledger, LedgerConfig};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ledger_with_checkpoint_files();
     let d = dir.path();
-    {
-        let config = LedgerConfig { checkpoint_every: 2048, balances_checkpoint_multiple: 1, holder: "tamper".into() };
-        let l = Ledger::open(d, config).unwrap();
-        let commands: Vec<_> = (0..4100)
-            .map(|i| {
-                let at = format!("2022-01-10T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
-                custos_tests::deposit(&format!("d{i}"), &at, &format!("acct-{i:06}"), "ETH", "1.5")
-            })
-            .collect();
-        let outcomes = custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap();
-        assert!(outcomes.iter().all(|o| o.is_ok()));
-        l.close().unwrap();
-    }
     let before = stdout(&custos(d, &["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"]));
     let mut files: Vec<_> = std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();

@@ -934,6 +934,9 @@ fn writer_loop(
     to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut stats = LogStats::of(&shared, &model);
+    // Set after an append fails with an IO fault: sled 0.34 then fails every write, and reads
+    // of what it holds in memory are not to be trusted, until the process opens it again.
+    let mut broken: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut requests = vec![first];
         let mut queued = requests[0].commands.len();
@@ -945,6 +948,15 @@ fn writer_loop(
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(fault) = &broken {
+            let msg = format!(
+                "the ledger cannot write until it is restarted: after an IO fault its store fails every write (nothing of this batch was appended); the fault was: {fault}"
+            );
+            for r in requests {
+                let _ = r.reply.send(Err((ErrorKind::Io, msg.clone())));
+            }
+            continue;
         }
         let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
@@ -980,6 +992,12 @@ fn writer_loop(
                 *shared.write_fault.lock().expect("fault lock") = Some(msg.clone());
                 for r in requests {
                     let _ = r.reply.send(Err((kind, msg.clone())));
+                }
+                if kind == ErrorKind::Io {
+                    // What reached the disk is intact (a restart finds every acknowledged
+                    // event); the store in this process is not.
+                    broken = Some(msg);
+                    continue;
                 }
                 // The model may hold events that never reached the disk: start again from it.
                 match load_write_model(&shared.store) {
