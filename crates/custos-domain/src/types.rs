@@ -35,6 +35,10 @@ pub enum DomainError {
     BadTime(String),
     #[error("time {0:?} is outside the supported range (years 1678-2261)")]
     TimeOutOfRange(String),
+    #[error("time {0:?} cannot be kept exactly: a leap second (:60) or more than 9 fractional digits (nanoseconds)")]
+    TimeNotExact(String),
+    #[error("{0:?} has more digits than the ledger can represent exactly (28 significant digits)")]
+    DecimalTooLarge(String),
 }
 
 fn id_chars_ok(s: &str, extra: &[char]) -> bool {
@@ -346,7 +350,8 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, DomainError> {
     if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (body.contains('.') && frac.is_empty()) {
         return Err(DomainError::BadDecimal(s.to_string()));
     }
-    Decimal::from_str_exact(s).map_err(|_| DomainError::BadDecimal(s.to_string()))
+    // The syntax is right, so a failure here is a number past 96 bits or 28 places.
+    Decimal::from_str_exact(s).map_err(|_| DomainError::DecimalTooLarge(s.to_string()))
 }
 
 /// A US dollar value: non-negative, at most cents.
@@ -429,6 +434,12 @@ impl Timestamp {
     /// RFC3339 with an offset (converted to UTC). Data fields accept only this form.
     pub fn parse_rfc3339(s: &str) -> Result<Self, DomainError> {
         let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(s.to_string()))?;
+        // chrono accepts a leap second (kept as a nanosecond past 1e9, which becomes the next
+        // minute) and drops fractional digits past the ninth: neither is the time written.
+        let fraction = s.split_once('.').map(|(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
+        if chrono::Timelike::nanosecond(&dt) >= 1_000_000_000 || fraction.is_some_and(|n| n > 9) {
+            return Err(DomainError::TimeNotExact(s.to_string()));
+        }
         Self::from_datetime(dt.with_timezone(&Utc)).ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()))
     }
     /// Query bound: RFC3339, or a plain date `YYYY-MM-DD` meaning the end of that day in UTC
@@ -483,6 +494,9 @@ mod tests {
         for bad in ["1e3", "1,5", " 1", "abc", "", ".5", "5.", "NaN", "1.2.3"] {
             assert!(matches!(Amount::parse(bad, &eth), Err(DomainError::BadDecimal(_))), "{bad}");
         }
+        // Past Decimal's range: said so, not "not a decimal number".
+        let e = Amount::parse("79228162514264337593543950336", &eth).unwrap_err();
+        assert!(matches!(e, DomainError::DecimalTooLarge(_)), "{e}");
     }
 
     #[test]
@@ -512,6 +526,16 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2022-01-18T04:46:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2022-01-18T03:46:00Z");
         assert!(Timestamp::parse_rfc3339("2022-01-18").is_err());
+        // Found by a helper attacking the importer: both were silently changed.
+        assert!(matches!(Timestamp::parse_rfc3339("2022-01-10T10:00:60Z"), Err(DomainError::TimeNotExact(_))));
+        assert!(matches!(
+            Timestamp::parse_rfc3339("2022-01-10T10:00:00.123456789123Z"),
+            Err(DomainError::TimeNotExact(_))
+        ));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-01-10T10:00:00.123456789Z").unwrap().nanos() % 1_000_000_000,
+            123456789
+        );
         assert!(Timestamp::parse_query("yesterday").is_err());
     }
 
