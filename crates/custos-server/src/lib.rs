@@ -8,7 +8,6 @@
 //! is bounded, and bad input gets a 4xx with `{"error": {"code", "message"}}`, never a 5xx.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +42,16 @@ pub struct ServerConfig {
     pub log_limit_max: u64,
     /// The widest `replay` window, in seconds.
     pub replay_window_seconds_max: i64,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request (before any token is
+    /// checked, so a client that sends nothing holds nothing for long).
+    pub header_timeout: Duration,
+    /// The longest pause between two pieces of a request body (a slow import is fine; a
+    /// stalled one is cut off with 408).
+    pub body_idle_timeout: Duration,
+    /// How long a shutdown waits for open connections (live tails among them) before closing
+    /// the ledger anyway.
+    pub shutdown_grace: Duration,
 }
 
 impl ServerConfig {
@@ -55,6 +64,9 @@ impl ServerConfig {
             import_lines_max: 250_000,
             log_limit_max: 10_000,
             replay_window_seconds_max: 31 * 86_400,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -253,10 +265,44 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (header_timeout, body_timeout, grace) = (config.header_timeout, config.body_idle_timeout, config.shutdown_grace);
     let app = App::new(Arc::clone(&ledger), config);
-    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let service = router(app).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout));
+    // One HTTP/1.1 connection per accepted socket, with a deadline for its headers (axum::serve
+    // sets none: slow-header and idle connections stayed open indefinitely).
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service.clone()),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {} s; closing the ledger", grace.as_secs());
+    }
     ledger.close().map_err(std::io::Error::other)?;
     Ok(())
 }

@@ -1,0 +1,68 @@
+//! The server under a client that stalls (issue 10, finding 17): a connection that sends no
+//! headers, or only some, or sits idle after a request, is closed once the header timeout
+//! passes, before any token is checked; a request body that stalls is cut off. All of them
+//! were still open after 75 s with axum::serve's defaults.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use custos_tests::{TestServer, READ_TOKEN, WRITE_TOKEN};
+
+/// How long until the server closes `stream` (reading and discarding what it sends), up to
+/// `limit`; `None` if it is still open then.
+fn closed_after(mut stream: TcpStream, limit: Duration) -> Option<(Duration, String)> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+        }
+    }
+    None
+}
+
+#[test]
+fn stalled_and_idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = custos_server::ServerConfig::new(READ_TOKEN.into(), WRITE_TOKEN.into());
+    config.header_timeout = Duration::from_secs(1);
+    config.body_idle_timeout = Duration::from_secs(1);
+    let s = TestServer::start(dir.path(), Some(config));
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let limit = Duration::from_secs(8);
+
+    // Nothing at all.
+    let silent = TcpStream::connect(&addr).unwrap();
+    assert!(closed_after(silent, limit).is_some(), "a connection that sends nothing stays open");
+
+    // Half a header.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /v1/balances HTTP/1.1\r\nHost: x\r\nAuthor").unwrap();
+    assert!(closed_after(slow, limit).is_some(), "a connection that stops mid-header stays open");
+
+    // A whole request, answered, then nothing (keep-alive).
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (_, answer) = closed_after(idle, limit).expect("an idle keep-alive connection stays open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body that stalls after its first bytes.
+    let mut body = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /v1/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    body.write_all(head.as_bytes()).unwrap();
+    body.write_all(b"{\"id\":\"d1\",").unwrap();
+    let (_, answer) = closed_after(body, limit).expect("a stalled body keeps its connection open");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+
+    // The server still answers.
+    let (status, _) = custos_tests::http("GET", &format!("{}/health", s.url), None, None);
+    assert_eq!(status, 200);
+}
