@@ -66,3 +66,58 @@ fn stalled_and_idle_connections_are_closed() {
     let (status, _) = custos_tests::http("GET", &format!("{}/health", s.url), None, None);
     assert_eq!(status, 200);
 }
+
+/// Heavy queries are bounded in number (finding 16): past `queries_in_flight_max` answering at
+/// once, a query waits up to `query_wait_max` for a turn and is then 503 `busy`; every answer
+/// given is whole and the same. And a replay window spanning the whole time range is refused
+/// (its width overflowed an i64 and passed the check).
+#[test]
+fn heavy_queries_take_turns_and_the_replay_window_check_cannot_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = custos_ledger::Ledger::open(dir.path(), custos_ledger::LedgerConfig::default()).unwrap();
+        let commands: Vec<_> = (0..30_000)
+            .map(|i| {
+                custos_tests::deposit(&format!("d{i}"), "2022-01-10T10:00:00Z", &format!("acct-{i}"), "ETH", "1.5")
+            })
+            .collect();
+        assert!(custos_tests::runtime().block_on(l.submit_batch(commands)).unwrap().iter().all(|o| o.is_ok()));
+        l.close().unwrap();
+    }
+    let mut config = custos_server::ServerConfig::new(READ_TOKEN.into(), WRITE_TOKEN.into());
+    config.queries_in_flight_max = 1;
+    config.query_wait_max = Duration::from_millis(20);
+    let s = TestServer::start(dir.path(), Some(config));
+    let url = format!("{}/v1/balances?as_of=2022-01-10T11:00:00Z&format=csv", s.url);
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| match ureq::get(&url).set("Authorization", &format!("Bearer {READ_TOKEN}")).call() {
+                    Ok(r) => (r.status(), r.into_string().unwrap()),
+                    Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+                    Err(e) => panic!("{e}"),
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&String> = answers.iter().filter(|(c, _)| *c == 200).map(|(_, b)| b).collect();
+    let busy = answers.iter().filter(|(c, b)| *c == 503 && b.contains("\"busy\"")).count();
+    assert!(!ok.is_empty() && busy > 0, "{:?}", answers.iter().map(|(c, _)| c).collect::<Vec<_>>());
+    assert_eq!(ok.len() + busy, answers.len());
+    assert!(ok.iter().all(|b| *b == ok[0] && b.lines().count() > 30_000), "every answer whole and the same");
+    let (_, metrics) = (
+        0,
+        ureq::get(&format!("{}/metrics", s.url))
+            .set("Authorization", &format!("Bearer {READ_TOKEN}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    );
+    assert!(metrics.contains(&format!("custos_queries_busy_total {busy}")), "{metrics}");
+
+    let wide = format!("{}/v1/replay?from=1678-01-01T00:00:00Z&to=2262-04-10T00:00:00Z", s.url);
+    let (status, v) = custos_tests::http("GET", &wide, Some(READ_TOKEN), None);
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("range_too_large")), "{v}");
+}

@@ -625,9 +625,9 @@ mod tests {
         let text = format!("\u{feff}a,b\r\n\n{long}\nccc\n{max}\n{long}{long}\n{max}\r\n{long}\r\nlast");
         let want: Vec<Option<String>> =
             ["a,b", "", "TOO LONG", "ccc", max.as_str(), "TOO LONG", max.as_str(), "TOO LONG", "last"]
-            .iter()
-            .map(|l| (*l != "TOO LONG").then(|| l.to_string()))
-            .collect();
+                .iter()
+                .map(|l| (*l != "TOO LONG").then(|| l.to_string()))
+                .collect();
         proptest!(|(cuts in proptest::collection::vec(0usize..text.len(), 0..12))| {
             let mut cuts = cuts;
             cuts.sort_unstable();

@@ -52,6 +52,11 @@ pub struct ServerConfig {
     /// How long a shutdown waits for open connections (live tails among them) before closing
     /// the ledger anyway.
     pub shutdown_grace: Duration,
+    /// Queries answered at once (each may hold a whole answer in memory: all balances, a
+    /// replay window); more wait for a turn.
+    pub queries_in_flight_max: usize,
+    /// How long a query waits for a turn before it is answered 503 `busy` (retry later).
+    pub query_wait_max: Duration,
 }
 
 impl ServerConfig {
@@ -67,6 +72,8 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            queries_in_flight_max: 4,
+            query_wait_max: Duration::from_secs(5),
         }
     }
 }
@@ -116,6 +123,9 @@ pub struct App {
     next_job: Arc<AtomicU64>,
     query_us: Arc<Histogram>,
     requests_refused: Arc<AtomicU64>,
+    /// Turns for queries (`ServerConfig::queries_in_flight_max`).
+    query_turns: Arc<tokio::sync::Semaphore>,
+    queries_refused: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,11 +198,13 @@ impl App {
     pub fn new(ledger: Arc<Ledger>, config: ServerConfig) -> App {
         App {
             ledger,
-            config: Arc::new(config),
             jobs: Arc::default(),
             next_job: Arc::new(AtomicU64::new(1)),
             query_us: Arc::new(Histogram::new(LATENCY_BUCKETS_US)),
             requests_refused: Arc::default(),
+            query_turns: Arc::new(tokio::sync::Semaphore::new(config.queries_in_flight_max.max(1))),
+            queries_refused: Arc::default(),
+            config: Arc::new(config),
         }
     }
 
@@ -225,12 +237,33 @@ impl App {
     }
 
     /// Runs a blocking ledger query off the async workers, timing it.
+    /// At most `queries_in_flight_max` at once, so that the memory their answers hold is
+    /// bounded however many clients ask; one that waits past `query_wait_max` is 503 `busy`.
     async fn query<T: Send + 'static>(&self, f: impl FnOnce(&Ledger) -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+        let wait = self.config.query_wait_max;
+        let turn = match tokio::time::timeout(wait, Arc::clone(&self.query_turns).acquire_owned()).await {
+            Ok(Ok(turn)) => turn,
+            _ => {
+                self.queries_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!(
+                        "{} queries are being answered and this one waited {} s for a turn; retry later",
+                        self.config.queries_in_flight_max,
+                        wait.as_secs_f64()
+                    ),
+                ));
+            }
+        };
         let ledger = Arc::clone(&self.ledger);
         let started = Instant::now();
-        let out = tokio::task::spawn_blocking(move || f(&ledger))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let out = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            f(&ledger)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         self.query_us.observe(started.elapsed().as_micros() as u64);
         out
     }
@@ -265,7 +298,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (header_timeout, body_timeout, grace) = (config.header_timeout, config.body_idle_timeout, config.shutdown_grace);
+    let (header_timeout, body_timeout, grace) =
+        (config.header_timeout, config.body_idle_timeout, config.shutdown_grace);
     let app = App::new(Arc::clone(&ledger), config);
     let service = router(app).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout));
     // One HTTP/1.1 connection per accepted socket, with a deadline for its headers (axum::serve
@@ -484,7 +518,9 @@ async fn replay(
         return Err(ApiError::bad("bad_range", format!("from {from} is after to {to}")));
     }
     let max = app.config.replay_window_seconds_max;
-    if (to.nanos() - from.nanos()) / 1_000_000_000 > max {
+    // In i128: the difference of two i64 nanosecond times can overflow an i64 (1678 to 2262
+    // wrapped to a negative window and passed).
+    if (i128::from(to.nanos()) - i128::from(from.nanos())) / 1_000_000_000 > i128::from(max) {
         return Err(ApiError::bad("range_too_large", format!("a replay window is at most {max} seconds")));
     }
     let known_at = time_param("known_at", &q.known_at)?;
@@ -833,6 +869,11 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> ApiResult<Respon
             "custos_requests_refused_total",
             "Requests refused for their token.",
             app.requests_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "custos_queries_busy_total",
+            "Queries answered 503 busy: no turn within query_wait_max.",
+            app.queries_refused.load(Ordering::Relaxed),
         ),
         ("custos_head_seq", "The seq of the last event in the log.", app.ledger.head().seq),
     ] {
