@@ -935,7 +935,8 @@ fn writer_loop(
 ) {
     let mut stats = LogStats::of(&shared, &model);
     // Set after an append fails with an IO fault: sled 0.34 then fails every write, and reads
-    // of what it holds in memory are not to be trusted, until the process opens it again.
+    // of what it holds in memory are not to be trusted, until it is opened again. It is, before
+    // the next batch, once the disk has room again (see `recover`).
     let mut broken: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut requests = vec![first];
@@ -949,14 +950,23 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Some(fault) = &broken {
-            let msg = format!(
-                "the ledger cannot write until it is restarted: after an IO fault its store fails every write (nothing of this batch was appended); the fault was: {fault}"
-            );
-            for r in requests {
-                let _ = r.reply.send(Err((ErrorKind::Io, msg.clone())));
+        if let Some(fault) = broken.clone() {
+            match recover(&shared) {
+                Ok(m) => {
+                    model = m;
+                    stats = LogStats::of(&shared, &model);
+                    broken = None;
+                }
+                Err(why) => {
+                    let msg = format!(
+                        "the ledger cannot write yet ({why}); nothing of this batch was appended; the last append failed: {fault}"
+                    );
+                    for r in requests {
+                        let _ = r.reply.send(Err((ErrorKind::Io, msg.clone())));
+                    }
+                    continue;
+                }
             }
-            continue;
         }
         let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
@@ -1015,6 +1025,45 @@ fn writer_loop(
             }
         }
     }
+}
+
+/// Free space the disk must have before the store is reopened after a fault: reopening sled
+/// while the disk was still full damaged its files in a test ("sled found a damaged page" on
+/// every later open), so the writer waits for room rather than try.
+const RECOVERY_FREE_BYTES_MIN: u64 = 8 << 20;
+
+/// Reopens the store after a failed append, once the disk has room, and reloads what the
+/// writer and the queries keep in memory from what is on disk (the failed batch may or may not
+/// be there): the write model, the boundary records, and the head state (dropped: the next
+/// query loads it).
+fn recover(shared: &Shared) -> Result<WriteModel, String> {
+    let free = shared.store.free_bytes().map_err(|e| e.to_string())?;
+    if free < RECOVERY_FREE_BYTES_MIN {
+        return Err(format!(
+            "{} MiB free on its disk; it reopens its store once {} MiB are",
+            free >> 20,
+            RECOVERY_FREE_BYTES_MIN >> 20
+        ));
+    }
+    let head = shared.store.reopen().map_err(|e| format!("its store does not reopen: {e}"))?;
+    let model = load_write_model(&shared.store).map_err(|e| e.to_string())?;
+    let StoredBounds { boundaries, tail_min, max_occurred } =
+        stored_bounds(&shared.store, head.seq).map_err(|e| e.to_string())?;
+    let _commit = shared.commit_lock.lock().expect("commit lock");
+    *shared.boundaries.write().expect("boundaries lock") = boundaries;
+    *shared.tail_min.lock().expect("tail lock") = tail_min;
+    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    *shared.current.write().expect("current lock") = None;
+    shared.checkpoint_cache.lock().expect("cache lock").clear();
+    // The projector never saw a failed batch that reached the disk anyway: queries must not
+    // wait for it to fold that far.
+    let mut folded = shared.folded.lock().expect("folded lock");
+    *folded = (*folded).max(head.seq);
+    shared.folded_cv.notify_all();
+    drop(folded);
+    shared.head_tx.send_replace(head.seq);
+    tracing::warn!("the store was reopened after a failed append; the log ends at seq {}", head.seq);
+    Ok(model)
 }
 
 /// What the writer tracks about valid times to record boundary information atomically with

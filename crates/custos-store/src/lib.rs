@@ -145,7 +145,9 @@ pub struct AppendStats {
 
 pub struct Store {
     dir: PathBuf,
-    db: sled::Db,
+    /// sled, reopened after an IO fault (sled keeps failing every write after one until it is
+    /// opened again); `None` while that is under way.
+    db: RwLock<Option<sled::Db>>,
     /// Where large metadata values live (see `META_FILE_BYTES_MIN`), one file each, named by
     /// a hexadecimal id that is never reused.
     files: PathBuf,
@@ -263,7 +265,7 @@ impl Store {
         }
         let store = Store {
             dir: dir.to_path_buf(),
-            db,
+            db: RwLock::new(Some(db)),
             files,
             next_file: std::sync::atomic::AtomicU64::new(last_file + 1),
             data_file,
@@ -279,6 +281,52 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The sled handle (a reference count).
+    fn db(&self) -> Result<sled::Db> {
+        self.db.read().expect("db lock").clone().ok_or_else(|| StoreError::Io {
+            what: format!("the store in {} is being reopened after an IO fault", self.dir.display()),
+            source: std::io::Error::other("not open"),
+        })
+    }
+
+    /// Bytes free for this store on its file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).map_err(|e| StoreError::Io {
+            what: format!("the path {} has a NUL byte", self.dir.display()),
+            source: std::io::Error::other(e),
+        })?;
+        // SAFETY: statvfs with a valid C string and a zeroed struct it fills.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(StoreError::Io {
+                what: format!("cannot ask for the free space of {}", self.dir.display()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
+    /// Opens sled again after an IO fault (a full disk, say): sled fails every write after one
+    /// until it is reopened. Reloads the head and the index segments from what is on disk
+    /// (a batch whose outcome was unknown may or may not be there). Fails, leaving the store
+    /// to be reopened again later, while sled cannot open (the fault persists, or a reader
+    /// still holds the old handle).
+    pub fn reopen(&self) -> Result<Head> {
+        let mut segments = self.segments.write().expect("segments lock");
+        let mut slot = self.db.write().expect("db lock");
+        drop(slot.take());
+        let db = open_sled(&self.dir.join("sled"))?;
+        let head = match db.get(KEY_HEAD)? {
+            Some(v) => Head::decode(&v).ok_or_else(|| StoreError::corrupt("head record is malformed"))?,
+            None => Head::EMPTY,
+        };
+        *segments = load_segments(&db)?;
+        *slot = Some(db);
+        *self.head.lock().expect("head lock") = head;
+        Ok(head)
     }
 
     pub fn head(&self) -> Head {
@@ -334,7 +382,7 @@ impl Store {
         {
             let mut dir = self.segments.write().expect("segments lock");
             failpoint("append:before-batch");
-            self.db.apply_batch(sb)?;
+            self.db()?.apply_batch(sb)?;
             failpoint("append:after-batch");
             for (kind, seg) in new_segments {
                 dir[kind_slot(kind)].push(seg);
@@ -353,7 +401,7 @@ impl Store {
 
     /// Flushes and fsyncs, passing the two failpoints named.
     fn sync_timed(&self, started: Instant, written: Instant, points: (&str, &str)) -> Result<AppendStats> {
-        self.db.flush()?;
+        self.db()?.flush()?;
         failpoint(points.0);
         let flushed = Instant::now();
         self.fsync()?;
@@ -436,7 +484,7 @@ impl Store {
         for (name, value) in meta {
             insert_meta(&mut sb, &name, &value);
         }
-        self.db.apply_batch(sb)?;
+        self.db()?.apply_batch(sb)?;
         dir[kind_slot(kind)].extend(segment);
         drop(dir);
         self.sync()
@@ -479,7 +527,7 @@ impl Store {
         let last_seq = run.iter().map(|s| s.last_seq).max().expect("a run is not empty");
         let pages = write_segment(&mut sb, kind, id, last_seq, &merged);
         let mut dir = self.segments.write().expect("segments lock");
-        self.db.apply_batch(sb)?;
+        self.db()?.apply_batch(sb)?;
         let segs = &mut dir[kind_slot(kind)];
         let at = segs.iter().position(|s| s.id == id).expect("only compaction removes segments");
         debug_assert!(segs[at..at + run.len()].iter().zip(run).all(|(a, b)| a.id == b.id), "the run is intact");
@@ -489,7 +537,7 @@ impl Store {
 
     fn segment_entries(&self, kind: IndexKind, id: u64) -> Result<Vec<(u64, Seq)>> {
         let mut out = Vec::new();
-        for item in self.db.scan_prefix(page_prefix(kind, id)) {
+        for item in self.db()?.scan_prefix(page_prefix(kind, id)) {
             let (k, v) = item?;
             let page = decode_page(&v).ok_or_else(|| {
                 StoreError::corrupt(format!("{} index page {:?} is not a whole number of entries", kind.name(), k))
@@ -515,7 +563,7 @@ impl Store {
             // The page that may hold `lo` is the last one starting at or before it.
             let start = seg.pages.partition_point(|first| *first <= (lo, 0)).saturating_sub(1);
             for first in seg.pages[start..].iter().take_while(|first| first.0 <= hi) {
-                let v = self.db.get(page_key(kind, seg.id, *first))?.ok_or_else(|| {
+                let v = self.db()?.get(page_key(kind, seg.id, *first))?.ok_or_else(|| {
                     StoreError::corrupt(format!("{} index page of segment {} is missing", kind.name(), seg.id))
                 })?;
                 let page = decode_page(&v)
@@ -543,7 +591,7 @@ impl Store {
         // at or before `seq`.
         let lo = seq.saturating_sub(CHUNK_EVENTS_MAX as u64 - 1);
         let mut found = None;
-        for item in self.db.range(chunk_key(lo).to_vec()..=chunk_key(seq).to_vec()) {
+        for item in self.db()?.range(chunk_key(lo).to_vec()..=chunk_key(seq).to_vec()) {
             found = Some(item?);
         }
         let Some((k, v)) = found else {
@@ -560,7 +608,7 @@ impl Store {
         // Start at the chunk holding `from`.
         let lo = from.saturating_sub(CHUNK_EVENTS_MAX as u64 - 1);
         let mut start = chunk_key(from).to_vec();
-        for item in self.db.range(chunk_key(lo).to_vec()..=chunk_key(from).to_vec()) {
+        for item in self.db()?.range(chunk_key(lo).to_vec()..=chunk_key(from).to_vec()) {
             start = item?.0.to_vec();
         }
         // Read a window of chunks, drop the iterator, then call `f`: a sled iterator pins its
@@ -569,7 +617,7 @@ impl Store {
         let end = chunk_key(u64::MAX).to_vec();
         loop {
             let window: Vec<(sled::IVec, sled::IVec)> =
-                self.db.range(start.clone()..=end.clone()).take(SCAN_WINDOW_CHUNKS).collect::<Result<_, _>>()?;
+                self.db()?.range(start.clone()..=end.clone()).take(SCAN_WINDOW_CHUNKS).collect::<Result<_, _>>()?;
             let Some((last_key, _)) = window.last() else { return Ok(()) };
             let next = chunk_first_seq(last_key)?.checked_add(1);
             for (k, v) in &window {
@@ -595,7 +643,7 @@ impl Store {
     /// A metadata value (stored in parts of at most `META_PART_BYTES` bytes, reassembled here).
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let mut out: Option<Vec<u8>> = None;
-        for item in self.db.scan_prefix(meta_part_prefix(name)) {
+        for item in self.db()?.scan_prefix(meta_part_prefix(name)) {
             let (k, v) = item?;
             if let Some(pointer) = file_pointer(&k, &v) {
                 return self.read_meta_file(name, pointer?).map(Some);
@@ -649,7 +697,7 @@ impl Store {
         // Taken before the scan: a file written meanwhile has a larger id and is left alone.
         let written_before = self.next_file.load(std::sync::atomic::Ordering::Relaxed);
         let mut referenced = HashSet::new();
-        for item in self.db.scan_prefix([PREFIX_META]) {
+        for item in self.db()?.scan_prefix([PREFIX_META]) {
             let (k, v) = item?;
             if let Some(p) = file_pointer(&k, &v) {
                 referenced.insert(p?.id);
@@ -680,7 +728,7 @@ impl Store {
     /// Metadata names starting with `prefix`, in name order.
     pub fn list_meta(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
-        for item in self.db.scan_prefix(meta_key(prefix)) {
+        for item in self.db()?.scan_prefix(meta_key(prefix)) {
             let (k, _) = item?;
             let name_end = k.len().saturating_sub(5);
             let name = String::from_utf8_lossy(&k[1..name_end]).into_owned();
@@ -697,7 +745,7 @@ impl Store {
         let mut sb = sled::Batch::default();
         let mut replaced = Vec::new();
         for name in remove.iter().chain(put.iter().map(|(n, _)| n)) {
-            for item in self.db.scan_prefix(meta_part_prefix(name)) {
+            for item in self.db()?.scan_prefix(meta_part_prefix(name)) {
                 let (k, v) = item?;
                 if let Some(Ok(p)) = file_pointer(&k, &v) {
                     replaced.push(p.id);
@@ -724,7 +772,7 @@ impl Store {
                 .map_err(io_err(format!("cannot sync {}", self.files.display())))?;
             failpoint("meta:after-dir-fsync");
         }
-        self.db.apply_batch(sb)?;
+        self.db()?.apply_batch(sb)?;
         failpoint("meta:after-batch");
         self.remove_meta_files(&replaced);
         Ok(())
@@ -736,7 +784,7 @@ impl Store {
         let start = meta_key(prefix);
         loop {
             let items: Vec<(sled::IVec, sled::IVec)> =
-                self.db.scan_prefix(&start).take(REMOVE_BATCH_KEYS).collect::<Result<_, _>>()?;
+                self.db()?.scan_prefix(&start).take(REMOVE_BATCH_KEYS).collect::<Result<_, _>>()?;
             if items.is_empty() {
                 return Ok(());
             }
@@ -748,7 +796,7 @@ impl Store {
                 }
                 sb.remove(k);
             }
-            self.db.apply_batch(sb)?;
+            self.db()?.apply_batch(sb)?;
             self.remove_meta_files(&files);
         }
     }
@@ -758,7 +806,7 @@ impl Store {
         let files: u64 = std::fs::read_dir(&self.files)
             .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
             .unwrap_or(0);
-        Ok(self.db.size_on_disk()? + files)
+        Ok(self.db()?.size_on_disk()? + files)
     }
 }
 
