@@ -232,88 +232,87 @@ fn too_long_line(line: u64) -> ImportLine {
 
 /// One physical line of an import: its number (from 1) and its bytes without the line break,
 /// or `None` when it was longer than `LINE_BYTES_MAX` (its bytes were dropped as they came).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawLine {
+/// Borrowed from the bytes pushed, or from the splitter's carry for a line split across two
+/// pushes: the common line costs no allocation and no copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawLine<'a> {
     pub number: u64,
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<&'a [u8]>,
 }
 
 /// Splits a byte stream into lines, sans IO: the caller pushes the bytes it read (from a file
-/// or a request body) and takes the complete lines. The line limit is enforced as bytes
-/// arrive: an over-long line never holds more than `LINE_BYTES_MAX + 1` bytes of memory. A UTF-8
-/// byte order mark at the start of the first line is dropped, and a CR before a line break. The CLI and the server share it, so an
-/// import has one set of limits whoever reads it.
+/// or a request body) and is handed each complete line. The line limit is enforced as bytes
+/// arrive: an over-long line never holds more than `LINE_BYTES_MAX + 1` bytes of memory (the
+/// one more is a CR). A UTF-8 byte order mark at the start of the first line is dropped, and a
+/// CR before a line break. The CLI and the server share it, so an import has one set of limits
+/// whoever reads it.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
-    current: Vec<u8>,
+    /// The start of a line the bytes pushed so far have not ended.
+    carry: Vec<u8>,
     too_long: bool,
     number: u64,
-    ready: std::collections::VecDeque<RawLine>,
+}
+
+/// The line `bytes` is (number `number`), BOM and CR dropped, or `None` past the limit.
+fn line_of(number: u64, too_long: bool, bytes: &[u8]) -> RawLine<'_> {
+    let bytes = if number == 1 { bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes) } else { bytes };
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    RawLine { number, bytes: (!too_long && bytes.len() <= LINE_BYTES_MAX).then_some(bytes) }
 }
 
 impl LineSplitter {
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            match bytes.iter().position(|b| *b == b'\n') {
-                Some(end) => {
-                    self.take(&bytes[..end]);
-                    self.end_line();
-                    bytes = &bytes[end + 1..];
-                }
-                None => {
-                    self.take(bytes);
-                    bytes = &[];
-                }
+    /// Feeds `bytes`; calls `f` with each line they complete, in order.
+    pub fn push(&mut self, mut bytes: &[u8], f: &mut dyn FnMut(RawLine<'_>)) {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            let segment = &bytes[..end];
+            self.number += 1;
+            if self.carry.is_empty() && !self.too_long {
+                f(line_of(self.number, false, segment));
+            } else {
+                self.take(segment);
+                f(line_of(self.number, self.too_long, &self.carry));
+                self.carry.clear();
+                self.too_long = false;
             }
+            bytes = &bytes[end + 1..];
         }
+        self.take(bytes);
     }
 
     fn take(&mut self, part: &[u8]) {
         if self.too_long {
             return;
         }
-        // One byte more than the limit: the CR of a CRLF line break, dropped in `end_line`.
-        if self.current.len() + part.len() > LINE_BYTES_MAX + 1 {
+        // One byte more than the limit: the CR of a CRLF line break, dropped in `line_of`.
+        if self.carry.len() + part.len() > LINE_BYTES_MAX + 1 {
             self.too_long = true;
-            self.current = Vec::new();
+            self.carry = Vec::new();
         } else {
-            self.current.extend_from_slice(part);
+            self.carry.extend_from_slice(part);
         }
     }
 
-    fn end_line(&mut self) {
-        self.number += 1;
-        let mut bytes = std::mem::take(&mut self.current);
-        if self.number == 1 {
-            if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-                bytes = rest.to_vec();
-            }
+    /// Call at the end of the input: hands `f` the last line, when it had no line break.
+    pub fn finish(&mut self, f: &mut dyn FnMut(RawLine<'_>)) {
+        if !self.carry.is_empty() || self.too_long {
+            self.number += 1;
+            f(line_of(self.number, self.too_long, &self.carry));
+            self.carry.clear();
+            self.too_long = false;
         }
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-        let too_long = std::mem::take(&mut self.too_long) || bytes.len() > LINE_BYTES_MAX;
-        let bytes = (!too_long).then_some(bytes);
-        self.ready.push_back(RawLine { number: self.number, bytes });
     }
 
-    /// The next complete line, if one has arrived.
-    pub fn next_line(&mut self) -> Option<RawLine> {
-        self.ready.pop_front()
-    }
-
-    /// Call at the end of the input: the last line, when it had no line break.
-    pub fn finish(&mut self) -> Option<RawLine> {
-        if !self.current.is_empty() || self.too_long {
-            self.end_line();
-        }
-        self.ready.pop_front()
+    /// The number of the last line handed out.
+    pub fn lines(&self) -> u64 {
+        self.number
     }
 }
 
 /// Bytes for the csv crate through a [`LineSplitter`]: the same lines, except that a line over
 /// the limit is replaced by one the CSV reader cannot take (more fields than any header), and
-/// its number is kept so that its refusal says why.
+/// its number is kept so that its refusal says why. A whole chunk of input is passed on at a
+/// time.
 struct LimitedLines<R> {
     inner: R,
     splitter: LineSplitter,
@@ -326,32 +325,35 @@ struct LimitedLines<R> {
 impl<R: Read> Read for LimitedLines<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.out.len() {
+            if self.eof {
+                return Ok(0);
+            }
             self.out.clear();
             self.at = 0;
-            let line = match self.splitter.next_line() {
-                Some(line) => line,
-                None if self.eof => match self.splitter.finish() {
-                    Some(line) => line,
-                    None => return Ok(0),
-                },
-                None => {
-                    let mut chunk = [0u8; 64 * 1024];
-                    let n = self.inner.read(&mut chunk)?;
-                    if n == 0 {
-                        self.eof = true;
-                    }
-                    self.splitter.push(&chunk[..n]);
-                    continue;
+            let mut chunk = [0u8; 64 * 1024];
+            let n = loop {
+                match self.inner.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other?,
                 }
             };
-            match line.bytes {
-                Some(bytes) => self.out.extend_from_slice(&bytes),
-                None => {
-                    self.too_long.borrow_mut().insert(line.number);
-                    self.out.extend_from_slice(&[b','; IMPORT_FIELDS.len() + 1]);
+            let LimitedLines { splitter, out, too_long, .. } = self;
+            let mut emit = |line: RawLine<'_>| {
+                match line.bytes {
+                    Some(bytes) => out.extend_from_slice(bytes),
+                    None => {
+                        too_long.borrow_mut().insert(line.number);
+                        out.extend_from_slice(&[b','; IMPORT_FIELDS.len() + 1]);
+                    }
                 }
+                out.push(b'\n');
+            };
+            if n == 0 {
+                self.eof = true;
+                splitter.finish(&mut emit);
+            } else {
+                splitter.push(&chunk[..n], &mut emit);
             }
-            self.out.push(b'\n');
         }
         let n = buf.len().min(self.out.len() - self.at);
         buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
@@ -470,42 +472,41 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
 /// boolean for `unauthorized`).
 pub fn parse_jsonl<R: Read>(mut reader: R) -> impl Iterator<Item = ImportLine> {
     let mut splitter = LineSplitter::default();
+    let mut ready: std::collections::VecDeque<ImportLine> = std::collections::VecDeque::new();
     let mut eof = false;
     std::iter::from_fn(move || loop {
-        let raw = match splitter.next_line() {
-            Some(raw) => raw,
-            None if eof => splitter.finish()?,
-            None => {
-                let mut chunk = [0u8; 64 * 1024];
-                match reader.read(&mut chunk) {
-                    Ok(0) => eof = true,
-                    Ok(n) => splitter.push(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        eof = true;
-                        let line = splitter.number + 1;
-                        return Some(ImportLine {
-                            line,
-                            command: Err(LineError { line, field: None, message: format!("cannot read: {e}") }),
-                        });
-                    }
-                }
-                continue;
-            }
-        };
-        if let Some(line) = json_line(raw) {
+        if let Some(line) = ready.pop_front() {
             return Some(line);
+        }
+        if eof {
+            return None;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let mut emit = |raw: RawLine<'_>| ready.extend(json_line(raw));
+        match reader.read(&mut chunk) {
+            Ok(0) => {
+                eof = true;
+                splitter.finish(&mut emit);
+            }
+            Ok(n) => splitter.push(&chunk[..n], &mut emit),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eof = true;
+                let line = splitter.lines() + 1;
+                let message = format!("cannot read: {e}");
+                ready.push_back(ImportLine { line, command: Err(LineError { line, field: None, message }) });
+            }
         }
     })
 }
 
 /// The command of one JSON Lines line (`None` for a blank line).
-pub fn json_line(raw: RawLine) -> Option<ImportLine> {
+pub fn json_line(raw: RawLine<'_>) -> Option<ImportLine> {
     let line = raw.number;
     match raw.bytes {
         None => Some(too_long_line(line)),
         Some(bytes) if bytes.iter().all(|b| b.is_ascii_whitespace()) => None,
-        Some(bytes) => Some(ImportLine { line, command: parse_json_command(line, &bytes, true) }),
+        Some(bytes) => Some(ImportLine { line, command: parse_json_command(line, bytes, true) }),
     }
 }
 
@@ -632,22 +633,17 @@ mod tests {
             let mut cuts = cuts;
             cuts.sort_unstable();
             let mut splitter = LineSplitter::default();
-            let mut got = Vec::new();
+            let mut got: Vec<(u64, Option<String>)> = Vec::new();
             let mut at = 0;
+            let mut collect = |l: RawLine<'_>| got.push((l.number, l.bytes.map(|b| String::from_utf8(b.to_vec()).unwrap())));
             for cut in cuts.into_iter().chain([text.len()]) {
-                splitter.push(&text.as_bytes()[at..cut]);
+                splitter.push(&text.as_bytes()[at..cut], &mut collect);
                 at = cut;
-                while let Some(l) = splitter.next_line() {
-                    got.push(l);
-                }
             }
-            while let Some(l) = splitter.finish() {
-                got.push(l);
-            }
-            let numbers: Vec<u64> = got.iter().map(|l| l.number).collect();
+            splitter.finish(&mut collect);
+            let numbers: Vec<u64> = got.iter().map(|l| l.0).collect();
             prop_assert_eq!(numbers, (1..=want.len() as u64).collect::<Vec<_>>());
-            let lines: Vec<Option<String>> =
-                got.into_iter().map(|l| l.bytes.map(|b| String::from_utf8(b).unwrap())).collect();
+            let lines: Vec<Option<String>> = got.into_iter().map(|l| l.1).collect();
             prop_assert_eq!(&lines, &want);
         });
     }

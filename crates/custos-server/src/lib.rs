@@ -733,7 +733,9 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
     let mut batch: Vec<(u64, custos_domain::Command)> = Vec::new();
     let mut finished = false;
     while !finished {
-        let mut lines = Vec::new();
+        // (line number, its command or why not; None for a blank line), parsed as they come.
+        let mut lines: Vec<(u64, Option<custos_ledger::ImportLine>)> = Vec::new();
+        let mut emit = |raw: custos_ledger::RawLine<'_>| lines.push((raw.number, custos_ledger::json_line(raw)));
         match stream.next().await {
             Some(Ok(bytes)) => {
                 read += bytes.len() as u64;
@@ -742,28 +744,24 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
                     summary.submit(&app.ledger, &mut batch).await?;
                     return Ok(summary.refused(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", why, started));
                 }
-                splitter.push(&bytes);
+                splitter.push(&bytes, &mut emit);
             }
             Some(Err(e)) => {
                 return Ok(summary.refused(StatusCode::BAD_REQUEST, "bad_body", e.to_string(), started));
             }
             None => {
                 finished = true;
-                lines.extend(splitter.finish());
+                splitter.finish(&mut emit);
             }
         }
-        while let Some(line) = splitter.next_line() {
-            lines.push(line);
-        }
-        lines.sort_by_key(|l| l.number);
-        for raw in lines {
-            if raw.number > cfg.import_lines_max {
+        for (number, parsed) in lines {
+            if number > cfg.import_lines_max {
                 let why = format!("an import is at most {} lines", cfg.import_lines_max);
                 summary.submit(&app.ledger, &mut batch).await?;
                 return Ok(summary.refused(StatusCode::PAYLOAD_TOO_LARGE, "too_many_lines", why, started));
             }
-            summary.lines = raw.number;
-            match custos_ledger::json_line(raw) {
+            summary.lines = number;
+            match parsed {
                 None => {}
                 Some(custos_ledger::ImportLine { line, command: Ok(cmd) }) => batch.push((line, cmd)),
                 Some(custos_ledger::ImportLine { line, command: Err(e) }) => {
