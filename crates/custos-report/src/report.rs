@@ -218,13 +218,51 @@ impl Report {
         String::from_utf8(buf).expect("reports are UTF-8")
     }
 
+    /// The bytes `serde_json::to_writer_pretty(&self.to_json())` writes (keys sorted, as its
+    /// map sorts them; two-space indents), row by row, without building the value tree: a
+    /// large answer costs its rows, not their JSON values too.
+    fn write_json(&self, out: &mut impl Write) -> std::io::Result<()> {
+        // As `to_json` builds its map: a later key replaces an earlier one; sorted.
+        let mut map: std::collections::BTreeMap<&str, Option<&Value>> = std::collections::BTreeMap::new();
+        for (k, v) in &self.meta {
+            map.insert(k, Some(v));
+        }
+        map.insert("rows", None);
+        let keys: Vec<(&str, Option<&Value>)> = map.into_iter().collect();
+        let mut columns: Vec<(usize, &String)> = self.columns.iter().enumerate().collect();
+        columns.sort_by(|a, b| a.1.cmp(b.1));
+        out.write_all(b"{\n")?;
+        for (i, (key, value)) in keys.iter().enumerate() {
+            write!(out, "  {}: ", serde_json::to_string(key)?)?;
+            match value {
+                Some(v) => {
+                    let text = serde_json::to_string_pretty(v)?;
+                    out.write_all(text.replace('\n', "\n  ").as_bytes())?;
+                }
+                None if self.rows.is_empty() => out.write_all(b"[]")?,
+                None => {
+                    out.write_all(b"[\n")?;
+                    for (r, row) in self.rows.iter().enumerate() {
+                        out.write_all(b"    {\n")?;
+                        for (c, (at, name)) in columns.iter().enumerate() {
+                            let comma = if c + 1 < columns.len() { "," } else { "" };
+                            let cell = serde_json::to_string(&row[*at].json())?;
+                            writeln!(out, "      {}: {cell}{comma}", serde_json::to_string(name)?)?;
+                        }
+                        out.write_all(if r + 1 < self.rows.len() { b"    },\n" } else { b"    }\n" })?;
+                    }
+                    out.write_all(b"  ]")?;
+                }
+            }
+            out.write_all(if i + 1 < keys.len() { b",\n" } else { b"\n" })?;
+        }
+        out.write_all(b"}\n")
+    }
+
     pub fn write(&self, format: Format, out: &mut impl Write) -> std::io::Result<()> {
         match format {
             Format::Table => out.write_all(self.render_table().as_bytes()),
-            Format::Json => {
-                serde_json::to_writer_pretty(&mut *out, &self.to_json())?;
-                out.write_all(b"\n")
-            }
+            Format::Json => self.write_json(out),
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(out);
                 w.write_record(&self.columns)?;
@@ -233,6 +271,29 @@ impl Report {
                 }
                 w.flush()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed JSON is byte for byte what serde_json's pretty printer makes of `to_json`.
+    #[test]
+    fn json_is_written_as_serde_would_pretty_print_it() {
+        let mut r = Report::new("t", &["zeta", "alpha", "m\"id"])
+            .meta("known_seq", 7u64)
+            .meta("as_of", "2022-01-18T00:00:00Z")
+            .meta("nested", serde_json::json!({"b": [1, {"c": null}], "a": "x"}))
+            .meta("empty", serde_json::json!([]));
+        let empty = r.clone();
+        r.push(vec![Cell::Dec("1.50".parse().unwrap()), Cell::Usd("3".parse().unwrap()), Cell::Null]);
+        r.push(vec![Cell::Text("é \\ \n".into()), Cell::Bool(true), Cell::Int(42)]);
+        for report in [r, empty, Report::new("", &["a"])] {
+            let mut want = serde_json::to_string_pretty(&report.to_json()).unwrap();
+            want.push('\n');
+            assert_eq!(report.render(Format::Json), want);
         }
     }
 }

@@ -239,7 +239,10 @@ impl App {
     /// Runs a blocking ledger query off the async workers, timing it.
     /// At most `queries_in_flight_max` at once, so that the memory their answers hold is
     /// bounded however many clients ask; one that waits past `query_wait_max` is 503 `busy`.
-    async fn query<T: Send + 'static>(&self, f: impl FnOnce(&Ledger) -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ledger) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<(T, tokio::sync::OwnedSemaphorePermit)> {
         let wait = self.config.query_wait_max;
         let turn = match tokio::time::timeout(wait, Arc::clone(&self.query_turns).acquire_owned()).await {
             Ok(Ok(turn)) => turn,
@@ -258,10 +261,7 @@ impl App {
         };
         let ledger = Arc::clone(&self.ledger);
         let started = Instant::now();
-        let out = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            f(&ledger)
-        })
+        let out = tokio::task::spawn_blocking(move || f(&ledger).map(|value| (value, turn)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         self.query_us.observe(started.elapsed().as_micros() as u64);
@@ -355,8 +355,62 @@ fn format_param(v: &Option<String>) -> ApiResult<Format> {
     }
 }
 
-fn respond(report: &Report, format: Format) -> Response {
-    ([(header::CONTENT_TYPE, format.content_type())], report.render(format)).into_response()
+/// Sends `report` as it is rendered: a blocking task writes it in 64 KiB pieces into a small
+/// channel the response body reads, so the whole answer never sits in memory as text. The
+/// query's turn is held until the last piece is sent, or until the client has not taken one
+/// for `body_idle_timeout` (then the answer is cut off and the turn freed).
+fn respond(report: Report, format: Format, turn: tokio::sync::OwnedSemaphorePermit, app: &App) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (handle, wait) = (tokio::runtime::Handle::current(), app.config.body_idle_timeout);
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let mut out = Pieces { tx, handle, wait, buf: Vec::with_capacity(PIECE_BYTES) };
+        if report.write(format, &mut out).is_ok() {
+            let _ = std::io::Write::flush(&mut out);
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    }));
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// The size of the pieces an answer is sent in.
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// A writer that sends what it is given, in pieces, to a response body.
+struct Pieces {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    handle: tokio::runtime::Handle,
+    wait: Duration,
+    buf: Vec<u8>,
+}
+
+impl Pieces {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE_BYTES)));
+        let sent = self.handle.block_on(tokio::time::timeout(self.wait, self.tx.send(Ok(piece))));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client stopped reading")),
+        }
+    }
+}
+
+impl std::io::Write for Pieces {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= PIECE_BYTES {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 fn bound_of(
@@ -423,13 +477,13 @@ async fn balances(
     let asset =
         q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
     let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
-    let report = app
+    let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, as_of, known_at, q.at_seq)?;
             Ok(custos_report::balances(l, &bound, account.as_ref(), asset.as_ref(), q.all.unwrap_or(false))?)
         })
         .await?;
-    Ok(respond(&report, format))
+    Ok(respond(report, format, turn, &app))
 }
 
 #[derive(Deserialize)]
@@ -451,13 +505,13 @@ async fn losses(
     let Query(q) = q?;
     let format = format_param(&q.format)?;
     let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
-    let report = app
+    let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, as_of, known_at, q.at_seq)?;
             Ok(custos_report::losses(&l.losses_at(&bound)?, &bound, q.detail.unwrap_or(false)))
         })
         .await?;
-    Ok(respond(&report, format))
+    Ok(respond(report, format, turn, &app))
 }
 
 #[derive(Deserialize)]
@@ -485,13 +539,13 @@ async fn history(
         q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
     let (from, to, known_at) =
         (time_param("from", &q.from)?, time_param("to", &q.to)?, time_param("known_at", &q.known_at)?);
-    let report = app
+    let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, None, known_at, q.at_seq)?;
             Ok(custos_report::history(l, &account, asset.as_ref(), from, to, &bound)?)
         })
         .await?;
-    Ok(respond(&report, format))
+    Ok(respond(report, format, turn, &app))
 }
 
 #[derive(Deserialize)]
@@ -524,13 +578,13 @@ async fn replay(
         return Err(ApiError::bad("range_too_large", format!("a replay window is at most {max} seconds")));
     }
     let known_at = time_param("known_at", &q.known_at)?;
-    let report = app
+    let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, None, known_at, q.at_seq)?;
             Ok(custos_report::replay(l, from, to, &bound, format)?)
         })
         .await?;
-    Ok(respond(&report, format))
+    Ok(respond(report, format, turn, &app))
 }
 
 #[derive(Deserialize)]
@@ -555,8 +609,8 @@ async fn log(
         return Err(ApiError::bad("range_too_large", format!("limit must be 1..={max}")));
     }
     let from = q.from_seq.unwrap_or(1);
-    let report = app.query(move |l| Ok(custos_report::log(l, from, limit)?)).await?;
-    Ok(respond(&report, format))
+    let (report, turn) = app.query(move |l| Ok(custos_report::log(l, from, limit)?)).await?;
+    Ok(respond(report, format, turn, &app))
 }
 
 async fn digest(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
