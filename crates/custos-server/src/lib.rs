@@ -262,8 +262,8 @@ impl App {
         let ledger = Arc::clone(&self.ledger);
         let started = Instant::now();
         let out = tokio::task::spawn_blocking(move || f(&ledger).map(|value| (value, turn)))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         self.query_us.observe(started.elapsed().as_micros() as u64);
         out
     }
