@@ -121,3 +121,84 @@ fn heavy_queries_take_turns_and_the_replay_window_check_cannot_overflow() {
     let (status, v) = custos_tests::http("GET", &wide, Some(READ_TOKEN), None);
     assert_eq!((status, v["error"]["code"].as_str()), (400, Some("range_too_large")), "{v}");
 }
+
+/// Found by a helper attacking the server: an import's answer listed every refusal, each
+/// quoting the refused value (8 concurrent imports of lines with a 3,800-byte `ref` took the
+/// server past 1 GB); a body trickling in at a byte a second stayed open for hours; the scheme
+/// `bearer` in lower case was refused; `at_seq=0` showed the smallest timestamp as known_at.
+#[test]
+fn answers_stay_small_trickles_are_cut_off_and_bearer_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = custos_server::ServerConfig::new(READ_TOKEN.into(), WRITE_TOKEN.into());
+    config.body_idle_timeout = Duration::from_secs(1);
+    config.small_request_deadline = Duration::from_secs(2);
+    let s = TestServer::start(dir.path(), Some(config));
+    let addr = s.url.trim_start_matches("http://").to_string();
+
+    // 2,000 refused lines, each with a 3,000-byte value: all counted, 100 shown, each short.
+    let long = "r".repeat(3000);
+    let line = |i: usize| {
+        format!(
+            r#"{{"kind":"deposit","id":"q{i}","account":"acct-1","asset":"ETH","amount":"1","occurred_at":"2022-02-01T00:00:00Z","ref":"{long}"}}"#
+        )
+    };
+    let body: String = (0..2000).map(|i| line(i) + "\n").collect();
+    let r = ureq::post(&format!("{}/v1/import", s.url))
+        .set("Authorization", &format!("Bearer {WRITE_TOKEN}"))
+        .send_string(&body);
+    let Err(ureq::Error::Status(409, r)) = r else { panic!("expected 409, got {r:?}") };
+    let text = r.into_string().unwrap();
+    assert!(text.len() < 64 << 10, "the answer is {} bytes", text.len());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((v["rejected"].as_u64(), v["rejections_shown"].as_u64()), (Some(2000), Some(100)), "{v}");
+    assert!(v["rejections"][0]["message"].as_str().unwrap().contains("(3000 bytes)"), "{v}");
+
+    // An import body at a few bytes a second: 408 once past the idle timeout, saying what it
+    // appended (nothing).
+    let mut trickle = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /v1/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    trickle.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    trickle.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    while started.elapsed() < Duration::from_secs(10) && answer.is_empty() {
+        if trickle.write_all(b"{").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = trickle.read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("body_too_slow"), "{answer}");
+
+    // A command body at a byte every half second (under the idle timeout): cut off at the
+    // deadline.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    slow.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    while started.elapsed() < Duration::from_secs(10) && answer.is_empty() {
+        let _ = slow.write_all(b" ");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = slow.read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // bearer, BEARER: the scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER"] {
+        let r =
+            ureq::get(&format!("{}/v1/digest", s.url)).set("Authorization", &format!("{scheme} {READ_TOKEN}")).call();
+        assert_eq!(r.map(|r| r.status()).unwrap_or(0), 200, "{scheme}");
+    }
+    let (status, v) = custos_tests::http("GET", &format!("{}/v1/balances?at_seq=0", s.url), Some(READ_TOKEN), None);
+    assert_eq!((status, v["known_at"].is_null()), (200, true), "{v}");
+}

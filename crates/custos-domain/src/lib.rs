@@ -16,7 +16,8 @@ pub use codec::{chain_hash, decode_payload, encode_payload, CodecError, Envelope
 pub use command::{Command, CommandBody};
 pub use event::{AuthFactor, Event, EventKind, Flagged, ReversalRef, SCHEMA_VERSION_CURRENT};
 pub use types::{
-    parse_decimal, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp, Usd,
+    parse_decimal, shown, AccountId, Amount, Asset, AssetGroup, DomainError, EventId, Hash, Seq, StreamId, Timestamp,
+    Usd,
 };
 
 /// The hash map of the hot paths (write model, projections, import): foldhash is seeded per

@@ -41,6 +41,16 @@ pub enum DomainError {
     DecimalTooLarge(String),
 }
 
+/// A value as an error message shows it: whole when short, else its start and its length, so
+/// that a refusal never echoes kilobytes of what it refused.
+pub fn shown(s: &str) -> String {
+    const SHOWN_CHARS_MAX: usize = 64;
+    match s.char_indices().nth(SHOWN_CHARS_MAX) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}... ({} bytes)", &s[..end], s.len()),
+    }
+}
+
 fn id_chars_ok(s: &str, extra: &[char]) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') || extra.contains(&c))
 }
@@ -87,7 +97,7 @@ pub const EVENT_ID_LEN_MAX: usize = 128;
 impl AccountId {
     pub fn new(s: &str) -> Result<Self, DomainError> {
         if s.is_empty() || s.len() > ACCOUNT_ID_LEN_MAX || !id_chars_ok(s, &['@']) {
-            return Err(DomainError::BadAccountId(s.to_string()));
+            return Err(DomainError::BadAccountId(shown(s)));
         }
         Ok(AccountId(std::sync::Arc::from(s)))
     }
@@ -152,7 +162,7 @@ encoded_as_str!(EventId, "stored event id is malformed");
 impl EventId {
     pub fn new(s: &str) -> Result<Self, DomainError> {
         if s.is_empty() || s.len() > EVENT_ID_LEN_MAX || !id_chars_ok(s, &[]) {
-            return Err(DomainError::BadEventId(s.to_string()));
+            return Err(DomainError::BadEventId(shown(s)));
         }
         Ok(EventId(std::sync::Arc::from(s)))
     }
@@ -236,7 +246,7 @@ impl Asset {
             || s.len() > Self::SYMBOL_LEN_MAX
             || !s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         {
-            return Err(DomainError::BadAssetSymbol(s.to_string()));
+            return Err(DomainError::BadAssetSymbol(shown(s)));
         }
         let mut bytes = [0u8; Asset::SYMBOL_LEN_MAX];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
@@ -348,10 +358,10 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, DomainError> {
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     let digits_ok = |p: &str| p.chars().all(|c| c.is_ascii_digit());
     if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (body.contains('.') && frac.is_empty()) {
-        return Err(DomainError::BadDecimal(s.to_string()));
+        return Err(DomainError::BadDecimal(shown(s)));
     }
     // The syntax is right, so a failure here is a number past 96 bits or 28 places.
-    Decimal::from_str_exact(s).map_err(|_| DomainError::DecimalTooLarge(s.to_string()))
+    Decimal::from_str_exact(s).map_err(|_| DomainError::DecimalTooLarge(shown(s)))
 }
 
 /// A US dollar value: non-negative, at most cents.
@@ -433,14 +443,14 @@ impl Timestamp {
     }
     /// RFC3339 with an offset (converted to UTC). Data fields accept only this form.
     pub fn parse_rfc3339(s: &str) -> Result<Self, DomainError> {
-        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(s.to_string()))?;
+        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(shown(s)))?;
         // chrono accepts a leap second (kept as a nanosecond past 1e9, which becomes the next
         // minute) and drops fractional digits past the ninth: neither is the time written.
         let fraction = s.split_once('.').map(|(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
         if chrono::Timelike::nanosecond(&dt) >= 1_000_000_000 || fraction.is_some_and(|n| n > 9) {
-            return Err(DomainError::TimeNotExact(s.to_string()));
+            return Err(DomainError::TimeNotExact(shown(s)));
         }
-        Self::from_datetime(dt.with_timezone(&Utc)).ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()))
+        Self::from_datetime(dt.with_timezone(&Utc)).ok_or_else(|| DomainError::TimeOutOfRange(shown(s)))
     }
     /// Query bound: RFC3339, or a plain date `YYYY-MM-DD` meaning the end of that day in UTC
     /// (its last nanosecond), so `--as-of 2022-01-18` includes everything on the 18th.
@@ -449,7 +459,7 @@ impl Timestamp {
             if s.len() == 10 {
                 let end = NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("valid time");
                 return Self::from_datetime(Utc.from_utc_datetime(&date.and_time(end)))
-                    .ok_or_else(|| DomainError::TimeOutOfRange(s.to_string()));
+                    .ok_or_else(|| DomainError::TimeOutOfRange(shown(s)));
             }
         }
         Self::parse_rfc3339(s)
@@ -509,6 +519,10 @@ mod tests {
         assert!(AccountId::new("acct-000042").is_ok());
         assert!(AccountId::new("$ledger").is_err());
         assert!(EventId::new("a,b").is_err());
+        // A refusal shows the start of a long value and its length, not all of it.
+        let long = "x".repeat(5000);
+        let message = AccountId::new(&long).unwrap_err().to_string();
+        assert!(message.len() < 200 && message.contains("(5000 bytes)"), "{message}");
     }
 
     #[test]

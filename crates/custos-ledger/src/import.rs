@@ -8,7 +8,7 @@
 use std::io::Read;
 
 use custos_domain::{
-    AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind, Timestamp, Usd,
+    shown, AccountId, Amount, Asset, AuthFactor, Command, CommandBody, DomainError, EventId, EventKind, Timestamp, Usd,
 };
 use rust_decimal::Decimal;
 
@@ -102,7 +102,7 @@ fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<C
     let dom = |field: &'static str| move |e: DomainError| err(field, e.to_string());
     let required = |field: &'static str| f.get(field).ok_or_else(|| err(field, "is required".into()));
     let absent = |field: &'static str, kind: EventKind| match f.get(field) {
-        Some(v) => Err(err(field, format!("must be empty for a {} (got {v:?})", kind.name()))),
+        Some(v) => Err(err(field, format!("must be empty for a {} (got {:?})", kind.name(), shown(v)))),
         None => Ok(()),
     };
     let id = EventId::new(required("id")?).map_err(dom("id"))?;
@@ -111,7 +111,8 @@ fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<C
         err(
             "kind",
             format!(
-                "unknown kind {kind_text:?} (expected one of {})",
+                "unknown kind {:?} (expected one of {})",
+                shown(kind_text),
                 EventKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
             ),
         )
@@ -132,7 +133,7 @@ fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<C
     let unauthorized = match f.get("unauthorized") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(err("unauthorized", format!("must be true or false (got {other:?})"))),
+        Some(other) => return Err(err("unauthorized", format!("must be true or false (got {:?})", shown(other)))),
     };
     let auth_factor = match f.get("auth_factor") {
         None => None,
@@ -140,7 +141,8 @@ fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<C
             err(
                 "auth_factor",
                 format!(
-                    "unknown authorization factor {name:?} (expected one of {})",
+                    "unknown authorization factor {:?} (expected one of {})",
+                    shown(name),
                     AuthFactor::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
                 ),
             )
@@ -211,7 +213,9 @@ fn to_command(line: u64, f: &Fields<'_>, occurred_at_required: bool) -> Result<C
     }
     let expected_version = f
         .get("expected_version")
-        .map(|v| v.parse::<u64>().map_err(|_| err("expected_version", format!("{v:?} is not a stream version"))))
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| err("expected_version", format!("{:?} is not a stream version", shown(v))))
+        })
         .transpose()?;
     Ok(Command { id, occurred_at, recorded_at, expected_version, body })
 }
@@ -396,12 +400,13 @@ pub fn parse_csv<R: Read>(reader: R) -> impl Iterator<Item = ImportLine> {
             for name in h.iter() {
                 match field_name(name) {
                     Some(n) if names.contains(&n) => {
-                        problem = Some(format!("field {name:?} appears twice in the header"))
+                        problem = Some(format!("field {:?} appears twice in the header", shown(name)))
                     }
                     Some(n) => names.push(n),
                     None => {
                         problem = Some(format!(
-                            "unknown field {name:?} in the header (expected: {})",
+                            "unknown field {:?} in the header (expected: {})",
+                            shown(name),
                             IMPORT_FIELDS.join(",")
                         ))
                     }
@@ -527,7 +532,7 @@ impl<'de> serde::Deserialize<'de> for UniqueObject {
                 let mut out: Vec<(String, serde_json::Value)> = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
                     if out.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom(format!("field {key:?} appears twice")));
+                        return Err(serde::de::Error::custom(format!("field {:?} appears twice", shown(&key))));
                     }
                     out.push((key, value));
                 }
@@ -545,8 +550,9 @@ pub fn parse_json_command(line: u64, bytes: &[u8], occurred_at_required: bool) -
     let object: UniqueObject = serde_json::from_slice(bytes).map_err(|e| err(None, format!("malformed JSON: {e}")))?;
     let mut texts: Vec<(&'static str, String)> = Vec::new();
     for (key, v) in &object.0 {
-        let name = field_name(key)
-            .ok_or_else(|| err(None, format!("unknown field {key:?} (expected: {})", IMPORT_FIELDS.join(","))))?;
+        let name = field_name(key).ok_or_else(|| {
+            err(None, format!("unknown field {:?} (expected: {})", shown(key), IMPORT_FIELDS.join(",")))
+        })?;
         let text = match v {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => String::new(),

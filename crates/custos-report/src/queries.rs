@@ -27,7 +27,9 @@ fn time(t: Timestamp) -> Value {
 
 /// The facts every point-in-time report states.
 pub fn with_bound(report: Report, bound: &Bound) -> Report {
-    let r = report.meta("as_of", time(bound.as_of)).meta("known_at", time(bound.known_at));
+    // Known at the beginning of time (`at_seq` 0: an empty log) has no moment to show.
+    let known_at = if bound.known_at == Timestamp::MIN { Value::Null } else { time(bound.known_at) };
+    let r = report.meta("as_of", time(bound.as_of)).meta("known_at", known_at);
     match bound.at_seq {
         Some(s) => r.meta("at_seq", s),
         None => r.meta("known_seq", bound.known_seq),

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// The longest pause between two pieces of a request body (a slow import is fine; a
     /// stalled one is cut off with 408).
     pub body_idle_timeout: Duration,
+    /// How long a request with a small body (a command, a verify) has in all, to arrive and be
+    /// answered: the idle timeout alone would let such a body trickle in for hours.
+    pub small_request_deadline: Duration,
     /// How long a shutdown waits for open connections (live tails among them) before closing
     /// the ledger anyway.
     pub shutdown_grace: Duration,
@@ -71,12 +74,18 @@ impl ServerConfig {
             replay_window_seconds_max: 31 * 86_400,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            small_request_deadline: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             queries_in_flight_max: 4,
             query_wait_max: Duration::from_secs(5),
         }
     }
 }
+
+/// Imports served at once.
+const IMPORTS_AT_ONCE: usize = 2;
+/// The slowest an import body may average, past its first `body_idle_timeout`.
+const IMPORT_BODY_BYTES_PER_S_MIN: u64 = 1024;
 
 /// Commands per batch handed to the writer during an import.
 const IMPORT_BATCH_COMMANDS: usize = 4096;
@@ -126,6 +135,7 @@ pub struct App {
     /// Turns for queries (`ServerConfig::queries_in_flight_max`).
     query_turns: Arc<tokio::sync::Semaphore>,
     queries_refused: Arc<AtomicU64>,
+    import_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +214,7 @@ impl App {
             requests_refused: Arc::default(),
             query_turns: Arc::new(tokio::sync::Semaphore::new(config.queries_in_flight_max.max(1))),
             queries_refused: Arc::default(),
+            import_slots: Arc::new(tokio::sync::Semaphore::new(IMPORTS_AT_ONCE)),
             config: Arc::new(config),
         }
     }
@@ -216,7 +227,13 @@ impl App {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(refuse("unauthorized", "an Authorization: Bearer token is required"));
         };
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("").as_bytes();
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")))
+            .map_or("", |(_, t)| t)
+            .as_bytes();
         // Compare against both tokens every time, so timing says nothing about which matched.
         let write = constant_time_eq(token, self.config.write_token.as_bytes());
         let read = constant_time_eq(token, self.config.read_token.as_bytes());
@@ -269,6 +286,11 @@ impl App {
     }
 }
 
+/// `ServerConfig::small_request_deadline` as a layer (408 past it).
+fn small_body_deadline(config: &ServerConfig) -> tower_http::timeout::TimeoutLayer {
+    tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.small_request_deadline)
+}
+
 pub fn router(app: App) -> Router {
     let import_limit = DefaultBodyLimit::max(app.config.import_bytes_max as usize);
     let body_limit = DefaultBodyLimit::max(app.config.body_bytes_max);
@@ -281,10 +303,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/replay", get(replay))
         .route("/v1/log", get(log))
         .route("/v1/digest", get(digest))
-        .route("/v1/verify", post(verify_start))
+        .route("/v1/verify", post(verify_start).layer::<_, std::convert::Infallible>(small_body_deadline(&app.config)))
         .route("/v1/verify/{job}", get(verify_status))
         .route("/v1/tail", get(tail))
-        .route("/v1/commands", post(command).layer(body_limit))
+        .route(
+            "/v1/commands",
+            post(command).layer::<_, std::convert::Infallible>(small_body_deadline(&app.config)).layer(body_limit),
+        )
         .route("/v1/import", post(import).layer(import_limit))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(app)
@@ -768,6 +793,18 @@ async fn command(
 async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     app.require(&headers, Role::Write)?;
     let cfg = &app.config;
+    // Imports run one or two at a time (the writer takes them in turn anyway): a body and its
+    // parsed batches are held only for those.
+    let _slot = match tokio::time::timeout(cfg.query_wait_max, Arc::clone(&app.import_slots).acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{IMPORTS_AT_ONCE} imports are running; retry later"),
+            ))
+        }
+    };
     if let Some(len) =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     {
@@ -793,6 +830,14 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
         match stream.next().await {
             Some(Ok(bytes)) => {
                 read += bytes.len() as u64;
+                // A body trickling in (one byte a second passes the idle timeout) holds a slot
+                // and its connection: past the idle timeout it must average 1 KiB/s.
+                let secs = started.elapsed().as_secs();
+                if started.elapsed() > cfg.body_idle_timeout && read < secs.max(1) * IMPORT_BODY_BYTES_PER_S_MIN {
+                    let why = format!("the body came slower than {IMPORT_BODY_BYTES_PER_S_MIN} bytes a second");
+                    summary.submit(&app.ledger, &mut batch).await?;
+                    return Ok(summary.refused(StatusCode::REQUEST_TIMEOUT, "body_too_slow", why, started));
+                }
                 if read > cfg.import_bytes_max {
                     let why = format!("an import body is at most {} bytes", cfg.import_bytes_max);
                     summary.submit(&app.ledger, &mut batch).await?;
@@ -819,7 +864,7 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
                 None => {}
                 Some(custos_ledger::ImportLine { line, command: Ok(cmd) }) => batch.push((line, cmd)),
                 Some(custos_ledger::ImportLine { line, command: Err(e) }) => {
-                    summary.rejections.push(json!({"line": line, "message": e.to_string()}))
+                    summary.reject(json!({"line": line, "message": e.to_string()}))
                 }
             }
             if batch.len() >= IMPORT_BATCH_COMMANDS {
@@ -828,17 +873,31 @@ async fn import(State(app): State<App>, headers: HeaderMap, body: Body) -> ApiRe
         }
     }
     summary.submit(&app.ledger, &mut batch).await?;
-    let status = if summary.rejections.is_empty() { StatusCode::OK } else { StatusCode::CONFLICT };
+    let status = if summary.rejected == 0 { StatusCode::OK } else { StatusCode::CONFLICT };
     Ok((status, Json(summary.json(started))).into_response())
 }
 
-/// What an import did so far: the lines read, what was appended, and every refusal.
+/// What an import did so far: the lines read, what was appended, the count of refusals and
+/// the first `IMPORT_REJECTIONS_SHOWN` of them (an answer stays small however bad the body).
 #[derive(Default)]
 struct ImportSummary {
     lines: u64,
     appended: u64,
     duplicates: u64,
+    rejected: u64,
     rejections: Vec<Value>,
+}
+
+/// Refusals an import's answer lists (all are counted).
+const IMPORT_REJECTIONS_SHOWN: usize = 100;
+
+impl ImportSummary {
+    fn reject(&mut self, refusal: Value) {
+        self.rejected += 1;
+        if self.rejections.len() < IMPORT_REJECTIONS_SHOWN {
+            self.rejections.push(refusal);
+        }
+    }
 }
 
 impl ImportSummary {
@@ -852,9 +911,7 @@ impl ImportSummary {
             match o {
                 Ok(a) if a.duplicate => self.duplicates += 1,
                 Ok(_) => self.appended += 1,
-                Err(r) => {
-                    self.rejections.push(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")}))
-                }
+                Err(r) => self.reject(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")})),
             }
         }
         Ok(())
@@ -866,7 +923,8 @@ impl ImportSummary {
             "lines": self.lines,
             "appended": self.appended,
             "duplicates": self.duplicates,
-            "rejected": self.rejections.len(),
+            "rejected": self.rejected,
+            "rejections_shown": self.rejections.len(),
             "seconds": started.elapsed().as_millis() as u64 / 1000,
             "rejections": self.rejections,
         })
@@ -879,7 +937,7 @@ impl ImportSummary {
             self.lines,
             self.appended,
             self.duplicates,
-            self.rejections.len()
+            self.rejected
         );
         let mut body = self.json(started);
         body["error"] = json!({"code": code, "message": message});
