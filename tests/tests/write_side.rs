@@ -58,6 +58,8 @@ fn a_second_process_is_told_who_holds_the_ledger() {
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     assert!(err.contains("is held by pid") && err.contains("write side test"), "{err}");
+    // The advice is the CLI's (the store's error names no flag).
+    assert!(err.contains("send commands to it with --server"), "{err}");
 }
 
 #[test]

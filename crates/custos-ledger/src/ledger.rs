@@ -335,6 +335,11 @@ impl Ledger {
         self.shared.store.dir()
     }
 
+    /// Whether there is a ledger at `dir` to open without creating one.
+    pub fn exists(dir: &Path) -> bool {
+        Store::exists(dir)
+    }
+
     pub fn head(&self) -> Head {
         self.shared.store.head()
     }

@@ -27,7 +27,7 @@ pub use layout::{fnv64, time_from_key, time_key, Head, IndexKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the ledger at {dir} is held by {holder}; stop it, or send commands to it with --server if it is `custos serve`")]
+    #[error("the ledger at {dir} is held by {holder}")]
     Locked { dir: PathBuf, holder: String },
     /// The disk or the file system failed (a full device, a read error, a missing file). What
     /// was being done is in `what`.
@@ -281,6 +281,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether `dir` holds a store (the folder layout is this crate's business alone).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("sled").exists()
     }
 
     /// The sled handle (a reference count).

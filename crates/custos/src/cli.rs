@@ -291,7 +291,13 @@ pub fn db_dir(args_db: &Option<PathBuf>) -> PathBuf {
 
 pub fn open_ledger(dir: &std::path::Path, holder: &str) -> Result<Arc<Ledger>> {
     let config = LedgerConfig { holder: holder.to_string(), ..LedgerConfig::default() };
-    let ledger = Ledger::open(dir, config).with_context(|| format!("cannot open the ledger at {}", dir.display()))?;
+    let ledger = Ledger::open(dir, config).map_err(|e| {
+        // The interface's advice for a held ledger: the store only says who holds it.
+        let hint = matches!(e, custos_ledger::LedgerError::Store(custos_ledger::StoreError::Locked { .. }))
+            .then_some("; stop it, or send commands to it with --server if it is `custos serve`")
+            .unwrap_or_default();
+        anyhow::anyhow!("cannot open the ledger at {}: {e}{hint}", dir.display())
+    })?;
     for notice in ledger.take_notices() {
         eprintln!("note: {notice}");
     }
@@ -330,7 +336,7 @@ pub async fn run(args: Args) -> Result<Exit> {
             | Cmd::ResumeWithdrawals { .. }
             | Cmd::Import { .. }
     );
-    if !creates && !dir.join("sled").exists() {
+    if !creates && !Ledger::exists(&dir) {
         bail!("there is no ledger at {} (record a command or import a file to create one)", dir.display());
     }
     let ledger = open_ledger(&dir, &command_line())?;
