@@ -27,6 +27,29 @@ fn closed_after(mut stream: TcpStream, limit: Duration) -> Option<(Duration, Str
     None
 }
 
+/// Posts to `path` with a body of `length` bytes sent one byte per `every`, until the server
+/// answers (or 10 s pass); returns what it answered.
+fn trickle(addr: &str, path: &str, length: usize, every: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(every)).unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    while started.elapsed() < Duration::from_secs(10) && answer.is_empty() {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    answer
+}
+
 #[test]
 fn stalled_and_idle_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,44 +176,13 @@ fn answers_stay_small_trickles_are_cut_off_and_bearer_is_case_insensitive() {
     assert_eq!((v["rejected"].as_u64(), v["rejections_shown"].as_u64()), (Some(2000), Some(100)), "{v}");
     assert!(v["rejections"][0]["message"].as_str().unwrap().contains("(3000 bytes)"), "{v}");
 
-    // An import body at a few bytes a second: 408 once past the idle timeout, saying what it
+    // An import body at a byte per 300 ms: 408 once past the idle timeout, saying what it
     // appended (nothing).
-    let mut trickle = TcpStream::connect(&addr).unwrap();
-    let head = format!(
-        "POST /v1/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: 100000\r\n\r\n"
-    );
-    trickle.write_all(head.as_bytes()).unwrap();
-    let started = Instant::now();
-    let mut answer = String::new();
-    trickle.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    while started.elapsed() < Duration::from_secs(10) && answer.is_empty() {
-        if trickle.write_all(b"{").is_err() {
-            break;
-        }
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = trickle.read(&mut buf) {
-            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
+    let answer = trickle(&addr, "/v1/import", 100_000, Duration::from_millis(300));
     assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("body_too_slow"), "{answer}");
-
     // A command body at a byte every half second (under the idle timeout): cut off at the
     // deadline.
-    let mut slow = TcpStream::connect(&addr).unwrap();
-    let head = format!(
-        "POST /v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE_TOKEN}\r\nContent-Length: 1000\r\n\r\n"
-    );
-    slow.write_all(head.as_bytes()).unwrap();
-    let started = Instant::now();
-    let mut answer = String::new();
-    slow.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    while started.elapsed() < Duration::from_secs(10) && answer.is_empty() {
-        let _ = slow.write_all(b" ");
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = slow.read(&mut buf) {
-            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
+    let answer = trickle(&addr, "/v1/commands", 1000, Duration::from_millis(500));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // bearer, BEARER: the scheme is case-insensitive.
