@@ -161,34 +161,25 @@ mod tests {
     }
 
     proptest! {
-        /// Against i128 arithmetic on units (which cannot round) and, where the sum fits, against
-        /// rust_decimal's own addition.
+        /// Against i128 arithmetic on units (which cannot round) and, where the result fits,
+        /// against rust_decimal's own operators.
         #[test]
-        fn add_exact_agrees_with_integers(a in mantissa(), b in mantissa(), sa in 0u32..=18, sb in 0u32..=18) {
+        fn add_and_sub_agree_with_integers(a in mantissa(), b in mantissa(), sa in 0u32..=18, sb in 0u32..=18) {
             let (Ok(x), Ok(y)) = (Decimal::try_from_i128_with_scale(a, sa), Decimal::try_from_i128_with_scale(b, sb)) else {
                 return Ok(());
             };
             let s = sa.max(sb);
-            let exact = a.checked_mul(10i128.pow(s - sa)).zip(b.checked_mul(10i128.pow(s - sb))).and_then(|(a, b)| a.checked_add(b));
             let within = |e: i128| e.checked_mul(10i128.pow(18 - s)).is_some_and(|u| u.abs() <= MANTISSA_MAX);
-            let want = exact.filter(|e| within(*e)).map(|e| Decimal::from_i128_with_scale(e, s));
-            prop_assert_eq!(add_exact(x, y, 18), want);
-            if let Some(w) = want {
-                prop_assert_eq!(x.checked_add(y), Some(w));
+            type Ops = (fn(Decimal, Decimal, u32) -> Option<Decimal>, fn(i128, i128) -> Option<i128>, fn(Decimal, Decimal) -> Option<Decimal>);
+            let ops: [Ops; 2] = [(add_exact, i128::checked_add, Decimal::checked_add), (sub_exact, i128::checked_sub, Decimal::checked_sub)];
+            for (exact_op, int_op, decimal_op) in ops {
+                let exact = a.checked_mul(10i128.pow(s - sa)).zip(b.checked_mul(10i128.pow(s - sb))).and_then(|(a, b)| int_op(a, b));
+                let want = exact.filter(|e| within(*e)).map(|e| Decimal::from_i128_with_scale(e, s));
+                prop_assert_eq!(exact_op(x, y, 18), want);
+                if let Some(w) = want {
+                    prop_assert_eq!(decimal_op(x, y), Some(w));
+                }
             }
-        }
-
-        /// Subtraction, likewise, against integers.
-        #[test]
-        fn sub_exact_agrees_with_integers(a in mantissa(), b in mantissa(), sa in 0u32..=18, sb in 0u32..=18) {
-            let (Ok(x), Ok(y)) = (Decimal::try_from_i128_with_scale(a, sa), Decimal::try_from_i128_with_scale(b, sb)) else {
-                return Ok(());
-            };
-            let s = sa.max(sb);
-            let exact = a.checked_mul(10i128.pow(s - sa)).zip(b.checked_mul(10i128.pow(s - sb))).and_then(|(a, b)| a.checked_sub(b));
-            let within = |e: i128| e.checked_mul(10i128.pow(18 - s)).is_some_and(|u| u.abs() <= MANTISSA_MAX);
-            let want = exact.filter(|e| within(*e)).map(|e| Decimal::from_i128_with_scale(e, s));
-            prop_assert_eq!(sub_exact(x, y, 18), want);
         }
 
         /// Against a rational computed in u128 where it fits.

@@ -58,24 +58,22 @@ impl Holdings {
     /// new balance and whether the asset is new to the account, or `None` (and changes nothing)
     /// when the balance would pass the asset's limit.
     pub fn credit(&mut self, asset: &Asset, delta: Decimal) -> Option<(Decimal, bool)> {
-        let before = self.get(asset);
-        let after = add_exact(before.unwrap_or_default(), delta, asset.scale())?;
-        let (slot, new) = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
-            Some(i) => (&mut self.inline[i].as_mut().expect("found").1, false),
-            None => match self.more.iter().position(|(a, _)| a == asset) {
-                Some(i) => (&mut self.more[i].1, false),
-                None => match self.inline.iter().position(Option::is_none) {
-                    Some(i) => (&mut self.inline[i].insert((*asset, Decimal::ZERO)).1, true),
-                    None => {
-                        self.more.push((*asset, Decimal::ZERO));
-                        (&mut self.more.last_mut().expect("just pushed").1, true)
-                    }
-                },
-            },
+        // One scan for the asset (this runs once per event of every fold).
+        let held = match self.inline.iter().position(|e| e.is_some_and(|(a, _)| a == *asset)) {
+            Some(i) => Some(&mut self.inline[i].as_mut().expect("found").1),
+            None => self.more.iter_mut().find(|(a, _)| a == asset).map(|(_, b)| b),
         };
-        debug_assert_eq!(new, before.is_none());
-        *slot = after;
-        Some((after, new))
+        if let Some(slot) = held {
+            *slot = add_exact(*slot, delta, asset.scale())?;
+            return Some((*slot, false));
+        }
+        // A new asset: nothing is inserted unless the credit is exact.
+        let after = add_exact(Decimal::ZERO, delta, asset.scale())?;
+        match self.inline.iter().position(Option::is_none) {
+            Some(i) => self.inline[i] = Some((*asset, after)),
+            None => self.more.push((*asset, after)),
+        }
+        Some((after, true))
     }
 }
 
