@@ -139,12 +139,12 @@ pub fn raw_sled(dir: &Path) -> sled::Db {
 /// Rewrites the stored record of every seq in a chunk through `f(seq, record) -> new record`.
 pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) {
     let chunks: Vec<(sled::IVec, sled::IVec)> =
-        db.scan_prefix([custos_store::layout::PREFIX_CHUNK]).map(|r| r.unwrap()).collect();
+        db.scan_prefix([custos_sled::layout::PREFIX_CHUNK]).map(|r| r.unwrap()).collect();
     for (k, v) in chunks {
         let first = u64::from_be_bytes(k[1..9].try_into().unwrap());
-        let view = custos_store::layout::ChunkView::parse(&v).expect("chunk parses");
+        let view = custos_sled::layout::ChunkView::parse(&v).expect("chunk parses");
         let records: Vec<Vec<u8>> = (0..view.len()).map(|i| f(first + i as u64, view.record(i).unwrap())).collect();
-        db.insert(k, custos_store::layout::encode_chunk(&records)).unwrap();
+        db.insert(k, custos_sled::layout::encode_chunk(&records)).unwrap();
     }
     db.flush().unwrap();
 }
@@ -154,7 +154,8 @@ pub fn rewrite_records(db: &sled::Db, mut f: impl FnMut(u64, &[u8]) -> Vec<u8>) 
 /// access who knows the format (the chain checks out; only re-deciding the events finds it).
 pub fn forge(dir: &Path, seq: u64, edit: impl Fn(&mut custos_domain::Envelope)) {
     use custos_domain::Envelope;
-    use custos_store::layout::{Head, KEY_HEAD};
+    use custos_ledger::Head;
+    use custos_sled::layout::{encode_head, KEY_HEAD};
     let db = raw_sled(dir);
     let mut prev = [0u8; 32];
     let mut last = None;
@@ -177,7 +178,7 @@ pub fn forge(dir: &Path, seq: u64, edit: impl Fn(&mut custos_domain::Envelope)) 
         last = Some(Head { seq: s, hash: sealed.hash, recorded_at: sealed.recorded_at });
         record
     });
-    db.insert(KEY_HEAD, &last.unwrap().encode()[..]).unwrap();
+    db.insert(KEY_HEAD, &encode_head(&last.unwrap())[..]).unwrap();
     db.flush().unwrap();
 }
 

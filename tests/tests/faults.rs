@@ -1,6 +1,6 @@
 //! The fault-injection suite (issue 10, finding 10), in the style of sled's and TigerBeetle's:
 //! the process is aborted at every durable step of an append, of checkpoint writing and of a
-//! rebuild (`custos_store::FAILPOINTS`: before and after the sled batch, the flush and the
+//! rebuild (`custos_log::FAILPOINTS`: before and after the sled batch, the flush and the
 //! fsync; after a checkpoint file's write, its fsync, its folder's fsync, the batch that points
 //! at it and the removal of the file it replaces; around a rebuild's swap). After each crash
 //! the ledger is opened again and must show: verify clean (chain, invariants, indexes,
@@ -19,8 +19,8 @@ use std::process::{Command as Process, Stdio};
 
 use custos_domain::EventId;
 use custos_ledger::{Ledger, LedgerConfig};
+use custos_log::FAILPOINTS;
 use custos_projection::{Balances, Losses, Projection};
-use custos_store::FAILPOINTS;
 
 /// Reached only by a rebuild (an append never removes a checkpoint file).
 const REBUILD_ONLY: [&str; 3] = ["rebuild:before-swap", "rebuild:after-swap", "meta:after-file-remove"];

@@ -247,7 +247,7 @@ fn an_edited_or_missing_boundary_record_is_found_by_verify() {
     Ledger::open(d, config()).unwrap().rebuild_all(&["balances", "losses"], &mut |_, _| {}).unwrap();
     assert!(Ledger::open(d, config()).unwrap().verify(None, &mut |_, _| {}).unwrap().clean());
     let key = |seq: u64| {
-        let mut k = vec![custos_store::layout::PREFIX_META];
+        let mut k = vec![custos_sled::layout::PREFIX_META];
         k.extend_from_slice(format!("boundary/{seq:020}").as_bytes());
         k.extend_from_slice(&[0, 0, 0, 0, 0]);
         k

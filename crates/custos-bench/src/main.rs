@@ -427,7 +427,7 @@ fn custos_fixtures_rng(seed: u64) -> impl FnMut() -> u64 {
 /// Writes the ledger's own stored records into a fresh sled, one key per event, in batches of
 /// the import's size, each made durable the same way (flush + fsync of the data file).
 fn raw_sled_limit(ledger_dir: &Path, raw_dir: &Path) -> Result<f64> {
-    let store = custos_store::Store::open(ledger_dir, "custos-bench raw")?;
+    let store = custos_sled::Store::open(ledger_dir, "custos-bench raw")?;
     let mut records: Vec<Vec<u8>> = Vec::new();
     store.for_each_record(1, |_, r| {
         records.push(r.to_vec());

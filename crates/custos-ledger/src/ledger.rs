@@ -16,9 +16,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use custos_domain::{Command, Envelope, Event, EventId, Hash, Seq, Timestamp, GENESIS_HASH};
+use custos_domain::{Command, Envelope, EventId, Hash, Seq, Timestamp, GENESIS_HASH};
+use custos_log::{failpoint, index_entries, AppendBatch, Head, Log, LogError};
 use custos_projection::{Balances, FoldError, Losses, Projection};
-use custos_store::{failpoint, fnv64, time_key, AppendBatch, Head, IndexKind, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{Decision, WriteModel};
@@ -40,7 +40,7 @@ pub enum LedgerError {
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Log(#[from] LogError),
     #[error("corruption at seq {seq}: {what}")]
     Corruption { seq: Seq, what: String },
     /// The writer could not make a batch durable: `message` says what failed, for which seqs,
@@ -67,11 +67,10 @@ impl LedgerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             LedgerError::BadRequest(_) => ErrorKind::BadRequest,
-            LedgerError::Store(StoreError::Corruption { .. }) | LedgerError::Corruption { .. } => ErrorKind::Corruption,
-            LedgerError::Store(StoreError::LayoutVersion { .. }) => ErrorKind::BadRequest,
-            LedgerError::Store(StoreError::Io { .. } | StoreError::Locked { .. }) | LedgerError::WriterGone => {
-                ErrorKind::Io
-            }
+            LedgerError::Log(LogError::Corruption { .. }) | LedgerError::Corruption { .. } => ErrorKind::Corruption,
+            LedgerError::Log(LogError::Version { .. } | LogError::Refused(_)) => ErrorKind::BadRequest,
+            LedgerError::Log(LogError::Io { .. } | LogError::Locked { .. } | LogError::Conflict { .. })
+            | LedgerError::WriterGone => ErrorKind::Io,
             LedgerError::AppendFailed { kind, .. } => *kind,
         }
     }
@@ -80,7 +79,7 @@ impl LedgerError {
     pub fn seq(&self) -> Option<Seq> {
         match self {
             LedgerError::Corruption { seq, .. } => Some(*seq),
-            LedgerError::Store(StoreError::Corruption { seq, .. }) => *seq,
+            LedgerError::Log(LogError::Corruption { seq, .. }) => *seq,
             _ => None,
         }
     }
@@ -173,7 +172,7 @@ pub(crate) struct BoundaryInfo {
 }
 
 pub(crate) struct Shared {
-    pub store: Store,
+    pub log: Box<dyn Log>,
     pub config: LedgerConfig,
     /// The projections at the head, folded in place by the projector; queries read it shared.
     pub current: RwLock<Option<Current>>,
@@ -218,7 +217,7 @@ pub(crate) struct StoredBounds {
 }
 
 /// Reads the stored boundary records up to `head`, and `tail_min` and `max_occurred`.
-pub(crate) fn stored_bounds(store: &Store, head: Seq) -> Result<StoredBounds, LedgerError> {
+pub(crate) fn stored_bounds(store: &dyn Log, head: Seq) -> Result<StoredBounds, LedgerError> {
     let mut boundaries = Vec::new();
     for name in store.list_meta("boundary/")? {
         let v = store.get_meta(&name)?.unwrap_or_default();
@@ -271,8 +270,6 @@ pub struct RebuildReport {
 }
 
 const TAIL_MIN: &str = "tail_min_occurred";
-/// Present once the loss-time index covers the whole log.
-const LOSS_INDEX: &str = "index/loss_time";
 const MAX_OCCURRED: &str = "max_occurred";
 
 pub(crate) fn boundary_name(seq: Seq) -> String {
@@ -295,14 +292,21 @@ fn checkpoint_value<P: Projection>(p: &P) -> Vec<u8> {
 }
 
 impl Ledger {
+    /// Opens (creating if needed) the embedded ledger in the folder `dir`.
     pub fn open(dir: &Path, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let log = custos_sled::Store::open(dir, &config.holder).map_err(LogError::from)?;
+        Ledger::open_log(Box::new(log), config)
+    }
+
+    /// Opens the ledger on a log already opened on some engine.
+    pub fn open_log(log: Box<dyn Log>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
         assert!(config.checkpoint_every > 0, "checkpoint_every must be positive");
         assert!(config.balances_checkpoint_multiple > 0, "balances_checkpoint_multiple must be positive");
-        let store = Store::open(dir, &config.holder)?;
-        let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&store, store.head().seq)?;
-        let head_seq = store.head().seq;
+        let head_seq = log.latest_head()?.seq;
+        let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*log, head_seq)?;
+        let notices = log.take_notices();
         let shared = Arc::new(Shared {
-            store,
+            log,
             config,
             tail_min: Mutex::new(tail_min),
             max_occurred: Mutex::new(max_occurred),
@@ -314,38 +318,32 @@ impl Ledger {
             head_tx: tokio::sync::watch::channel(head_seq).0,
             current: RwLock::new(None),
             boundaries: RwLock::new(boundaries),
-            notices: Mutex::new(Vec::new()),
+            notices: Mutex::new(notices),
             commit_lock: Mutex::new(()),
             generation_lock: Mutex::new(()),
             write_fault: Mutex::new(None),
         });
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
-        ledger.ensure_loss_index()?;
         ledger.ensure_projection_versions()?;
-        let removed = ledger.shared.store.remove_unreferenced_files()?;
-        if removed > 0 {
-            ledger.shared.notices.lock().expect("notices lock").push(format!(
-                "removed {removed} checkpoint file(s) nothing pointed at (left by an interrupted write)"
-            ));
-        }
         Ok(ledger)
     }
 
-    pub fn dir(&self) -> &Path {
-        self.shared.store.dir()
+    /// Where the ledger lives, for messages ("the ledger at DIR").
+    pub fn location(&self) -> String {
+        self.shared.log.location()
     }
 
-    /// Whether there is a ledger at `dir` to open without creating one.
+    /// Whether there is a ledger in the folder `dir` to open without creating one.
     pub fn exists(dir: &Path) -> bool {
-        Store::exists(dir)
+        custos_sled::Store::exists(dir)
     }
 
     pub fn head(&self) -> Head {
-        self.shared.store.head()
+        self.shared.log.head()
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.shared.store
+    pub(crate) fn store(&self) -> &dyn Log {
+        &*self.shared.log
     }
 
     /// The writer's counters and histograms.
@@ -406,17 +404,17 @@ impl Ledger {
 
     /// A copy of the write model at the head, for dry runs (`import --strict`).
     pub fn write_model(&self) -> Result<WriteModel, LedgerError> {
-        load_write_model(&self.shared.store)
+        load_write_model(&*self.shared.log)
     }
 
     /// The envelope at `seq`.
     pub fn envelope(&self, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
-        read_envelope(&self.shared.store, seq)
+        read_envelope(&*self.shared.log, seq)
     }
 
     /// Calls `f` for every envelope from `from` on, in seq order, until it breaks.
     pub fn for_each_envelope(&self, from: Seq, f: impl FnMut(Envelope) -> ControlFlow<()>) -> Result<(), LedgerError> {
-        for_each_envelope(&self.shared.store, from, f)
+        for_each_envelope(&*self.shared.log, from, f)
     }
 
     /// [`Ledger::for_each_envelope`] with a step that can fail: the first error stops the scan
@@ -426,7 +424,7 @@ impl Ledger {
         from: Seq,
         f: impl FnMut(Envelope) -> Result<ControlFlow<()>, LedgerError>,
     ) -> Result<(), LedgerError> {
-        try_for_each_envelope(&self.shared.store, from, f)
+        try_for_each_envelope(&*self.shared.log, from, f)
     }
 
     fn writer_sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
@@ -434,10 +432,10 @@ impl Ledger {
         if let Some(tx) = tx.as_ref() {
             return Ok(tx.clone());
         }
-        let model = load_write_model(&self.shared.store)?;
+        let model = load_write_model(&*self.shared.log)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
-        let io = |source| StoreError::Io { what: "cannot start the ledger's threads".into(), source };
+        let io = |source| LogError::Io { what: "cannot start the ledger's threads".into(), source };
         let mut threads = self.threads.lock().expect("threads lock");
         let shared = Arc::clone(&self.shared);
         shared.projector_running.store(true, Ordering::SeqCst);
@@ -455,7 +453,7 @@ impl Ledger {
                 .name("custos-compactor".into())
                 .spawn(move || {
                     for () in compactor_rx {
-                        if let Err(e) = shared.store.compact() {
+                        if let Err(e) = shared.log.maintain() {
                             tracing::warn!("index segments not merged (lookups stay correct, slower): {e}");
                         }
                     }
@@ -482,7 +480,7 @@ impl Ledger {
         for h in self.threads.lock().expect("threads lock").drain(..).rev() {
             let _ = h.join();
         }
-        self.shared.store.sync()?;
+        self.shared.log.sync()?;
         Ok(())
     }
 
@@ -533,33 +531,10 @@ impl Ledger {
         load_checkpoint_with(&self.shared, seq, Some(&|bytes: &[u8]| Balances::decode_accounts(bytes, keep)))
     }
 
-    /// Logs written before the loss-time index existed get it now, from one scan of the log,
-    /// in one atomic step with the record that says it is there.
-    fn ensure_loss_index(&self) -> Result<(), LedgerError> {
-        let store = &self.shared.store;
-        if store.get_meta(LOSS_INDEX)?.is_some() {
-            return Ok(());
-        }
-        let mut entries = Vec::new();
-        self.for_each_envelope(1, |env| {
-            entries.extend(index_entries(&env).into_iter().filter(|e| e.0 == IndexKind::LossTime).map(|e| (e.1, e.2)));
-            ControlFlow::Continue(())
-        })?;
-        let head = store.head().seq;
-        let n = entries.len();
-        store.add_index(IndexKind::LossTime, entries, vec![(LOSS_INDEX.to_string(), vec![1])])?;
-        if head > 0 {
-            self.shared.notices.lock().expect("notices lock").push(format!(
-                "built the loss-time index of this ledger ({n} entries from {head} events; written before it existed)"
-            ));
-        }
-        Ok(())
-    }
-
     /// When a projection's stored schema version differs from the code's, rebuild it now.
     fn ensure_projection_versions(&self) -> Result<(), LedgerError> {
         for name in [Balances::NAME, Losses::NAME] {
-            let stored = stored_version(&self.shared.store, name)?;
+            let stored = stored_version(&*self.shared.log, name)?;
             let code = if name == Balances::NAME { Balances::SCHEMA_VERSION } else { Losses::SCHEMA_VERSION };
             if let Some(v) = stored.filter(|v| *v != code) {
                 let report = self.rebuild(name, &mut |_, _| {})?;
@@ -592,7 +567,7 @@ impl Ledger {
             }
         }
         let started = Instant::now();
-        let store = &self.shared.store;
+        let store = &*self.shared.log;
         let config = &self.shared.config;
         let head = store.head().seq;
         let k = config.checkpoint_every;
@@ -694,7 +669,7 @@ struct Refold<P: Projection> {
 }
 
 impl<P: Projection> Refold<P> {
-    fn new(store: &Store, config: &LedgerConfig) -> Result<Self, LedgerError> {
+    fn new(store: &dyn Log, config: &LedgerConfig) -> Result<Self, LedgerError> {
         let old_generation = active_generation(store, P::NAME)?;
         Ok(Refold {
             state: P::default(),
@@ -724,7 +699,7 @@ impl<P: Projection> Refold<P> {
 
     /// Removes the old generation, once nothing can read it any more (after the swap). In
     /// bounded batches: a crash midway leaves unreachable garbage, never a wrong answer.
-    fn remove_old(&self, store: &Store) -> Result<(), LedgerError> {
+    fn remove_old(&self, store: &dyn Log) -> Result<(), LedgerError> {
         if let Some(g) = self.old_generation {
             store.remove_meta_prefix(&checkpoint_prefix(P::NAME, g))?;
         }
@@ -759,13 +734,13 @@ fn generation_value<P: Projection>(generation: u64) -> Vec<u8> {
     v
 }
 
-fn active_generation(store: &Store, name: &str) -> Result<Option<u64>, StoreError> {
+fn active_generation(store: &dyn Log, name: &str) -> Result<Option<u64>, LogError> {
     Ok(store
         .get_meta(&active_name(name))?
         .and_then(|v| v.get(..8).map(|b| u64::from_be_bytes(b.try_into().expect("8")))))
 }
 
-fn stored_version(store: &Store, name: &str) -> Result<Option<u32>, StoreError> {
+fn stored_version(store: &dyn Log, name: &str) -> Result<Option<u32>, LogError> {
     Ok(store
         .get_meta(&active_name(name))?
         .and_then(|v| v.get(8..12).map(|b| u32::from_be_bytes(b.try_into().expect("4")))))
@@ -775,7 +750,7 @@ pub(crate) fn corrupt(seq: Seq, what: String) -> LedgerError {
     LedgerError::Corruption { seq, what }
 }
 
-pub(crate) fn read_envelope(store: &Store, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
+pub(crate) fn read_envelope(store: &dyn Log, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
     match store.record(seq)? {
         None => Ok(None),
         Some(r) => {
@@ -803,7 +778,7 @@ fn load_checkpoint_with<P: Projection>(
     seq: Seq,
     partial: Option<PartialDecode<'_, P>>,
 ) -> Result<Option<P>, LedgerError> {
-    let store = &shared.store;
+    let store = &*shared.log;
     let Some(generation) = active_generation(store, P::NAME)? else {
         return Ok(None);
     };
@@ -850,7 +825,7 @@ fn load_checkpoint_with<P: Projection>(
 /// The checkpoint of `P` stored under `name` for boundary `at` (`None`: none there, or of
 /// another schema version), decoded and checked to be a state folded to `at`.
 fn read_checkpoint<P: Projection>(
-    store: &Store,
+    store: &dyn Log,
     name: &str,
     at: Seq,
     partial: Option<PartialDecode<'_, P>>,
@@ -874,20 +849,20 @@ fn read_checkpoint<P: Projection>(
 /// The checkpoint of `P` at exactly boundary `at` in the active generation, with any error
 /// reading it (for `verify`, which reports what queries skip).
 pub(crate) fn checkpoint_at<P: Projection>(shared: &Shared, at: Seq) -> Result<Option<P>, LedgerError> {
-    let Some(generation) = active_generation(&shared.store, P::NAME)? else { return Ok(None) };
+    let Some(generation) = active_generation(&*shared.log, P::NAME)? else { return Ok(None) };
     let name = format!("{}{at:020}", checkpoint_prefix(P::NAME, generation));
-    read_checkpoint::<P>(&shared.store, &name, at, None)
+    read_checkpoint::<P>(&*shared.log, &name, at, None)
 }
 
 /// Calls `f` with every envelope from `from` on, in seq order, until it breaks; a record that
 /// does not decode stops the scan with a corruption error naming its seq.
 pub(crate) fn for_each_envelope(
-    store: &Store,
+    store: &dyn Log,
     from: Seq,
     mut f: impl FnMut(Envelope) -> ControlFlow<()>,
 ) -> Result<(), LedgerError> {
     let mut err = None;
-    store.for_each_record(from, |seq, record| match Envelope::decode(record) {
+    store.for_each_record(from, &mut |seq, record| match Envelope::decode(record) {
         Ok(env) => f(env),
         Err(e) => {
             err = Some(corrupt(seq, e.to_string()));
@@ -899,7 +874,7 @@ pub(crate) fn for_each_envelope(
 
 /// [`for_each_envelope`] with a step that can fail: its first error stops the scan.
 pub(crate) fn try_for_each_envelope(
-    store: &Store,
+    store: &dyn Log,
     from: Seq,
     mut f: impl FnMut(Envelope) -> Result<ControlFlow<()>, LedgerError>,
 ) -> Result<(), LedgerError> {
@@ -915,7 +890,7 @@ pub(crate) fn try_for_each_envelope(
 }
 
 /// Folds the whole log into a write model.
-fn load_write_model(store: &Store) -> Result<WriteModel, LedgerError> {
+fn load_write_model(store: &dyn Log) -> Result<WriteModel, LedgerError> {
     let mut model = WriteModel::default();
     try_for_each_envelope(store, 1, |env| {
         model.apply(&env)?;
@@ -975,8 +950,8 @@ fn writer_loop(
         }
         let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
-            Ok((mut outcomes, committed)) => {
-                if !committed.is_empty() {
+            Ok(Committed { mut outcomes, caught_up, appended }) => {
+                if !appended.is_empty() {
                     shared.write_fault.lock().expect("fault lock").take();
                 }
                 let m = &shared.metrics;
@@ -988,15 +963,17 @@ fn writer_loop(
                     };
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                shared.head_tx.send_replace(shared.store.head().seq);
+                shared.head_tx.send_replace(shared.log.head().seq);
                 for r in requests.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - r.commands.len());
                     let _ = r.reply.send(Ok(mine));
                 }
-                if !committed.is_empty() {
+                if !appended.is_empty() {
                     // Full means a signal is already pending: nothing to add.
                     let _ = to_compactor.try_send(());
                 }
+                let mut committed = caught_up;
+                committed.extend(appended);
                 if !committed.is_empty() && to_projector.send(committed).is_err() {
                     tracing::warn!("the projector has stopped; queries will load the head state from checkpoints");
                 }
@@ -1015,7 +992,7 @@ fn writer_loop(
                     continue;
                 }
                 // The model may hold events that never reached the disk: start again from it.
-                match load_write_model(&shared.store) {
+                match load_write_model(&*shared.log) {
                     Ok(m) => {
                         model = m;
                         stats = LogStats::of(&shared, &model);
@@ -1032,28 +1009,15 @@ fn writer_loop(
     }
 }
 
-/// Free space the disk must have before the store is reopened after a fault: reopening sled
-/// while the disk was still full damaged its files in a test ("sled found a damaged page" on
-/// every later open), so the writer waits for room rather than try.
-const RECOVERY_FREE_BYTES_MIN: u64 = 8 << 20;
-
 /// Reopens the store after a failed append, once the disk has room, and reloads what the
 /// writer and the queries keep in memory from what is on disk (the failed batch may or may not
 /// be there): the write model, the boundary records, and the head state (dropped: the next
 /// query loads it).
 fn recover(shared: &Shared) -> Result<WriteModel, String> {
-    let free = shared.store.free_bytes().map_err(|e| e.to_string())?;
-    if free < RECOVERY_FREE_BYTES_MIN {
-        return Err(format!(
-            "{} MiB free on its disk; it reopens its store once {} MiB are",
-            free >> 20,
-            RECOVERY_FREE_BYTES_MIN >> 20
-        ));
-    }
-    let head = shared.store.reopen().map_err(|e| format!("its store does not reopen: {e}"))?;
-    let model = load_write_model(&shared.store).map_err(|e| e.to_string())?;
+    let head = shared.log.recover().map_err(|e| format!("its store does not reopen: {e}"))?;
+    let model = load_write_model(&*shared.log).map_err(|e| e.to_string())?;
     let StoredBounds { boundaries, tail_min, max_occurred } =
-        stored_bounds(&shared.store, head.seq).map_err(|e| e.to_string())?;
+        stored_bounds(&*shared.log, head.seq).map_err(|e| e.to_string())?;
     let _commit = shared.commit_lock.lock().expect("commit lock");
     *shared.boundaries.write().expect("boundaries lock") = boundaries;
     *shared.tail_min.lock().expect("tail lock") = tail_min;
@@ -1094,9 +1058,15 @@ fn commit(
     model: &mut WriteModel,
     stats: &mut LogStats,
     requests: &[Request],
-) -> Result<(Vec<Outcome>, Vec<Envelope>), LedgerError> {
-    let store = &shared.store;
-    let head = store.head();
+) -> Result<Committed, LedgerError> {
+    let store = &*shared.log;
+    // The commit lock first (a rebuild's swap and a verify's snapshot see the log and its
+    // boundary records together), then the log's own: no other writer appends until this
+    // batch is in, so it is decided against the latest state.
+    let _commit = shared.commit_lock.lock().expect("commit lock");
+    let lock = store.lock_head()?;
+    let head = lock.head();
+    let caught_up = catch_up(shared, model, stats, head)?;
     let first_seq = head.seq + 1;
     let mut prev_hash: Hash = if head.seq == 0 { GENESIS_HASH } else { head.hash };
     let now = Timestamp::now();
@@ -1130,7 +1100,7 @@ fn commit(
         }
     }
     if pending.is_empty() {
-        return Ok((outcomes, pending));
+        return Ok(Committed { outcomes, caught_up, appended: pending });
     }
     let last = pending.last().expect("non-empty");
     // Boundary information goes in the same atomic step as the events it describes, so that a
@@ -1155,12 +1125,11 @@ fn commit(
         first_seq,
         records,
         index,
-        head: Some(Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at }),
+        head: Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at },
         meta,
     };
-    let _commit = shared.commit_lock.lock().expect("commit lock");
-    let appended = store.append(batch).map_err(|e| {
-        let kind = if matches!(e, StoreError::Corruption { .. }) { ErrorKind::Corruption } else { ErrorKind::Io };
+    let appended = lock.append(batch).map_err(|e| {
+        let kind = if matches!(e, LogError::Corruption { .. }) { ErrorKind::Corruption } else { ErrorKind::Io };
         LedgerError::AppendFailed {
             kind,
             message: format!(
@@ -1177,7 +1146,54 @@ fn commit(
     shared.boundaries.write().expect("boundaries lock").extend(new_boundaries);
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     *shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
-    Ok((outcomes, pending))
+    Ok(Committed { outcomes, caught_up, appended: pending })
+}
+
+/// What one group commit did: the outcomes (one per command, in order), the events other
+/// writers had appended since this one last looked (folded into the write model before
+/// deciding), and the events it appended.
+struct Committed {
+    outcomes: Vec<Outcome>,
+    caught_up: Vec<Envelope>,
+    appended: Vec<Envelope>,
+}
+
+/// Folds into the write model the events other writers appended up to `head` (on an engine
+/// several processes write), and reloads the boundary records they wrote with them. Nothing
+/// to do when this writer is the only one.
+fn catch_up(
+    shared: &Shared,
+    model: &mut WriteModel,
+    stats: &mut LogStats,
+    head: Head,
+) -> Result<Vec<Envelope>, LedgerError> {
+    if head.seq == model.head_seq {
+        return Ok(Vec::new());
+    }
+    if head.seq < model.head_seq {
+        return Err(corrupt(
+            head.seq,
+            format!("the log's head went back from seq {} to seq {}", model.head_seq, head.seq),
+        ));
+    }
+    let mut events = Vec::new();
+    try_for_each_envelope(&*shared.log, model.head_seq + 1, |env| {
+        if env.seq > head.seq {
+            return Ok(ControlFlow::Break(()));
+        }
+        model.apply(&env)?;
+        events.push(env);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if model.head_seq != head.seq {
+        return Err(corrupt(model.head_seq + 1, format!("the log's head says seq {} but it is not stored", head.seq)));
+    }
+    let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*shared.log, head.seq)?;
+    *shared.boundaries.write().expect("boundaries lock") = boundaries;
+    *shared.tail_min.lock().expect("tail lock") = tail_min;
+    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    *stats = LogStats { max_occurred: model.max_occurred_at.unwrap_or(Timestamp::MIN), tail_min };
+    Ok(events)
 }
 
 /// Folds committed batches into the projections at the head, in order, and writes their
@@ -1206,31 +1222,10 @@ fn projector_loop(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<Vec<Envelop
     }
 }
 
-/// The index entries of an envelope.
-pub(crate) fn index_entries(env: &Envelope) -> Vec<(IndexKind, u64, Seq)> {
-    let mut out = vec![
-        (IndexKind::EventId, fnv64(env.event_id.as_str().as_bytes()), env.seq),
-        (IndexKind::Stream, fnv64(env.stream.as_str().as_bytes()), env.seq),
-        (IndexKind::OccurredAt, time_key(env.occurred_at), env.seq),
-    ];
-    match &env.event {
-        Event::WithdrawalFlagged(f) => {
-            out.push((IndexKind::Flag, f.withdrawal_seq, env.seq));
-            // A flag counts whenever it is known, for a withdrawal that occurred by `as_of`.
-            out.push((IndexKind::LossTime, time_key(f.withdrawal_occurred_at), env.seq));
-        }
-        Event::Withdrawn { unauthorized: true, .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
-            out.push((IndexKind::LossTime, time_key(env.occurred_at), env.seq))
-        }
-        _ => {}
-    }
-    out
-}
-
 /// Folds appended events into the shared head state that queries read, and writes the
 /// checkpoints due at boundaries.
 fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), LedgerError> {
-    let store = &shared.store;
+    let store = &*shared.log;
     let k = shared.config.checkpoint_every;
     // (projection, seq, encoded state): encoded under the lock (the state must be exactly at
     // the boundary), named and written after.
@@ -1282,7 +1277,7 @@ fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), Le
 
 /// The projections as of `seq` (used when the projector starts mid-way).
 fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError> {
-    let store = &shared.store;
+    let store = &*shared.log;
     let mut balances: Balances = load_checkpoint(shared, seq)?.unwrap_or_default();
     let mut losses: Losses = load_checkpoint(shared, seq)?.unwrap_or_default();
     let boundaries = shared.boundaries.read().expect("boundaries lock").clone();

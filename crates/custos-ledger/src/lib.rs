@@ -1,7 +1,8 @@
 //! The Custos command side and the ledger handle: deciding commands against the write model,
 //! the group-commit writer, import, point-in-time queries over the projections, and `verify`.
 //!
-//! Only the store crate knows sled; this crate sees the log as records, indexes and metadata.
+//! The log is a [`custos_log::Log`] on any engine: this crate sees records, typed index
+//! entries and metadata, and nothing of sled or PostgreSQL beyond opening them.
 
 mod import;
 mod ledger;
@@ -22,4 +23,4 @@ pub use query::{Bound, HistoryRow, ReplayRow};
 pub use rejection::Rejection;
 pub use verify::{Discrepancy, VerifyReport};
 
-pub use custos_store::{Head, IndexKind, StoreError};
+pub use custos_log::{Head, Log, LogError};

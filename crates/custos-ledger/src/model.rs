@@ -11,7 +11,6 @@ use custos_domain::{
     StreamId, Timestamp, Usd,
 };
 use custos_projection::{FoldError, Holdings};
-use custos_store::fnv64;
 use rust_decimal::Decimal;
 
 use crate::rejection::Rejection;
@@ -72,7 +71,7 @@ pub struct WriteModel {
     pub head_recorded_at: Option<Timestamp>,
     /// The largest `occurred_at` in the log.
     pub max_occurred_at: Option<Timestamp>,
-    /// `fnv64(id)` -> seq. A hit is a candidate: the caller reads the event and compares ids.
+    /// `id_hash(id)` -> seq. A hit is a candidate: the caller reads the event and compares ids.
     ids: FastMap<u64, Seq>,
     /// Ids whose hash collided with an earlier, different id.
     id_collisions: FastMap<EventId, Seq>,
@@ -142,7 +141,7 @@ pub fn reimbursement_usd(withdrawal_usd: Usd, withdrawn: Amount, before: Decimal
 impl WriteModel {
     /// The seq that may hold `id`, if any (the caller confirms by reading the event).
     pub fn id_candidate(&self, id: &EventId) -> Option<Seq> {
-        self.id_collisions.get(id).copied().or_else(|| self.ids.get(&fnv64(id.as_str().as_bytes())).copied())
+        self.id_collisions.get(id).copied().or_else(|| self.ids.get(&id_hash(id)).copied())
     }
 
     pub fn balance(&self, account: &AccountId, asset: &Asset) -> Decimal {
@@ -495,7 +494,7 @@ impl WriteModel {
         self.head_seq = env.seq;
         self.head_recorded_at = Some(env.recorded_at);
         self.max_occurred_at = Some(self.max_occurred_at.map_or(env.occurred_at, |m| m.max(env.occurred_at)));
-        let key = fnv64(env.event_id.as_str().as_bytes());
+        let key = id_hash(&env.event_id);
         match self.ids.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.id_collisions.insert(env.event_id.clone(), env.seq);
@@ -669,6 +668,12 @@ fn same_content(cmd: &Command, prev: &Envelope) -> bool {
         ) => w == w2 && opt(account, a2) && opt(asset, s2),
         (given, stored) => given == stored,
     }
+}
+
+/// The 64-bit key of an id in the write model's map (in memory only: any good hash will do).
+fn id_hash(id: &EventId) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6375_7374_6f73).hash_one(id.as_str())
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 use std::ops::ControlFlow;
 
 use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, FastSet, Seq, StreamId, Timestamp};
+use custos_log::TimeIndex;
 use custos_projection::{Balances, LossRow, Losses, Projection};
-use custos_store::{fnv64, time_key, IndexKind};
 use rust_decimal::Decimal;
 
 use crate::ledger::{corrupt, read_envelope, Current, Ledger, LedgerError};
@@ -129,17 +129,17 @@ impl Ledger {
 
     /// All balances at the bound.
     pub fn balances_at(&self, bound: &Bound) -> Result<Balances, LedgerError> {
-        let state = self.state_at::<Balances>(bound, |c| &c.balances, IndexKind::OccurredAt)?;
+        let state = self.state_at::<Balances>(bound, |c| &c.balances, TimeIndex::OccurredAt)?;
         state.check_conserved()?;
         Ok(state)
     }
 
     /// Loss totals at the bound.
     pub fn losses_at(&self, bound: &Bound) -> Result<Losses, LedgerError> {
-        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, IndexKind::LossTime)?;
+        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, TimeIndex::LossTime)?;
         // The loss-time index skips flags of withdrawals after `as_of` (they add nothing to the
         // totals); the state still knows every flag known at the bound, as a replay needs.
-        for (withdrawal, flag) in self.store().index_all(IndexKind::Flag)? {
+        for (withdrawal, flag) in self.store().flags()? {
             if flag <= bound.known_seq {
                 losses.mark_flagged(withdrawal);
             }
@@ -158,12 +158,7 @@ impl Ledger {
 
     /// The events of a stream up to `known_seq`, in seq order, from the stream index.
     pub fn stream_events(&self, stream: &StreamId, known_seq: Seq) -> Result<Vec<Envelope>, LedgerError> {
-        let seqs: Vec<Seq> = self
-            .store()
-            .index_get(IndexKind::Stream, fnv64(stream.as_str().as_bytes()))?
-            .into_iter()
-            .filter(|s| *s <= known_seq)
-            .collect();
+        let seqs: Vec<Seq> = self.store().stream_seqs(stream)?.into_iter().filter(|s| *s <= known_seq).collect();
         let mut out = self.read_envelopes(&seqs)?;
         // The index key is a hash: drop other streams that share it.
         out.retain(|env| &env.stream == stream);
@@ -172,7 +167,7 @@ impl Ledger {
 
     /// The seq of the event with this id, if any.
     pub fn find_event(&self, id: &EventId) -> Result<Option<Envelope>, LedgerError> {
-        for seq in self.store().index_get(IndexKind::EventId, fnv64(id.as_str().as_bytes()))? {
+        for seq in self.store().event_id_seqs(id)? {
             if let Some(env) = self.envelope(seq)?.filter(|e| &e.event_id == id) {
                 return Ok(Some(env));
             }
@@ -187,7 +182,7 @@ impl Ledger {
         let mut state = if start == 0 { None } else { self.balances_checkpoint_of(start, &keep)? };
         let state = state.get_or_insert_with(Balances::default);
         let from = state.last_seq();
-        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, IndexKind::OccurredAt)?)? {
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, TimeIndex::OccurredAt)?)? {
             if env.stream.account().is_some_and(|a| keep(a.as_str())) {
                 state.apply(&env, bound.as_of)?;
             }
@@ -208,7 +203,7 @@ impl Ledger {
         &self,
         bound: &Bound,
         pick: fn(&Current) -> &P,
-        by_time: IndexKind,
+        by_time: TimeIndex,
     ) -> Result<P, LedgerError> {
         let head = self.head().seq;
         // A moment after every event of the log is the head state; when the log's largest
@@ -235,26 +230,19 @@ impl Ledger {
     /// with `occurred_at <= as_of` and every flag of a withdrawal that occurred by `as_of`
     /// (a flag counts from its `recorded_at` alone, so one recorded long after its withdrawal is
     /// found by the withdrawal's time, however early).
-    fn counted_seqs_after(&self, from: Seq, bound: &Bound, by_time: IndexKind) -> Result<Vec<Seq>, LedgerError> {
+    fn counted_seqs_after(&self, from: Seq, bound: &Bound, by_time: TimeIndex) -> Result<Vec<Seq>, LedgerError> {
         if from >= bound.known_seq {
             return Ok(Vec::new());
         }
         let lowest = match by_time {
-            IndexKind::LossTime => Timestamp::MIN,
+            TimeIndex::LossTime => Timestamp::MIN,
             _ => self.min_occurred_after(from, bound.known_seq),
         };
         if lowest > bound.as_of {
             return Ok(Vec::new());
         }
-        let mut seqs: Vec<Seq> = self
-            .store()
-            .index_range(by_time, time_key(lowest), time_key(bound.as_of))?
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| *s > from && *s <= bound.known_seq)
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
+        let mut seqs = self.store().time_seqs(by_time, lowest, bound.as_of)?;
+        seqs.retain(|s| *s > from && *s <= bound.known_seq);
         Ok(seqs)
     }
 
@@ -286,7 +274,7 @@ impl Ledger {
             // Dense: scan the records in order and decode only the wanted ones.
             let mut want = seqs.iter().peekable();
             let mut failure = None;
-            self.store().for_each_record(first, |seq, record| {
+            self.store().for_each_record(first, &mut |seq, record| {
                 if want.peek() == Some(&&seq) {
                     want.next();
                     match Envelope::decode(record) {
@@ -374,14 +362,8 @@ impl Ledger {
         let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
         let mut losses = self.losses_at(&before)?;
         let start_rows = losses.rows(false);
-        let mut seqs: Vec<Seq> = self
-            .store()
-            .index_range(IndexKind::OccurredAt, time_key(from), time_key(to))?
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| *s <= bound.known_seq)
-            .collect();
-        seqs.sort_unstable();
+        let mut seqs = self.store().time_seqs(TimeIndex::OccurredAt, from, to)?;
+        seqs.retain(|s| *s <= bound.known_seq);
         let mut events = self.read_envelopes(&seqs)?;
         events.sort_by_key(|e| (e.occurred_at, e.seq));
         // Only the window's accounts need a balance before it, not all of them.

@@ -2,14 +2,13 @@
 //! every invariant of DESIGN.md is checked exactly as at append time), recompute every index
 //! and compare it with the stored one, and check the projection checkpoints against a refold.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use custos_domain::{Envelope, Hash, Seq, Timestamp, GENESIS_HASH};
+use custos_log::{index_entries, Head, IndexEntry};
 use custos_projection::{Balances, Losses, Projection};
-use custos_store::{Head, IndexKind};
 
-use crate::ledger::{checkpoint_at, index_entries, read_envelope, stored_bounds, Ledger, LedgerError, StoredBounds};
+use crate::ledger::{checkpoint_at, read_envelope, stored_bounds, Ledger, LedgerError, StoredBounds};
 use crate::model::{command_of, Decision, WriteModel};
 
 /// Stop listing after this many discrepancies (the first one is what matters).
@@ -73,7 +72,7 @@ impl Ledger {
         let mut prev_hash = GENESIS_HASH;
         let mut expected_seq: Seq = 1;
         let mut last: Option<(Seq, Hash, Timestamp)> = None;
-        let mut indexes: BTreeMap<IndexKind, Vec<(u64, Seq)>> = BTreeMap::new();
+        let mut indexes: Vec<IndexEntry> = Vec::new();
         let mut digest_found_at = None;
         let mut balances = Balances::default();
         let mut losses = Losses::default();
@@ -81,7 +80,7 @@ impl Ledger {
         let mut io_error = None;
         // The log is checked as it stood at `head`: events appended meanwhile (a live ledger) are
         // neither read nor expected in the indexes.
-        store.for_each_record(1, |seq, record| {
+        store.for_each_record(1, &mut |seq, record| {
             if seq > head.seq {
                 return ControlFlow::Break(());
             }
@@ -117,9 +116,7 @@ impl Ledger {
             if env.recorded_at > now {
                 found.push(Some(seq), format!("seq {seq} was recorded in the future ({})", env.recorded_at));
             }
-            for (kind, key, s) in index_entries(&env) {
-                indexes.entry(kind).or_default().push((key, s));
-            }
+            indexes.extend(index_entries(&env));
             last = Some((seq, env.hash, env.recorded_at));
             derived.event(&env, &mut found);
             if semantics_ok {
@@ -180,26 +177,8 @@ impl Ledger {
             _ => {}
         }
         derived.end(&mut found, last.map_or(0, |l| l.0));
-        for kind in IndexKind::ALL {
-            let mut want = indexes.remove(&kind).unwrap_or_default();
-            want.sort_unstable();
-            let mut have = store.index_all(kind)?;
-            have.retain(|(_, s)| *s <= head.seq);
-            if want != have {
-                let first =
-                    want.iter().zip(have.iter()).position(|(a, b)| a != b).unwrap_or(want.len().min(have.len()));
-                let seq = want.get(first).or(have.get(first)).map(|e| e.1);
-                found.push(
-                    seq,
-                    format!(
-                        "the {} index differs from the log ({} entries stored, {} expected; first difference at seq {})",
-                        kind.name(),
-                        have.len(),
-                        want.len(),
-                        seq.map_or("?".into(), |s| s.to_string())
-                    ),
-                );
-            }
+        for f in store.check_index(head.seq, indexes)? {
+            found.push(f.seq, f.what);
         }
         if let Some((seq, hash)) = digest {
             if digest_found_at.is_none() {

@@ -293,7 +293,7 @@ pub fn open_ledger(dir: &std::path::Path, holder: &str) -> Result<Arc<Ledger>> {
     let config = LedgerConfig { holder: holder.to_string(), ..LedgerConfig::default() };
     let ledger = Ledger::open(dir, config).map_err(|e| {
         // The interface's advice for a held ledger: the store only says who holds it.
-        let hint = matches!(e, custos_ledger::LedgerError::Store(custos_ledger::StoreError::Locked { .. }))
+        let hint = matches!(e, custos_ledger::LedgerError::Log(custos_ledger::LogError::Locked { .. }))
             .then_some("; stop it, or send commands to it with --server if it is `custos serve`")
             .unwrap_or_default();
         anyhow::anyhow!("cannot open the ledger at {}: {e}{hint}", dir.display())

@@ -17,7 +17,8 @@
 //! small enough to stay inline in sled's log (sled writes larger values to blob files that it
 //! never fsyncs).
 
-use custos_domain::{Hash, Seq, Timestamp};
+use custos_domain::{Seq, Timestamp};
+use custos_log::{Head, IndexKey, IndexKind};
 
 /// The most events one chunk holds. Readers rely on the bound: the chunk holding a seq starts at
 /// most `CHUNK_EVENTS_MAX - 1` seqs before it. Never raise it (older stores were written with
@@ -59,43 +60,25 @@ pub const PREFIX_SEGMENT: u8 = b'S';
 pub const PREFIX_PAGE: u8 = b'I';
 pub const PREFIX_META: u8 = b'M';
 
-/// The indexes the log keeps beside the events, each a multimap from a 64-bit key to seqs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum IndexKind {
-    /// `fnv64(event id)` -> seq (idempotency; collisions resolved by reading the event).
-    EventId,
-    /// `fnv64(stream name)` -> seq (an account's history).
-    Stream,
-    /// `occurred_at` (sign-flipped so byte order is time order) -> seq (valid-time queries).
-    OccurredAt,
-    /// withdrawal seq -> seq of the `WithdrawalFlagged` event that flags it.
-    Flag,
-    /// `occurred_at` -> seq of the events a loss total can count (withdrawals marked
-    /// unauthorized, reversals, reimbursements), and the withdrawal's `occurred_at` -> seq of
-    /// each flag: a loss query after a checkpoint reads only these, 1-2% of a typical log.
-    LossTime,
+/// The byte that names an index kind in its keys.
+pub fn tag(kind: IndexKind) -> u8 {
+    match kind {
+        IndexKind::EventId => b'i',
+        IndexKind::Stream => b's',
+        IndexKind::OccurredAt => b't',
+        IndexKind::Flag => b'f',
+        IndexKind::LossTime => b'l',
+    }
 }
 
-impl IndexKind {
-    pub const ALL: [IndexKind; 5] =
-        [IndexKind::EventId, IndexKind::Stream, IndexKind::OccurredAt, IndexKind::Flag, IndexKind::LossTime];
-    pub fn tag(self) -> u8 {
-        match self {
-            IndexKind::EventId => b'i',
-            IndexKind::Stream => b's',
-            IndexKind::OccurredAt => b't',
-            IndexKind::Flag => b'f',
-            IndexKind::LossTime => b'l',
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            IndexKind::EventId => "event id",
-            IndexKind::Stream => "stream",
-            IndexKind::OccurredAt => "occurred_at",
-            IndexKind::Flag => "flag",
-            IndexKind::LossTime => "loss time",
-        }
+/// The 64-bit key an index entry is stored under: a hash of an id or stream name (a lookup
+/// returns candidates, checked by the caller), a time in sortable form, a withdrawal's seq.
+pub fn key_of(key: &IndexKey) -> u64 {
+    match key {
+        IndexKey::EventId(id) => fnv64(id.as_str().as_bytes()),
+        IndexKey::Stream(stream) => fnv64(stream.as_str().as_bytes()),
+        IndexKey::OccurredAt(t) | IndexKey::LossTime(t) => time_key(*t),
+        IndexKey::FlagOf(seq) => *seq,
     }
 }
 
@@ -128,7 +111,7 @@ pub fn chunk_key(seq_first: Seq) -> [u8; 9] {
 pub fn segment_key(kind: IndexKind, segment_id: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[0] = PREFIX_SEGMENT;
-    k[1] = kind.tag();
+    k[1] = tag(kind);
     k[2..].copy_from_slice(&segment_id.to_be_bytes());
     k
 }
@@ -240,34 +223,24 @@ pub fn decode_page(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, Seq)> + '_
     })
 }
 
-/// The head of the log: the last seq, its hash (the log's digest), and its `recorded_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    pub seq: Seq,
-    pub hash: Hash,
-    pub recorded_at: Timestamp,
+/// The head record: seq, hash, `recorded_at` in nanoseconds, big-endian.
+pub fn encode_head(head: &Head) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out[..8].copy_from_slice(&head.seq.to_be_bytes());
+    out[8..40].copy_from_slice(&head.hash);
+    out[40..].copy_from_slice(&head.recorded_at.nanos().to_be_bytes());
+    out
 }
 
-impl Head {
-    pub const EMPTY: Head = Head { seq: 0, hash: [0u8; 32], recorded_at: Timestamp::MIN };
-
-    pub fn encode(&self) -> [u8; 48] {
-        let mut out = [0u8; 48];
-        out[..8].copy_from_slice(&self.seq.to_be_bytes());
-        out[8..40].copy_from_slice(&self.hash);
-        out[40..].copy_from_slice(&self.recorded_at.nanos().to_be_bytes());
-        out
+pub fn decode_head(bytes: &[u8]) -> Option<Head> {
+    if bytes.len() != 48 {
+        return None;
     }
-    pub fn decode(bytes: &[u8]) -> Option<Head> {
-        if bytes.len() != 48 {
-            return None;
-        }
-        Some(Head {
-            seq: u64::from_be_bytes(bytes[..8].try_into().ok()?),
-            hash: bytes[8..40].try_into().ok()?,
-            recorded_at: Timestamp::from_nanos(i64::from_be_bytes(bytes[40..].try_into().ok()?)),
-        })
-    }
+    Some(Head {
+        seq: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+        hash: bytes[8..40].try_into().ok()?,
+        recorded_at: Timestamp::from_nanos(i64::from_be_bytes(bytes[40..].try_into().ok()?)),
+    })
 }
 
 #[cfg(test)]
