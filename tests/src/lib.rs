@@ -7,6 +7,43 @@ use std::sync::OnceLock;
 
 use custos_domain::{AccountId, Amount, Asset, Command, CommandBody, EventId, Timestamp, Usd};
 
+pub mod pg;
+
+/// The engines a ledger runs on; the conformance tests run against each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Sled, Backend::Postgres];
+
+    /// A fresh, empty place for a ledger on this engine: a temporary folder, or a new database
+    /// in the test process's PostgreSQL cluster.
+    pub fn fresh(self) -> Fresh {
+        match self {
+            Backend::Sled => {
+                let dir = tempfile::tempdir().unwrap();
+                Fresh { location: dir.path().to_str().unwrap().to_string(), _dir: Some(dir) }
+            }
+            Backend::Postgres => Fresh { location: pg::fresh_db(), _dir: None },
+        }
+    }
+}
+
+/// Where a test's ledger lives (the folder is removed when this is dropped).
+pub struct Fresh {
+    pub location: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fresh {
+    pub fn open(&self, config: custos_ledger::LedgerConfig) -> custos_ledger::Ledger {
+        custos_ledger::Ledger::open_at(&self.location, config).unwrap()
+    }
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()

@@ -298,6 +298,27 @@ impl Ledger {
         Ledger::open_log(Box::new(log), config)
     }
 
+    /// Opens the ledger `location` names: a `postgres://` (or `postgresql://`) URL opens it
+    /// in that PostgreSQL database, anything else is the folder of an embedded (sled) ledger.
+    pub fn open_at(location: &str, config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        if custos_postgres::Target::is_url(location) {
+            let target = custos_postgres::Target::parse(location)?;
+            let log = custos_postgres::PgLog::open(&target, &config.holder)?;
+            Ledger::open_log(Box::new(log), config)
+        } else {
+            Ledger::open(Path::new(location), config)
+        }
+    }
+
+    /// Whether `location` (as for [`Ledger::open_at`]) holds a ledger, without creating one.
+    pub fn exists_at(location: &str) -> Result<bool, LedgerError> {
+        if custos_postgres::Target::is_url(location) {
+            Ok(custos_postgres::PgLog::exists(&custos_postgres::Target::parse(location)?)?)
+        } else {
+            Ok(Ledger::exists(Path::new(location)))
+        }
+    }
+
     /// Opens the ledger on a log already opened on some engine.
     pub fn open_log(log: Box<dyn Log>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
         assert!(config.checkpoint_every > 0, "checkpoint_every must be positive");

@@ -26,9 +26,11 @@ const TIME_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD me
     after_help = "Exit codes: 0 done (an idempotent replay included); 1 the ledger said no (a rejected command or line, a check that found discrepancies); 2 could not run (IO, usage)."
 )]
 pub struct Args {
-    /// The ledger's folder [default: $CUSTOS_DB, else ./custos-data]
-    #[arg(long, global = true, env = "CUSTOS_DB")]
-    pub db: Option<PathBuf>,
+    /// The ledger: a folder (the embedded store), or a PostgreSQL database as
+    /// postgres://USER@HOST:PORT/DB (password from $PGPASSWORD or ~/.pgpass, never here)
+    /// [default: $CUSTOS_DB, else ./custos-data]
+    #[arg(long, global = true, env = "CUSTOS_DB", value_name = "DIR|URL")]
+    pub db: Option<String>,
     /// Send every command and query to a running `custos serve` at this URL (the token comes
     /// from $CUSTOS_TOKEN or --token-file, never the command line)
     #[arg(long, global = true, env = "CUSTOS_SERVER")]
@@ -285,18 +287,29 @@ fn parse_query_time(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_query(s).map_err(|e| e.to_string())
 }
 
-pub fn db_dir(args_db: &Option<PathBuf>) -> PathBuf {
-    args_db.clone().unwrap_or_else(|| PathBuf::from("custos-data"))
+pub fn db_location(args_db: &Option<String>) -> String {
+    args_db.clone().unwrap_or_else(|| "custos-data".to_string())
 }
 
-pub fn open_ledger(dir: &std::path::Path, holder: &str) -> Result<Arc<Ledger>> {
+/// How a location is named in messages: a folder as given, a database by its URL.
+fn shown_location(location: &str) -> String {
+    if custos_postgres::Target::is_url(location) {
+        custos_postgres::Target::parse(location)
+            .map(|t| format!("in {}", t.shown()))
+            .unwrap_or_else(|_| "in the database given".into())
+    } else {
+        format!("at {location}")
+    }
+}
+
+pub fn open_ledger(location: &str, holder: &str) -> Result<Arc<Ledger>> {
     let config = LedgerConfig { holder: holder.to_string(), ..LedgerConfig::default() };
-    let ledger = Ledger::open(dir, config).map_err(|e| {
+    let ledger = Ledger::open_at(location, config).map_err(|e| {
         // The interface's advice for a held ledger: the store only says who holds it.
         let hint = matches!(e, custos_ledger::LedgerError::Log(custos_ledger::LogError::Locked { .. }))
             .then_some("; stop it, or send commands to it with --server if it is `custos serve`")
             .unwrap_or_default();
-        anyhow::anyhow!("cannot open the ledger at {}: {e}{hint}", dir.display())
+        anyhow::anyhow!("cannot open the ledger {}: {e}{hint}", shown_location(location))
     })?;
     for notice in ledger.take_notices() {
         eprintln!("note: {notice}");
@@ -310,7 +323,7 @@ fn command_line() -> String {
 }
 
 pub async fn run(args: Args) -> Result<Exit> {
-    let dir = db_dir(&args.db);
+    let dir = db_location(&args.db);
     if let Cmd::Demo { format, plot } = &args.command {
         // The demo keeps its ledger only in a folder named on its command line (never in
         // $CUSTOS_DB, which may be a real ledger).
@@ -336,8 +349,11 @@ pub async fn run(args: Args) -> Result<Exit> {
             | Cmd::ResumeWithdrawals { .. }
             | Cmd::Import { .. }
     );
-    if !creates && !Ledger::exists(&dir) {
-        bail!("there is no ledger at {} (record a command or import a file to create one)", dir.display());
+    if !creates
+        && !Ledger::exists_at(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot open the ledger {}: {e}", shown_location(&dir)))?
+    {
+        bail!("there is no ledger {} (record a command or import a file to create one)", shown_location(&dir));
     }
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
@@ -416,7 +432,7 @@ pub fn token_from(file: Option<&std::path::Path>, env: &str) -> Result<Option<St
 }
 
 async fn serve(
-    dir: &std::path::Path,
+    dir: &str,
     addr: std::net::SocketAddr,
     read_file: Option<&std::path::Path>,
     write_file: Option<&std::path::Path>,
@@ -432,7 +448,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let url = format!("http://{}", listener.local_addr()?);
     let ledger = open_ledger(dir, &format!("custos serve {url}"))?;
-    eprintln!("serving the ledger at {} on {url} (stop with SIGTERM or Ctrl-C)", dir.display());
+    eprintln!("serving the ledger {} on {url} (stop with SIGTERM or Ctrl-C)", shown_location(dir));
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use custos_domain::{Event, StreamId, Timestamp};
 use custos_ledger::{ImportFormat, Ledger};
 use serde_json::{json, Value};
@@ -39,13 +39,13 @@ fn moments(now: Timestamp) -> Vec<(&'static str, Timestamp, Timestamp)> {
     v
 }
 
-pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&Path>) -> Result<Exit> {
+pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&str>) -> Result<Exit> {
     let temp;
     let dir = match keep {
-        Some(d) => d.to_path_buf(),
+        Some(d) => d.to_string(),
         None => {
             temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
+            temp.path().to_str().context("the temporary folder's path is not UTF-8")?.to_string()
         }
     };
     let ledger = open_ledger(&dir, "custos demo")?;
@@ -78,7 +78,7 @@ pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&Path>) 
         eprintln!("wrote the incident chart to {}", p.display());
     }
     if keep.is_some() {
-        eprintln!("the demo ledger is kept in {}", dir.display());
+        eprintln!("the demo ledger is kept in {}", dir);
     }
     ledger.close()?;
     Ok(Exit::Ok)
