@@ -128,6 +128,40 @@ impl Cluster {
         self.stop_immediate();
     }
 
+    /// A streaming replica of this cluster (`pg_basebackup -R`), started on a port of its own
+    /// as a hot standby. Stopped when dropped.
+    pub fn start_replica(&self) -> Replica {
+        let data = std::env::temp_dir().join(format!("custos-pg-replica-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&data).unwrap();
+        if is_root() {
+            assert!(Process::new("chown").args(["postgres:postgres"]).arg(&data).status().unwrap().success());
+        }
+        let pgdata = data.join("pgdata");
+        let out = pg_program(
+            &self.bin,
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                pgdata.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
+        let replica = Cluster { port: free_port(), data, bin: self.bin.clone() };
+        replica.start();
+        Replica(replica)
+    }
+
     pub fn bin(&self) -> &Path {
         &self.bin
     }
@@ -170,4 +204,14 @@ pub fn fresh_db() -> String {
 /// The database name of a URL made by [`fresh_db`].
 pub fn db_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap()
+}
+
+/// A running hot standby (see [`Cluster::start_replica`]).
+pub struct Replica(pub Cluster);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.0.stop();
+        let _ = std::fs::remove_dir_all(&self.0.data);
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use custos_domain::EventId;
 use custos_ledger::{Ledger, LedgerConfig};
+use custos_tests::Backend;
 
 const WRITERS: usize = 8;
 const PER_WRITER: usize = 400;
@@ -19,12 +20,21 @@ fn rounds() -> usize {
 }
 
 #[test]
-fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
+fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates_on_sled() {
+    kill_9_storm(Backend::Sled, rounds());
+}
+
+#[test]
+fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates_on_postgres() {
+    kill_9_storm(Backend::Postgres, rounds().div_ceil(4));
+}
+
+fn kill_9_storm(backend: Backend, rounds: usize) {
+    let place = backend.fresh();
     let mut acked: HashMap<String, u64> = HashMap::new();
-    for round in 0..rounds() {
+    for round in 0..rounds {
         let mut child = Process::new(env!("CARGO_BIN_EXE_storm"))
-            .arg(dir.path())
+            .arg(&place.location)
             .arg(WRITERS.to_string())
             .arg(PER_WRITER.to_string())
             .arg(format!("r{round}"))
@@ -47,11 +57,11 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates() {
         let seen = reader.join().unwrap();
         eprintln!("round {round}: killed after {} acknowledged appends", seen.len());
 
-        let ledger = Ledger::open(
-            dir.path(),
-            LedgerConfig { checkpoint_every: 500, balances_checkpoint_multiple: 1, holder: "crash test".into() },
-        )
-        .unwrap();
+        let ledger = place.open(LedgerConfig {
+            checkpoint_every: 500,
+            balances_checkpoint_multiple: 1,
+            holder: "crash test".into(),
+        });
         for (id, seq) in &seen {
             if let Some(prev) = acked.insert(id.clone(), *seq) {
                 assert_eq!(prev, *seq, "round {round}: {id} was acknowledged at two seqs");

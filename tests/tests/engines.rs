@@ -90,3 +90,142 @@ fn an_update_of_one_amount_in_sql_is_found_by_verify_which_names_the_seq() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("seq 7"), "{}", stdout(&out));
 }
+
+/// Two writer processes, 16 tasks each, race 1-USDC withdrawals against four accounts of 50
+/// USDC: exactly the 200 affordable withdrawals win, in one gap-free chain, and verify is clean.
+#[test]
+fn two_writer_processes_racing_overdrafts_on_shared_accounts_win_exactly_what_is_affordable() {
+    let place = Backend::Postgres.fresh();
+    {
+        let l = place.open(LedgerConfig::default());
+        let rt = custos_tests::runtime();
+        for a in 0..4 {
+            let c = custos_tests::deposit(
+                &format!("fund-{a}"),
+                "2022-01-01T00:00:00Z",
+                &format!("acct-race-{a}"),
+                "USDC",
+                "50",
+            );
+            rt.block_on(l.submit(c)).unwrap().unwrap();
+        }
+    }
+    let racers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|p| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_race"))
+                .args([&place.location, *p, "16", "10", "4"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut won, mut refused) = (0u64, 0u64);
+    for r in racers {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "racer: {}", String::from_utf8_lossy(&out.stderr));
+        let text = stdout(&out);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        won += words[1].parse::<u64>().unwrap();
+        refused += words[3].parse::<u64>().unwrap();
+        eprintln!("racer: {text}");
+    }
+    assert_eq!((won, refused), (200, 120));
+    let l = place.open(LedgerConfig::default());
+    assert_eq!(l.head().seq, 4 + 200, "one gap-free seq for both processes");
+    let report = l.verify(None, &mut |_, _| {}).unwrap();
+    assert!(report.clean(), "{:?}", report.discrepancies);
+    let bound = l.bound(None, None, None).unwrap();
+    assert!(l.balances_at(&bound).unwrap().rows(None, None, false).iter().all(|r| r.balance.is_zero()));
+}
+
+/// `migrate` copies the incident from sled to PostgreSQL and back: the digest is the same on
+/// all three, the answers too, and a second run finds nothing left to copy.
+#[test]
+fn migrate_both_ways_keeps_the_digest() {
+    let fixture = custos_tests::workspace().join("fixtures/incident-2022-01/commands.csv");
+    let sled = Backend::Sled.fresh();
+    let import = custos_at(&sled.location, &["import", fixture.to_str().unwrap()]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let postgres = Backend::Postgres.fresh();
+    let back = Backend::Sled.fresh();
+    let back_dir = format!("{}/copy", back.location);
+    let digest = stdout(&custos_at(&sled.location, &["digest"]));
+    for (from, to) in [(&sled.location, &postgres.location), (&postgres.location, &back_dir)] {
+        let out = std::process::Command::new(custos_bin())
+            .args(["migrate", "--from", from, "--to", to])
+            .env_remove("CUSTOS_DB")
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(out.status.success(), "migrate {from} -> {to}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            text.contains("copied 53193 events") && text.contains(&format!("digest {} on both", digest.trim())),
+            "{text}"
+        );
+        assert!(text.contains("verify of the copy: clean"), "{text}");
+    }
+    let losses = ["losses", "--as-of", "2022-01-19T00:00:00Z", "--known-at", "2025-01-01T00:00:00Z"];
+    let want = stdout(&custos_at(&sled.location, &losses));
+    for place in [&postgres.location, &back_dir] {
+        assert_eq!(stdout(&custos_at(place, &["digest"])), digest);
+        assert_eq!(stdout(&custos_at(place, &losses)), want);
+    }
+    let again = std::process::Command::new(custos_bin())
+        .args(["migrate", "--from", &sled.location, "--to", &postgres.location])
+        .output()
+        .unwrap();
+    assert!(stdout(&again).contains("resumed an interrupted copy after seq 53193"), "{}", stdout(&again));
+    assert!(stdout(&again).contains("copied 0 events"), "{}", stdout(&again));
+}
+
+/// A streaming replica (pg_basebackup, a second port) answers queries for what it has
+/// replayed, follows the primary, and refuses writes with a clear error.
+#[test]
+fn a_streaming_replica_answers_queries_and_refuses_writes() {
+    let place = Backend::Postgres.fresh();
+    let rt = custos_tests::runtime();
+    let primary = place.open(LedgerConfig::default());
+    for i in 0..10 {
+        let c = custos_tests::deposit(&format!("d{i}"), "2022-01-10T00:00:00Z", "acct-1", "BTC", "0.5");
+        rt.block_on(primary.submit(c)).unwrap().unwrap();
+    }
+    let replica = pg::cluster().start_replica();
+    let replica_url = replica.0.url(pg::db_name(&place.location));
+    let wait_for = |seq: u64| {
+        let l = custos_ledger::Ledger::open_at(&replica_url, LedgerConfig::default()).unwrap();
+        for _ in 0..200 {
+            if l.refresh().unwrap().seq >= seq {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the replica never reached seq {seq}");
+    };
+    let on_replica = wait_for(10);
+    let balance = |l: &custos_ledger::Ledger| {
+        let b = l.bound(None, None, None).unwrap();
+        l.account_balances_at(&custos_tests::account("acct-1"), &b).unwrap().rows(None, None, false)[0].balance
+    };
+    assert_eq!(balance(&on_replica), rust_decimal::Decimal::from(5));
+    assert_eq!(on_replica.head(), primary.head());
+    // More on the primary: the open replica ledger follows.
+    let c = custos_tests::deposit("d10", "2022-01-10T00:00:00Z", "acct-1", "BTC", "1");
+    rt.block_on(primary.submit(c)).unwrap().unwrap();
+    for _ in 0..200 {
+        if on_replica.refresh().unwrap().seq == 11 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(balance(&on_replica), rust_decimal::Decimal::from(6));
+    assert!(on_replica.verify(None, &mut |_, _| {}).unwrap().clean());
+    // A write on the replica is refused, saying why and where to send it.
+    let out =
+        custos_at(&replica_url, &["deposit", "--id", "r1", "--account", "acct-1", "--asset", "BTC", "--amount", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("read replica") && err.contains("primary"), "{err}");
+    assert_eq!(primary.head().seq, 11);
+}

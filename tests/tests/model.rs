@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use custos_domain::{Command, CommandBody, Timestamp};
 use custos_ledger::{Ledger, LedgerConfig, Outcome};
-use custos_tests::{deposit, reference, resume, suspend, withdraw};
+use custos_tests::{deposit, reference, resume, suspend, withdraw, Backend};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -247,9 +247,9 @@ fn said(o: &Outcome) -> Said {
     }
 }
 
-fn open(dir: &std::path::Path) -> Ledger {
-    Ledger::open(
-        dir,
+fn open(location: &str) -> Ledger {
+    Ledger::open_at(
+        location,
         LedgerConfig { checkpoint_every: 7, balances_checkpoint_multiple: 1, holder: "model test".into() },
     )
     .expect("opens")
@@ -329,28 +329,44 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn the_ledger_agrees_with_the_reference_after_every_step(ops in proptest::collection::vec(op(), 1..70)) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Some(open(dir.path()));
-        let mut model = Reference::default();
-        let mut clock = custos_tests::t("2022-01-01T00:00:00Z");
-        let mut sent: Vec<Command> = Vec::new();
-        for (step, op) in ops.iter().enumerate() {
-            if let Op::Restart = op {
-                ledger.take().unwrap().close().unwrap();
-                ledger = Some(open(dir.path()));
-                compare(ledger.as_ref().unwrap(), &model, step)?;
-                continue;
-            }
-            let Some(command) = build(op, &mut clock, &model, &sent) else { continue };
-            let want = model.apply(&command);
-            let got = ledger.as_ref().unwrap().submit_batch_blocking(vec![command.clone()]).unwrap().pop().unwrap();
-            prop_assert_eq!(said(&got), want, "step {}: {:?}", step, command);
-            sent.push(command);
-            compare(ledger.as_ref().unwrap(), &model, step)?;
-        }
-        let l = ledger.unwrap();
-        let report = l.verify(None, &mut |_, _| {}).unwrap();
-        prop_assert!(report.clean(), "verify: {:?}", report.discrepancies);
+    fn the_ledger_agrees_with_the_reference_after_every_step_on_sled(ops in proptest::collection::vec(op(), 1..70)) {
+        agrees(Backend::Sled, &ops)?;
     }
+}
+
+proptest! {
+    // A database per case costs more than a folder: a quarter of the cases (PROPTEST_CASES
+    // raises both).
+    #![proptest_config(ProptestConfig { cases: (cases() / 4).max(4), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_ledger_agrees_with_the_reference_after_every_step_on_postgres(ops in proptest::collection::vec(op(), 1..70)) {
+        agrees(Backend::Postgres, &ops)?;
+    }
+}
+
+fn agrees(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
+    let place = backend.fresh();
+    let mut ledger = Some(open(&place.location));
+    let mut model = Reference::default();
+    let mut clock = custos_tests::t("2022-01-01T00:00:00Z");
+    let mut sent: Vec<Command> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        if let Op::Restart = op {
+            ledger.take().unwrap().close().unwrap();
+            ledger = Some(open(&place.location));
+            compare(ledger.as_ref().unwrap(), &model, step)?;
+            continue;
+        }
+        let Some(command) = build(op, &mut clock, &model, &sent) else { continue };
+        let want = model.apply(&command);
+        let got = ledger.as_ref().unwrap().submit_batch_blocking(vec![command.clone()]).unwrap().pop().unwrap();
+        prop_assert_eq!(said(&got), want, "step {}: {:?}", step, command);
+        sent.push(command);
+        compare(ledger.as_ref().unwrap(), &model, step)?;
+    }
+    let l = ledger.unwrap();
+    let report = l.verify(None, &mut |_, _| {}).unwrap();
+    prop_assert!(report.clean(), "verify: {:?}", report.discrepancies);
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use custos_domain::{Command, CommandBody, Envelope, Event, Timestamp};
 use custos_ledger::{Bound, Ledger, LedgerConfig};
-use custos_tests::{deposit, reference, t, withdraw};
+use custos_tests::{deposit, reference, t, withdraw, Backend};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -177,65 +177,118 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn point_in_time_answers_equal_a_fold_of_the_counted_events(
+    fn point_in_time_answers_equal_a_fold_of_the_counted_events_on_sled(
         steps in log(),
         every in 2u64..9,
         probes in proptest::collection::vec((any::<u16>(), any::<u16>()), 12),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, balances_checkpoint_multiple: 1 + every % 3, holder: "query test".into() }).unwrap();
-        build(&ledger, &steps);
-        let log = envelopes(&ledger);
-        prop_assume!(!log.is_empty());
-        let (lo, hi) = (log.iter().map(|e| e.occurred_at.nanos()).min().unwrap(), log.last().unwrap().recorded_at.nanos());
-        let span = (hi - lo).max(1);
-        let moment = |x: u16| Timestamp::from_nanos(lo - MINUTE + (i128::from(x) * i128::from(span + 2 * MINUTE) / 65_535) as i64);
-        for (a, k) in probes {
-            let (as_of, known_at) = (moment(a), moment(k));
-            let bound = ledger.bound(Some(as_of), Some(known_at), None).unwrap();
-            let counts = |e: &Envelope| e.occurred_at <= as_of && e.recorded_at <= known_at;
-            prop_assert_eq!(bound.known_seq, log.iter().filter(|e| e.recorded_at <= known_at).map(|e| e.seq).max().unwrap_or(0));
-            prop_assert_eq!(actual_balances(&ledger, &bound), expected_balances(&log, counts), "balances as_of {} known_at {}", as_of, known_at);
-            prop_assert_eq!(actual_losses(&ledger, &bound), expected_losses(&log, as_of, bound.known_seq), "losses as_of {} known_at {}", as_of, known_at);
-            // One account from its own stream agrees with the full answer.
-            let acct = custos_tests::account(ACCOUNTS[(a % 4) as usize]);
-            let one: BTreeMap<Key, Decimal> = ledger.account_balances_at(&acct, &bound).unwrap().rows(None, None, false)
-                .into_iter().map(|r| ((r.account.to_string(), r.asset.to_string()), r.balance)).collect();
-            let all = expected_balances(&log, counts);
-            let want: BTreeMap<Key, Decimal> = all.into_iter().filter(|((acc, _), _)| acc == acct.as_str()).collect();
-            prop_assert_eq!(one, want);
-            // At a seq: the log as it stood right after it.
-            let n = u64::from(k) % (log.len() as u64 + 1);
-            let at_seq = ledger.bound(None, None, Some(n)).unwrap();
-            prop_assert_eq!(actual_balances(&ledger, &at_seq), expected_balances(&log, |e| e.seq <= n));
-            prop_assert_eq!(actual_losses(&ledger, &at_seq), expected_losses(&log, Timestamp::MAX, n));
-            // A replay window ends on the totals as of its end.
-            let (from, to) = if as_of <= known_at { (as_of, known_at) } else { (known_at, as_of) };
-            let window = Bound { as_of: to, ..ledger.bound(None, None, None).unwrap() };
-            let (start, rows) = ledger.replay(from, to, &window).unwrap();
-            // Each row's balance is its account's after every event up to it in valid-time order.
-            for r in &rows {
-                let (Some(acct), Some(asset)) = (r.stream.account(), r.asset) else { continue };
-                let upto = |e: &Envelope| e.seq <= window.known_seq && (e.occurred_at, e.seq) <= (r.occurred_at, r.seq);
-                let want = expected_balances(&log, upto).get(&(acct.to_string(), asset.to_string())).copied().unwrap_or_default();
-                prop_assert_eq!(r.balance_after, Some(want), "balance after seq {} in replay {} .. {}", r.seq, from, to);
-            }
-            let end = rows.last().map(|r| r.totals.clone()).unwrap_or(start);
-            prop_assert_eq!(end, ledger.losses_at(&window).unwrap().rows(false), "replay {} .. {}", from, to);
-        }
-        // Incremental == rebuilt == checkpoint + replay, and checkpoints match a refold.
-        let now = ledger.bound(None, None, None).unwrap();
-        let before = (actual_balances(&ledger, &now), actual_losses(&ledger, &now));
-        ledger.rebuild("balances", &mut |_, _| {}).unwrap();
-        ledger.rebuild("losses", &mut |_, _| {}).unwrap();
-        prop_assert_eq!(&(actual_balances(&ledger, &now), actual_losses(&ledger, &now)), &before);
-        ledger.close().unwrap();
-        drop(ledger);
-        let reopened = Ledger::open(dir.path(), LedgerConfig { checkpoint_every: every, balances_checkpoint_multiple: 1 + every % 3, holder: "query test".into() }).unwrap();
-        prop_assert_eq!(&(actual_balances(&reopened, &now), actual_losses(&reopened, &now)), &before);
-        let report = reopened.verify(None, &mut |_, _| {}).unwrap();
-        prop_assert!(report.clean(), "{:?}", report.discrepancies);
+        answers_equal_a_fold(Backend::Sled, &steps, every, &probes)?;
     }
+}
+
+proptest! {
+    // A database per case costs more than a folder: a quarter of the cases.
+    #![proptest_config(ProptestConfig { cases: (cases() / 4).max(4), ..ProptestConfig::default() })]
+
+    #[test]
+    fn point_in_time_answers_equal_a_fold_of_the_counted_events_on_postgres(
+        steps in log(),
+        every in 2u64..9,
+        probes in proptest::collection::vec((any::<u16>(), any::<u16>()), 12),
+    ) {
+        answers_equal_a_fold(Backend::Postgres, &steps, every, &probes)?;
+    }
+}
+
+fn answers_equal_a_fold(
+    backend: Backend,
+    steps: &[(Step, u16, u16)],
+    every: u64,
+    probes: &[(u16, u16)],
+) -> Result<(), TestCaseError> {
+    let place = backend.fresh();
+    let config = || LedgerConfig {
+        checkpoint_every: every,
+        balances_checkpoint_multiple: 1 + every % 3,
+        holder: "query test".into(),
+    };
+    let ledger = place.open(config());
+    build(&ledger, steps);
+    let log = envelopes(&ledger);
+    if log.is_empty() {
+        return Ok(());
+    }
+    let (lo, hi) = (log.iter().map(|e| e.occurred_at.nanos()).min().unwrap(), log.last().unwrap().recorded_at.nanos());
+    let span = (hi - lo).max(1);
+    let moment =
+        |x: u16| Timestamp::from_nanos(lo - MINUTE + (i128::from(x) * i128::from(span + 2 * MINUTE) / 65_535) as i64);
+    for &(a, k) in probes {
+        let (as_of, known_at) = (moment(a), moment(k));
+        let bound = ledger.bound(Some(as_of), Some(known_at), None).unwrap();
+        let counts = |e: &Envelope| e.occurred_at <= as_of && e.recorded_at <= known_at;
+        prop_assert_eq!(
+            bound.known_seq,
+            log.iter().filter(|e| e.recorded_at <= known_at).map(|e| e.seq).max().unwrap_or(0)
+        );
+        prop_assert_eq!(
+            actual_balances(&ledger, &bound),
+            expected_balances(&log, counts),
+            "balances as_of {} known_at {}",
+            as_of,
+            known_at
+        );
+        prop_assert_eq!(
+            actual_losses(&ledger, &bound),
+            expected_losses(&log, as_of, bound.known_seq),
+            "losses as_of {} known_at {}",
+            as_of,
+            known_at
+        );
+        // One account from its own stream agrees with the full answer.
+        let acct = custos_tests::account(ACCOUNTS[(a % 4) as usize]);
+        let one: BTreeMap<Key, Decimal> = ledger
+            .account_balances_at(&acct, &bound)
+            .unwrap()
+            .rows(None, None, false)
+            .into_iter()
+            .map(|r| ((r.account.to_string(), r.asset.to_string()), r.balance))
+            .collect();
+        let all = expected_balances(&log, counts);
+        let want: BTreeMap<Key, Decimal> = all.into_iter().filter(|((acc, _), _)| acc == acct.as_str()).collect();
+        prop_assert_eq!(one, want);
+        // At a seq: the log as it stood right after it.
+        let n = u64::from(k) % (log.len() as u64 + 1);
+        let at_seq = ledger.bound(None, None, Some(n)).unwrap();
+        prop_assert_eq!(actual_balances(&ledger, &at_seq), expected_balances(&log, |e| e.seq <= n));
+        prop_assert_eq!(actual_losses(&ledger, &at_seq), expected_losses(&log, Timestamp::MAX, n));
+        // A replay window ends on the totals as of its end.
+        let (from, to) = if as_of <= known_at { (as_of, known_at) } else { (known_at, as_of) };
+        let window = Bound { as_of: to, ..ledger.bound(None, None, None).unwrap() };
+        let (start, rows) = ledger.replay(from, to, &window).unwrap();
+        // Each row's balance is its account's after every event up to it in valid-time order.
+        for r in &rows {
+            let (Some(acct), Some(asset)) = (r.stream.account(), r.asset) else { continue };
+            let upto = |e: &Envelope| e.seq <= window.known_seq && (e.occurred_at, e.seq) <= (r.occurred_at, r.seq);
+            let want =
+                expected_balances(&log, upto).get(&(acct.to_string(), asset.to_string())).copied().unwrap_or_default();
+            prop_assert_eq!(r.balance_after, Some(want), "balance after seq {} in replay {} .. {}", r.seq, from, to);
+        }
+        let end = rows.last().map(|r| r.totals.clone()).unwrap_or(start);
+        prop_assert_eq!(end, ledger.losses_at(&window).unwrap().rows(false), "replay {} .. {}", from, to);
+    }
+    // Incremental == rebuilt == checkpoint + replay, and checkpoints match a refold.
+    let now = ledger.bound(None, None, None).unwrap();
+    let before = (actual_balances(&ledger, &now), actual_losses(&ledger, &now));
+    ledger.rebuild("balances", &mut |_, _| {}).unwrap();
+    ledger.rebuild("losses", &mut |_, _| {}).unwrap();
+    prop_assert_eq!(&(actual_balances(&ledger, &now), actual_losses(&ledger, &now)), &before);
+    ledger.close().unwrap();
+    drop(ledger);
+    let reopened = place.open(config());
+    prop_assert_eq!(&(actual_balances(&reopened, &now), actual_losses(&reopened, &now)), &before);
+    let report = reopened.verify(None, &mut |_, _| {}).unwrap();
+    prop_assert!(report.clean(), "{:?}", report.discrepancies);
+    Ok(())
 }
 
 #[test]

@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use custos_domain::{Command, CommandBody};
 use custos_ledger::{Ledger, LedgerConfig, Rejection};
-use custos_tests::{code, custos, custos_bin, deposit, reference, resume, stderr, stdout, suspend, withdraw};
+use custos_tests::{code, custos, custos_bin, deposit, reference, resume, stderr, stdout, suspend, withdraw, Backend};
 use rust_decimal::Decimal;
 
+fn config() -> LedgerConfig {
+    LedgerConfig { checkpoint_every: 4, balances_checkpoint_multiple: 1, holder: "write side test".into() }
+}
+
 fn ledger(dir: &std::path::Path) -> Arc<Ledger> {
-    Arc::new(
-        Ledger::open(
-            dir,
-            LedgerConfig { checkpoint_every: 4, balances_checkpoint_multiple: 1, holder: "write side test".into() },
-        )
-        .unwrap(),
-    )
+    Arc::new(Ledger::open(dir, config()).unwrap())
 }
 
 #[test]
@@ -63,9 +61,18 @@ fn a_second_process_is_told_who_holds_the_ledger() {
 }
 
 #[test]
-fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = ledger(dir.path());
+fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win_on_sled() {
+    concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win(Backend::Sled);
+}
+
+#[test]
+fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win_on_postgres() {
+    concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win(Backend::Postgres);
+}
+
+fn concurrent_withdrawals_beyond_a_balance_only_the_affordable_ones_win(backend: Backend) {
+    let place = backend.fresh();
+    let l = Arc::new(place.open(config()));
     let rt = custos_tests::runtime();
     rt.block_on(async {
         l.submit(deposit("fund", "2022-01-01T00:00:00Z", "acct-r", "BTC", "10")).await.unwrap().unwrap();
@@ -113,9 +120,18 @@ fn expect(l: &Ledger, c: Command, code_name: &str, message_has: &[&str]) {
 }
 
 #[test]
-fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = ledger(dir.path());
+fn every_rule_refuses_with_its_own_rejection_and_appends_nothing_on_sled() {
+    every_rule_refuses_with_its_own_rejection_and_appends_nothing(Backend::Sled);
+}
+
+#[test]
+fn every_rule_refuses_with_its_own_rejection_and_appends_nothing_on_postgres() {
+    every_rule_refuses_with_its_own_rejection_and_appends_nothing(Backend::Postgres);
+}
+
+fn every_rule_refuses_with_its_own_rejection_and_appends_nothing(backend: Backend) {
+    let place = backend.fresh();
+    let l = Arc::new(place.open(config()));
     let ok = |c: Command| l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().expect("accepted");
     ok(deposit("d1", "2022-01-10T00:00:00Z", "acct-1", "ETH", "5"));
     ok(withdraw("w1", "2022-01-11T00:00:00Z", "acct-1", "ETH", "1", Some("3000"), false));
@@ -209,9 +225,18 @@ fn every_rule_refuses_with_its_own_rejection_and_appends_nothing() {
 }
 
 #[test]
-fn suspensions_future_events_versions_and_reimbursement_after_reversal() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = ledger(dir.path());
+fn suspensions_future_events_versions_and_reimbursement_after_reversal_on_sled() {
+    suspensions_future_events_versions_and_reimbursement_after_reversal(Backend::Sled);
+}
+
+#[test]
+fn suspensions_future_events_versions_and_reimbursement_after_reversal_on_postgres() {
+    suspensions_future_events_versions_and_reimbursement_after_reversal(Backend::Postgres);
+}
+
+fn suspensions_future_events_versions_and_reimbursement_after_reversal(backend: Backend) {
+    let place = backend.fresh();
+    let l = Arc::new(place.open(config()));
     let ok = |c: Command| l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().expect("accepted");
     ok(deposit("d1", "2022-01-10T00:00:00Z", "acct-1", "ETH", "5"));
     ok(withdraw("w1", "2022-01-11T00:00:00Z", "acct-1", "ETH", "1", None, true));

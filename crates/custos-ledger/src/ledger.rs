@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::{Decision, WriteModel};
 use crate::rejection::Rejection;
 
+/// How often a ledger on a shared log looks for other processes' appends.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The most commands one group commit takes.
 pub const BATCH_EVENTS_MAX: usize = 8192;
 /// Requests waiting for the writer before senders are made to wait.
@@ -173,6 +176,10 @@ pub(crate) struct BoundaryInfo {
 
 pub(crate) struct Shared {
     pub log: Box<dyn Log>,
+    /// The head the ledger answers for: moved by its writer after each durable commit, and by
+    /// [`follow`] when other processes appended (it moves only after the boundary records
+    /// that describe the events up to it are loaded).
+    pub head: Mutex<Head>,
     pub config: LedgerConfig,
     /// The projections at the head, folded in place by the projector; queries read it shared.
     pub current: RwLock<Option<Current>>,
@@ -301,13 +308,8 @@ impl Ledger {
     /// Opens the ledger `location` names: a `postgres://` (or `postgresql://`) URL opens it
     /// in that PostgreSQL database, anything else is the folder of an embedded (sled) ledger.
     pub fn open_at(location: &str, config: LedgerConfig) -> Result<Ledger, LedgerError> {
-        if custos_postgres::Target::is_url(location) {
-            let target = custos_postgres::Target::parse(location)?;
-            let log = custos_postgres::PgLog::open(&target, &config.holder)?;
-            Ledger::open_log(Box::new(log), config)
-        } else {
-            Ledger::open(Path::new(location), config)
-        }
+        let log = open_log_at(location, &config.holder)?;
+        Ledger::open_log(log, config)
     }
 
     /// Whether `location` (as for [`Ledger::open_at`]) holds a ledger, without creating one.
@@ -323,11 +325,13 @@ impl Ledger {
     pub fn open_log(log: Box<dyn Log>, config: LedgerConfig) -> Result<Ledger, LedgerError> {
         assert!(config.checkpoint_every > 0, "checkpoint_every must be positive");
         assert!(config.balances_checkpoint_multiple > 0, "balances_checkpoint_multiple must be positive");
-        let head_seq = log.latest_head()?.seq;
+        let head = log.latest_head()?;
+        let head_seq = head.seq;
         let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*log, head_seq)?;
         let notices = log.take_notices();
         let shared = Arc::new(Shared {
             log,
+            head: Mutex::new(head),
             config,
             tail_min: Mutex::new(tail_min),
             max_occurred: Mutex::new(max_occurred),
@@ -346,6 +350,9 @@ impl Ledger {
         });
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
         ledger.ensure_projection_versions()?;
+        if ledger.shared.log.shared_writers() {
+            ledger.start_follower()?;
+        }
         Ok(ledger)
     }
 
@@ -360,7 +367,31 @@ impl Ledger {
     }
 
     pub fn head(&self) -> Head {
-        self.shared.log.head()
+        *self.shared.head.lock().expect("head lock")
+    }
+
+    /// Catches up with what other processes appended to a shared log (at once; a follower
+    /// thread also does every `FOLLOW_EVERY`). Nothing to do on a log only this process writes.
+    pub fn refresh(&self) -> Result<Head, LedgerError> {
+        follow(&self.shared)?;
+        Ok(self.head())
+    }
+
+    /// Polls a shared log for other processes' appends, so that the head, the live tail and
+    /// the queries see them. Ends when the ledger is dropped.
+    fn start_follower(&self) -> Result<(), LedgerError> {
+        let weak = Arc::downgrade(&self.shared);
+        std::thread::Builder::new()
+            .name("custos-follower".into())
+            .spawn(move || loop {
+                std::thread::sleep(FOLLOW_EVERY);
+                let Some(shared) = weak.upgrade() else { return };
+                if let Err(e) = follow(&shared) {
+                    tracing::warn!("cannot follow the log's head: {e}");
+                }
+            })
+            .map_err(|e| LogError::io("cannot start the ledger's follower thread", e))?;
+        Ok(())
     }
 
     pub(crate) fn store(&self) -> &dyn Log {
@@ -629,7 +660,9 @@ impl Ledger {
         let folded = fold(1, head, progress)?;
         let _commit = self.shared.commit_lock.lock().expect("commit lock");
         let _generations = self.shared.generation_lock.lock().expect("generation lock");
-        let head = store.head().seq;
+        // No writer, in this process or another, appends until the swap is done.
+        let head_lock = store.lock_head()?;
+        let head = head_lock.head().seq;
         fold(folded + 1, head, progress)?;
         progress(head, head);
         // One atomic step: the new generations become active, and the boundary records, written
@@ -652,6 +685,7 @@ impl Ledger {
         let remove = old_boundaries.into_iter().filter(|n| !new_names.contains(n)).collect();
         store.write_meta(put, remove)?;
         store.sync()?;
+        drop(head_lock);
         failpoint("rebuild:after-swap");
         if let Some(r) = &balances {
             r.remove_old(store)?;
@@ -913,11 +947,15 @@ pub(crate) fn try_for_each_envelope(
 /// Folds the whole log into a write model.
 fn load_write_model(store: &dyn Log) -> Result<WriteModel, LedgerError> {
     let mut model = WriteModel::default();
+    // Up to the head as it is now (on a shared log, others may append while this reads).
+    let head = store.latest_head()?;
     try_for_each_envelope(store, 1, |env| {
+        if env.seq > head.seq {
+            return Ok(ControlFlow::Break(()));
+        }
         model.apply(&env)?;
         Ok(ControlFlow::Continue(()))
     })?;
-    let head = store.head();
     if model.head_seq != head.seq {
         return Err(corrupt(
             model.head_seq,
@@ -984,7 +1022,7 @@ fn writer_loop(
                     };
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                shared.head_tx.send_replace(shared.log.head().seq);
+                shared.head_tx.send_replace(shared.head.lock().expect("head lock").seq);
                 for r in requests.into_iter().rev() {
                     let mine = outcomes.split_off(outcomes.len() - r.commands.len());
                     let _ = r.reply.send(Ok(mine));
@@ -1043,6 +1081,7 @@ fn recover(shared: &Shared) -> Result<WriteModel, String> {
     *shared.boundaries.write().expect("boundaries lock") = boundaries;
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    *shared.head.lock().expect("head lock") = head;
     *shared.current.write().expect("current lock") = None;
     shared.checkpoint_cache.lock().expect("cache lock").clear();
     // The projector never saw a failed batch that reached the disk anyway: queries must not
@@ -1056,11 +1095,51 @@ fn recover(shared: &Shared) -> Result<WriteModel, String> {
     Ok(model)
 }
 
+/// Moves the ledger's head to the log's latest, when other processes appended: the boundary
+/// records first (a query must never combine a head with bounds that do not cover it), then
+/// the head, the projector's mark (queries must not wait for it to fold events it never
+/// saw; the next query loads them from the log) and the live tail's signal.
+fn follow(shared: &Shared) -> Result<(), LedgerError> {
+    if !shared.log.shared_writers() {
+        return Ok(());
+    }
+    let latest = shared.log.latest_head()?;
+    if latest.seq <= shared.head.lock().expect("head lock").seq {
+        return Ok(());
+    }
+    let _commit = shared.commit_lock.lock().expect("commit lock");
+    let latest = shared.log.latest_head()?;
+    if latest.seq <= shared.head.lock().expect("head lock").seq {
+        return Ok(());
+    }
+    let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*shared.log, latest.seq)?;
+    *shared.boundaries.write().expect("boundaries lock") = boundaries;
+    *shared.tail_min.lock().expect("tail lock") = tail_min;
+    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    *shared.head.lock().expect("head lock") = latest;
+    let mut folded = shared.folded.lock().expect("folded lock");
+    *folded = (*folded).max(latest.seq);
+    shared.folded_cv.notify_all();
+    drop(folded);
+    shared.head_tx.send_replace(latest.seq);
+    Ok(())
+}
+
+/// Opens the log `location` names (see [`Ledger::open_at`]).
+pub(crate) fn open_log_at(location: &str, holder: &str) -> Result<Box<dyn Log>, LedgerError> {
+    if custos_postgres::Target::is_url(location) {
+        let target = custos_postgres::Target::parse(location)?;
+        Ok(Box::new(custos_postgres::PgLog::open(&target, holder)?))
+    } else {
+        Ok(Box::new(custos_sled::Store::open(Path::new(location), holder).map_err(LogError::from)?))
+    }
+}
+
 /// What the writer tracks about valid times to record boundary information atomically with
 /// the events it describes.
-struct LogStats {
-    max_occurred: Timestamp,
-    tail_min: Timestamp,
+pub(crate) struct LogStats {
+    pub max_occurred: Timestamp,
+    pub tail_min: Timestamp,
 }
 
 impl LogStats {
@@ -1121,27 +1200,14 @@ fn commit(
         }
     }
     if pending.is_empty() {
+        *shared.head.lock().expect("head lock") = head;
         return Ok(Committed { outcomes, caught_up, appended: pending });
     }
     let last = pending.last().expect("non-empty");
     // Boundary information goes in the same atomic step as the events it describes, so that a
     // point-in-time query never trusts a bound the log does not back.
-    let k = shared.config.checkpoint_every;
-    let mut meta = Vec::new();
-    let mut new_boundaries = Vec::new();
-    let (mut max_occurred, mut tail_min) = (stats.max_occurred, stats.tail_min);
-    for env in &pending {
-        max_occurred = max_occurred.max(env.occurred_at);
-        tail_min = tail_min.min(env.occurred_at);
-        if env.seq % k == 0 {
-            let info = BoundaryInfo { seq: env.seq, max_occurred, min_occurred: tail_min };
-            meta.push((boundary_name(env.seq), boundary_value(&info)));
-            new_boundaries.push(info);
-            tail_min = Timestamp::MAX;
-        }
-    }
-    meta.push((TAIL_MIN.to_string(), tail_min.nanos().to_be_bytes().to_vec()));
-    meta.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
+    let (meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
+    let LogStats { max_occurred, tail_min } = after;
     let batch = AppendBatch {
         first_seq,
         records,
@@ -1167,7 +1233,33 @@ fn commit(
     shared.boundaries.write().expect("boundaries lock").extend(new_boundaries);
     *shared.tail_min.lock().expect("tail lock") = tail_min;
     *shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
+    *shared.head.lock().expect("head lock") = Head { seq: last.seq, hash: last.hash, recorded_at: last.recorded_at };
     Ok(Committed { outcomes, caught_up, appended: pending })
+}
+
+/// Named metadata values, as the log writes them.
+pub(crate) type Meta = Vec<(String, Vec<u8>)>;
+
+/// The metadata appended with `events` (which follow the events `stats` describes): a
+/// boundary record at every multiple of `k`, the smallest `occurred_at` after the last one,
+/// and the largest of the log. Returns it with the new boundaries and the stats after.
+pub(crate) fn boundary_meta(k: u64, stats: &LogStats, events: &[Envelope]) -> (Meta, Vec<BoundaryInfo>, LogStats) {
+    let mut meta = Vec::new();
+    let mut new_boundaries = Vec::new();
+    let (mut max_occurred, mut tail_min) = (stats.max_occurred, stats.tail_min);
+    for env in events {
+        max_occurred = max_occurred.max(env.occurred_at);
+        tail_min = tail_min.min(env.occurred_at);
+        if env.seq % k == 0 {
+            let info = BoundaryInfo { seq: env.seq, max_occurred, min_occurred: tail_min };
+            meta.push((boundary_name(env.seq), boundary_value(&info)));
+            new_boundaries.push(info);
+            tail_min = Timestamp::MAX;
+        }
+    }
+    meta.push((TAIL_MIN.to_string(), tail_min.nanos().to_be_bytes().to_vec()));
+    meta.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
+    (meta, new_boundaries, LogStats { max_occurred, tail_min })
 }
 
 /// What one group commit did: the outcomes (one per command, in order), the events other

@@ -7,6 +7,7 @@
 mod import;
 mod ledger;
 mod metrics;
+mod migrate;
 mod model;
 mod query;
 mod rejection;
@@ -18,6 +19,7 @@ pub use import::{
 };
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
+pub use migrate::MigrateReport;
 pub use model::{command_of, reimbursement_usd, Decision, NewEvent, WriteModel};
 pub use query::{Bound, HistoryRow, ReplayRow};
 pub use rejection::Rejection;

@@ -89,7 +89,7 @@ impl Ledger {
         known_at: Option<Timestamp>,
         at_seq: Option<Seq>,
     ) -> Result<Bound, LedgerError> {
-        let head = self.head();
+        let head = self.refresh()?;
         let now = Timestamp::now().max(if head.seq > 0 { head.recorded_at } else { Timestamp::MIN });
         if let Some(n) = at_seq {
             if n > head.seq {

@@ -61,7 +61,18 @@ impl Ledger {
         // both in one step, under this lock).
         let (head, bounds) = {
             let _commit = self.shared.commit_lock.lock().expect("commit lock");
-            let head = store.head();
+            // On a shared log, other processes' writers too: the head lock, briefly. A read
+            // replica takes no lock (it is written only by the primary's replay): its head as
+            // it stands.
+            let lock = match store.lock_head() {
+                Ok(lock) => Some(lock),
+                Err(custos_log::LogError::Refused(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let head = match &lock {
+                Some(lock) => lock.head(),
+                None => store.latest_head()?,
+            };
             (head, stored_bounds(store, head.seq)?)
         };
         let mut derived = DerivedCheck::new(&bounds);

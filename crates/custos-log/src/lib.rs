@@ -204,6 +204,11 @@ pub trait Log: Send + Sync {
 
     /// The head this handle last saw (after its own appends, or a [`Log::latest_head`]).
     fn head(&self) -> Head;
+    /// Whether other processes may append to this log (a shared engine): the ledger then
+    /// follows their appends.
+    fn shared_writers(&self) -> bool {
+        false
+    }
     /// The head as stored now (other processes may have appended), remembered as [`Log::head`].
     fn latest_head(&self) -> Result<Head>;
     /// Takes the right to append; waits while another writer holds it.

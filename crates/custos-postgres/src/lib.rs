@@ -552,6 +552,10 @@ impl Log for PgLog {
         *self.head.lock().expect("head lock")
     }
 
+    fn shared_writers(&self) -> bool {
+        true
+    }
+
     fn latest_head(&self) -> Result<Head> {
         let head =
             self.query("cannot read the head", "SELECT seq, hash, recorded_ns FROM custos_head", vec![], |rows| {

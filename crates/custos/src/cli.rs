@@ -226,6 +226,16 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
+    /// Copy a ledger to another engine (a folder <-> a postgres:// database), keeping its
+    /// digest; an interrupted copy resumes when run again
+    Migrate {
+        /// The ledger to copy (a folder or a postgres:// URL)
+        #[arg(long, value_name = "DIR|URL")]
+        from: String,
+        /// Where to copy it: empty, or holding an interrupted copy of it
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
+    },
     /// Refold projections from the log into fresh storage and swap them in atomically
     Rebuild {
         /// balances or losses [default: both]
@@ -330,6 +340,9 @@ pub async fn run(args: Args) -> Result<Exit> {
         let explicit = std::env::args().any(|a| a == "--db" || a.starts_with("--db="));
         return demo::run(*format, plot.as_deref(), args.db.as_deref().filter(|_| explicit)).await;
     }
+    if let Cmd::Migrate { from, to } = &args.command {
+        return migrate(from, to);
+    }
     if let Some(url) = args.server.clone() {
         return crate::remote::run(&url, args.token_file.as_deref(), args.command);
     }
@@ -358,7 +371,7 @@ pub async fn run(args: Args) -> Result<Exit> {
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
-        Cmd::Demo { .. } | Cmd::Serve { .. } => unreachable!("handled above"),
+        Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } => unreachable!("handled above"),
         Cmd::Import { file, strict, batch } => import::run(&ledger, &file, strict, batch as usize).await?,
         Cmd::Log { from_seq, limit, format } => {
             report::log(&ledger, from_seq, limit)?.write(format, out)?;
@@ -429,6 +442,49 @@ pub fn token_from(file: Option<&std::path::Path>, env: &str) -> Result<Option<St
         None => std::env::var(env).ok(),
     };
     Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+/// `custos migrate`: copies the ledger at `from` to `to`, then checks that both digests agree
+/// and that the copy verifies clean.
+fn migrate(from: &str, to: &str) -> Result<Exit> {
+    if !Ledger::exists_at(from).map_err(|e| anyhow::anyhow!("cannot open the ledger {}: {e}", shown_location(from)))? {
+        bail!("there is no ledger {} to copy", shown_location(from));
+    }
+    let source = open_ledger(from, "custos migrate (source)")?;
+    let bar = crate::import::bar(source.head().seq, "copying");
+    let config = LedgerConfig { holder: "custos migrate (target)".into(), ..LedgerConfig::default() };
+    let report = source.migrate_to(to, config, &mut |done, _| bar.set_position(done)).map_err(|e| {
+        anyhow::anyhow!("cannot copy the ledger {} to {}: {e}", shown_location(from), shown_location(to))
+    })?;
+    bar.finish_and_clear();
+    let copy = open_ledger(to, "custos migrate (check)")?;
+    let bar = crate::import::bar(copy.head().seq, "verifying");
+    let verified = copy.verify(None, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let digest = format!("{}:{}", report.head.seq, hex::encode(report.head.hash));
+    let out = &mut std::io::stdout().lock();
+    if report.resumed_after > 0 {
+        writeln!(out, "resumed an interrupted copy after seq {}", report.resumed_after)?;
+    }
+    writeln!(
+        out,
+        "copied {} events from the ledger {} to the ledger {}",
+        report.copied,
+        shown_location(from),
+        shown_location(to)
+    )?;
+    writeln!(out, "digest {digest} on both")?;
+    if !verified.clean() {
+        writeln!(
+            out,
+            "verify of the copy found {} discrepancies; the first: {}",
+            verified.discrepancies.len(),
+            verified.discrepancies[0].what
+        )?;
+        return Ok(Exit::Refused);
+    }
+    writeln!(out, "verify of the copy: clean")?;
+    Ok(Exit::Ok)
 }
 
 async fn serve(

@@ -1,4 +1,4 @@
-//! An append storm for the crash test: `storm DIR WRITERS PER_WRITER PREFIX [spread]`. Each
+//! An append storm for the crash test: `storm DIR|URL WRITERS PER_WRITER PREFIX [spread]`. Each
 //! writer task sends deposits `PREFIX-s{w}-{i}` (1 USDC to `acct-s{w}`, or with `spread` to an
 //! account of its own, `acct-PREFIX-s{w}-{i}`, so checkpoints grow with every event) one at a
 //! time and prints `ack ID SEQ` on standard output, flushed, only after the ledger has
@@ -12,14 +12,14 @@ use custos_ledger::{Ledger, LedgerConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::PathBuf::from(&args[1]);
+    let location = args[1].clone();
     let writers: usize = args[2].parse().expect("writers");
     let per_writer: usize = args[3].parse().expect("per writer");
     let prefix = args[4].clone();
     let spread = args.get(5).is_some_and(|a| a == "spread");
     let ledger = Arc::new(
-        Ledger::open(
-            &dir,
+        Ledger::open_at(
+            &location,
             LedgerConfig { checkpoint_every: 500, balances_checkpoint_multiple: 1, holder: "storm".into() },
         )
         .expect("opens"),
