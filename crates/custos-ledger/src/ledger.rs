@@ -21,8 +21,7 @@ use custos_log::{failpoint, index_entries, AppendBatch, Head, Log, LogError};
 use custos_projection::{Balances, FoldError, Losses, Projection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{Decision, WriteModel};
-use crate::rejection::Rejection;
+use custos_command::{Decision, Rejection, WriteModel};
 
 /// How often a ledger on a shared log looks for other processes' appends.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);

@@ -9,7 +9,7 @@ use custos_log::{index_entries, Head, IndexEntry};
 use custos_projection::{Balances, Losses, Projection};
 
 use crate::ledger::{checkpoint_at, read_envelope, stored_bounds, Ledger, LedgerError, StoredBounds};
-use crate::model::{command_of, Decision, WriteModel};
+use custos_command::{command_of, Decision, WriteModel};
 
 /// Stop listing after this many discrepancies (the first one is what matters).
 const DISCREPANCIES_MAX: usize = 50;
