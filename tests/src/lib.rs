@@ -271,9 +271,14 @@ pub const WRITE_TOKEN: &str = "write-token";
 
 impl TestServer {
     pub fn start(dir: &Path, config: Option<custos_server::ServerConfig>) -> TestServer {
+        TestServer::start_at(dir.to_str().expect("a UTF-8 path"), config)
+    }
+
+    /// A server of the ledger at `location` (a folder or a postgres:// URL).
+    pub fn start_at(location: &str, config: Option<custos_server::ServerConfig>) -> TestServer {
         let ledger = std::sync::Arc::new(
-            custos_ledger::Ledger::open(
-                dir,
+            custos_ledger::Ledger::open_at(
+                location,
                 custos_ledger::LedgerConfig {
                     checkpoint_every: 64,
                     balances_checkpoint_multiple: 1,

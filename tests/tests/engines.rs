@@ -229,3 +229,68 @@ fn a_streaming_replica_answers_queries_and_refuses_writes() {
     assert!(err.contains("read replica") && err.contains("primary"), "{err}");
     assert_eq!(primary.head().seq, 11);
 }
+
+/// A database whose commits are not durable is refused on open, saying why (here
+/// `synchronous_commit` off for the database; `fsync` off is server-wide and refused the same way).
+#[test]
+fn a_database_without_durable_commits_is_refused() {
+    let place = Backend::Postgres.fresh();
+    let db = pg::db_name(&place.location);
+    pg::cluster().psql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off"));
+    let err =
+        custos_ledger::Ledger::open_at(&place.location, LedgerConfig::default()).err().expect("refused").to_string();
+    assert!(err.contains("synchronous_commit = off") && err.contains("could be lost"), "{err}");
+    let out =
+        custos_at(&place.location, &["deposit", "--id", "d1", "--account", "a", "--asset", "BTC", "--amount", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("synchronous_commit = off"));
+}
+
+/// A server on PostgreSQL sees what other processes write: its head, its queries and its live
+/// tail follow a CLI process's appends, without gaps or repeats.
+#[test]
+fn a_server_on_postgres_follows_other_processes_writes_in_its_tail_and_queries() {
+    use std::io::BufRead;
+    let place = Backend::Postgres.fresh();
+    let s = custos_tests::TestServer::start_at(&place.location, None);
+    let response = ureq::get(&format!("{}/v1/tail?from_seq=1", s.url))
+        .set("Authorization", &format!("Bearer {}", custos_tests::READ_TOKEN))
+        .call()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(response.into_reader()).lines() {
+            if let Some(id) = line.unwrap().strip_prefix("id: ") {
+                seen.push(id.parse::<u64>().unwrap());
+                if seen.len() == 6 {
+                    break;
+                }
+            }
+        }
+        seen
+    });
+    for i in 0..6 {
+        let out = custos_at(
+            &place.location,
+            &["deposit", "--id", &format!("cli-{i}"), "--account", "acct-o", "--asset", "BTC", "--amount", "0.5"],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(reader.is_finished(), "the tail did not see the other process's six events");
+    assert_eq!(reader.join().unwrap(), (1..=6).collect::<Vec<u64>>());
+    let (status, digest) =
+        custos_tests::http("GET", &format!("{}/v1/digest", s.url), Some(custos_tests::READ_TOKEN), None);
+    assert_eq!((status, digest["seq"].as_u64()), (200, Some(6)));
+    let (status, body) = custos_tests::http(
+        "GET",
+        &format!("{}/v1/balances?account=acct-o&format=json", s.url),
+        Some(custos_tests::READ_TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("\"3\""), "{body}");
+}
