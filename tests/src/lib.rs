@@ -322,3 +322,41 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The `storm` helper binary running (see tests/src/bin/storm.rs), with a thread collecting
+/// the acknowledgements it prints.
+pub struct Storm {
+    pub child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<(String, u64)>>,
+}
+
+impl Storm {
+    /// Starts `bin` (the test's `env!("CARGO_BIN_EXE_storm")`) with `args`.
+    pub fn start(bin: &str, args: &[&str]) -> Storm {
+        use std::io::BufRead;
+        let mut child = Process::new(bin)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("storm starts");
+        let stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let parts: Vec<&str> = line.split(' ').collect();
+                seen.push((parts[1].to_string(), parts[2].parse::<u64>().expect("a seq")));
+            }
+            seen
+        });
+        Storm { child, reader }
+    }
+
+    /// Kills the storm (SIGKILL, if it still runs) and answers every `(id, seq)` it had
+    /// acknowledged.
+    pub fn kill(mut self) -> Vec<(String, u64)> {
+        let _ = self.child.kill();
+        self.child.wait().expect("storm reaped");
+        self.reader.join().expect("reader")
+    }
+}

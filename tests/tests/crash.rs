@@ -33,28 +33,13 @@ fn kill_9_storm(backend: Backend, rounds: usize) {
     let place = backend.fresh();
     let mut acked: HashMap<String, u64> = HashMap::new();
     for round in 0..rounds {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_storm"))
-            .arg(&place.location)
-            .arg(WRITERS.to_string())
-            .arg(PER_WRITER.to_string())
-            .arg(format!("r{round}"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let parts: Vec<&str> = line.split(' ').collect();
-                seen.push((parts[1].to_string(), parts[2].parse::<u64>().unwrap()));
-            }
-            seen
-        });
+        let storm = custos_tests::Storm::start(
+            env!("CARGO_BIN_EXE_storm"),
+            &[&place.location, &WRITERS.to_string(), &PER_WRITER.to_string(), &format!("r{round}")],
+        );
         // Kill at a different moment each round: 40 ms to ~0.5 s into the storm.
         std::thread::sleep(Duration::from_millis(40 + (round as u64 * 97) % 460));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let seen = reader.join().unwrap();
+        let seen = storm.kill();
         eprintln!("round {round}: killed after {} acknowledged appends", seen.len());
 
         let ledger = place.open(LedgerConfig {

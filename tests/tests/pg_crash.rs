@@ -5,9 +5,7 @@
 //! process (so its own cluster): stopping the server must not disturb other tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
-use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use custos_domain::{Event, EventId};
@@ -24,28 +22,15 @@ fn an_immediate_stop_of_postgresql_mid_append_loses_nothing_acknowledged() {
     let cluster = pg::cluster();
     let mut acked: HashMap<String, u64> = HashMap::new();
     for round in 0..3u64 {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_storm"))
-            .args([&place.location, &WRITERS.to_string(), &PER_WRITER.to_string(), &format!("r{round}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let parts: Vec<&str> = line.split(' ').collect();
-                seen.push((parts[1].to_string(), parts[2].parse::<u64>().unwrap()));
-            }
-            seen
-        });
+        let storm = custos_tests::Storm::start(
+            env!("CARGO_BIN_EXE_storm"),
+            &[&place.location, &WRITERS.to_string(), &PER_WRITER.to_string(), &format!("r{round}")],
+        );
         std::thread::sleep(Duration::from_millis(300 + round * 150));
         cluster.stop_immediate();
-        // The storm's appends now fail and it stops; kill it should it linger.
+        // The storm's appends now fail and it stops; it is killed should it linger.
         std::thread::sleep(Duration::from_millis(500));
-        let _ = child.kill();
-        child.wait().unwrap();
-        let seen = reader.join().unwrap();
+        let seen = storm.kill();
         eprintln!("round {round}: server stopped after {} acknowledged appends", seen.len());
         cluster.start();
 
