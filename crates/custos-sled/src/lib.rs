@@ -130,6 +130,28 @@ fn open_sled(path: &Path) -> Result<sled::Db> {
     }
 }
 
+/// Opens sled once this process holds the ledger's lock file. sled then cannot be held by
+/// another process, only by this one's previous handle of the same store, whose IO threads
+/// can still hold sled's file lock for a moment after it was dropped (seen in CI under load:
+/// a restart in the model test failed with sled's "could not acquire lock"): wait for them,
+/// up to `SLED_RELEASE_WAIT`.
+fn open_sled_held(path: &Path) -> Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        match open_sled(path) {
+            Err(StoreError::Io { source, .. })
+                if source.to_string().contains("could not acquire lock") && started.elapsed() < SLED_RELEASE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long an open waits for this process's previous handle of a store to let go of it.
+const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `StoreError::Io` saying what was being done.
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
     let what = what.into();
@@ -210,7 +232,7 @@ impl Store {
             lock::LockError::Held { holder } => StoreError::Locked { dir: dir.to_path_buf(), holder },
             lock::LockError::Io(e) => io(e),
         })?;
-        let db = open_sled(&dir.join("sled"))?;
+        let db = open_sled_held(&dir.join("sled"))?;
         let data_file = File::open(dir.join("sled").join("db")).map_err(io)?;
         let marker = dir.join(ACKED_FILE);
         let created = marker.exists();
@@ -1305,6 +1327,22 @@ mod tests {
         let mut want: Vec<(u64, Seq)> = (1..=total).map(|s| (event_key(s), s)).collect();
         want.sort_unstable();
         assert_eq!(store.index_all(IndexKind::EventId).unwrap(), want);
+    }
+
+    #[test]
+    fn an_open_waits_for_this_processs_previous_handle_to_let_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        // A handle outliving the store, as sled's IO threads can for a moment.
+        let lingering = store.db().unwrap();
+        drop(store);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(lingering);
+        });
+        let again = Store::open(tmp.path(), "test");
+        assert!(again.is_ok(), "{:?}", again.err());
+        t.join().unwrap();
     }
 
     #[test]
