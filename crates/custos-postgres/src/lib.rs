@@ -66,11 +66,9 @@ CREATE TABLE custos_events (
     loss_ns bigint,
     UNIQUE (stream, stream_version)
 );
-CREATE INDEX custos_events_stream ON custos_events (stream, seq);
 CREATE INDEX custos_events_occurred ON custos_events (occurred_ns, seq);
 CREATE INDEX custos_events_loss ON custos_events (loss_ns, seq) WHERE loss_ns IS NOT NULL;
 CREATE INDEX custos_events_flag ON custos_events (flag_of, seq) WHERE flag_of IS NOT NULL;
-CREATE INDEX custos_events_account ON custos_events (account, asset, occurred_at);
 CREATE TABLE custos_meta (
     name text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL
@@ -614,7 +612,7 @@ impl Log for PgLog {
     fn stream_seqs(&self, stream: &StreamId) -> Result<Vec<Seq>> {
         self.query(
             "cannot read a stream",
-            "SELECT seq FROM custos_events WHERE stream = $1 ORDER BY seq",
+            "SELECT seq FROM custos_events WHERE stream = $1 ORDER BY stream_version",
             vec![Param::Text(stream.as_str().to_string())],
             |rows| Ok(rows.iter().map(|r| seq_of(r.get(0))).collect()),
         )
