@@ -294,3 +294,35 @@ fn a_server_on_postgres_follows_other_processes_writes_in_its_tail_and_queries()
     assert_eq!(status, 200, "{body}");
     assert!(body.to_string().contains("\"3\""), "{body}");
 }
+
+/// The main job on PostgreSQL: `demo --db URL` builds the incident there and reports the same
+/// bytes as on a folder (but for the moments both answer as of "now").
+#[test]
+fn the_demo_runs_on_postgres_with_the_same_report() {
+    let place = Backend::Postgres.fresh();
+    let folder = Backend::Sled.fresh();
+    let run = |location: &str| {
+        let out = std::process::Command::new(custos_bin())
+            .args(["demo", "--format", "json", "--db", location])
+            .env_remove("CUSTOS_DB")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "demo --db {location}: {}", String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+    };
+    let now_free = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !((l.contains("\"as_of\"") || l.contains("\"known_at\"")) && !l.contains("2022-")))
+            .map(str::to_string)
+            .collect()
+    };
+    let on_postgres = now_free(&run(&place.location));
+    let on_sled = now_free(&run(&format!("{}/demo", folder.location)));
+    let first = on_postgres.iter().zip(&on_sled).position(|(a, b)| a != b);
+    assert!(
+        first.is_none() && on_postgres.len() == on_sled.len(),
+        "first difference: {:?}",
+        first.map(|i| (&on_postgres[i], &on_sled[i]))
+    );
+    assert!(on_postgres.iter().any(|l| l.contains("\"completed\": \"4836.26\"")), "the incident's ETH figure");
+}
