@@ -326,3 +326,14 @@ fn the_demo_runs_on_postgres_with_the_same_report() {
     );
     assert!(on_postgres.iter().any(|l| l.contains("\"completed\": \"4836.26\"")), "the incident's ETH figure");
 }
+
+/// A database whose Custos schema is newer than this build's is refused, saying both versions.
+#[test]
+fn a_newer_schema_is_refused_with_both_versions() {
+    let place = Backend::Postgres.fresh();
+    drop(place.open(LedgerConfig::default()));
+    pg::cluster().psql(pg::db_name(&place.location), "UPDATE custos_schema SET version = 99");
+    let err =
+        custos_ledger::Ledger::open_at(&place.location, LedgerConfig::default()).err().expect("refused").to_string();
+    assert!(err.contains("schema version 99") && err.contains("reads version 1"), "{err}");
+}
