@@ -337,3 +337,32 @@ fn a_newer_schema_is_refused_with_both_versions() {
         custos_ledger::Ledger::open_at(&place.location, LedgerConfig::default()).err().expect("refused").to_string();
     assert!(err.contains("schema version 99") && err.contains("reads version 1"), "{err}");
 }
+
+/// A URL's scheme is case-insensitive, and nothing that looks like a URL is ever taken for a
+/// folder's name (an uppercase POSTGRES:// once created a sled ledger in `./POSTGRES:`).
+#[test]
+fn an_uppercase_scheme_opens_postgres_and_other_urls_are_refused_not_made_folders() {
+    let place = Backend::Postgres.fresh();
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |db: &str, args: &[&str]| {
+        std::process::Command::new(custos_bin())
+            .arg("--db")
+            .arg(db)
+            .args(args)
+            .current_dir(cwd.path())
+            .env_remove("CUSTOS_DB")
+            .output()
+            .unwrap()
+    };
+    let upper = place.location.replacen("postgres://", "POSTGRES://", 1);
+    let out = run(&upper, &["deposit", "--id", "u1", "--account", "a", "--asset", "BTC", "--amount", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg::cluster().psql(pg::db_name(&place.location), "SELECT event_id FROM custos_events"), "u1");
+    for bad in ["postgres:/postgres@127.0.0.1/x", "mysql://root@127.0.0.1/x"] {
+        let out = run(bad, &["deposit", "--id", "u2", "--account", "a", "--asset", "BTC", "--amount", "1"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("postgres://"), "{bad}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "no folder was made");
+}

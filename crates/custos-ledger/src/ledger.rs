@@ -313,6 +313,7 @@ impl Ledger {
 
     /// Whether `location` (as for [`Ledger::open_at`]) holds a ledger, without creating one.
     pub fn exists_at(location: &str) -> Result<bool, LedgerError> {
+        refuse_other_urls(location)?;
         if custos_postgres::Target::is_url(location) {
             Ok(custos_postgres::PgLog::exists(&custos_postgres::Target::parse(location)?)?)
         } else {
@@ -1124,8 +1125,25 @@ fn follow(shared: &Shared) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// A location that looks like a URL of another kind (`mysql://…`) is refused, never taken
+/// for a folder's name.
+fn refuse_other_urls(location: &str) -> Result<(), LedgerError> {
+    let scheme = location.trim_start().split("://").next().unwrap_or("");
+    if location.contains("://")
+        && !custos_postgres::Target::is_url(location)
+        && !scheme.is_empty()
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return Err(LedgerError::BadRequest(format!(
+            "{scheme}:// is not a place for a ledger: give a folder, or a postgres:// URL"
+        )));
+    }
+    Ok(())
+}
+
 /// Opens the log `location` names (see [`Ledger::open_at`]).
 pub(crate) fn open_log_at(location: &str, holder: &str) -> Result<Box<dyn Log>, LedgerError> {
+    refuse_other_urls(location)?;
     if custos_postgres::Target::is_url(location) {
         let target = custos_postgres::Target::parse(location)?;
         Ok(Box::new(custos_postgres::PgLog::open(&target, holder)?))

@@ -87,14 +87,24 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether `s` names a PostgreSQL database rather than a folder.
+    /// Whether `s` names a PostgreSQL database rather than a folder: a `postgres:` or
+    /// `postgresql:` scheme, in any case, spaces before it ignored (a scheme is
+    /// case-insensitive; such a location is never taken for a folder's name).
     pub fn is_url(s: &str) -> bool {
-        s.starts_with("postgres://") || s.starts_with("postgresql://")
+        let s = s.trim_start().to_ascii_lowercase();
+        s.starts_with("postgres:") || s.starts_with("postgresql:")
     }
 
     pub fn parse(url: &str) -> Result<Target> {
         // The URL itself is never repeated: it may hold a password.
         let bad = |why: String| LogError::Refused(format!("cannot use the PostgreSQL URL given: {why}"));
+        let trimmed = url.trim_start();
+        let scheme_end = trimmed.find(':').unwrap_or(0);
+        let (scheme, rest) = trimmed.split_at(scheme_end);
+        if !rest.starts_with("://") {
+            return Err(bad(format!("a PostgreSQL URL starts {}://USER@HOST:PORT/DB", scheme.to_ascii_lowercase())));
+        }
+        let url = format!("{}{rest}", scheme.to_ascii_lowercase());
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
         if config.get_password().is_some() {
             return Err(bad(
@@ -755,5 +765,12 @@ mod tests {
         let t = Target::parse("postgresql://alice@127.0.0.1:5433/ledger").unwrap();
         assert_eq!(t.shown(), "postgres://alice@127.0.0.1:5433/ledger");
         assert!(Target::is_url("postgres://x") && Target::is_url("postgresql://x") && !Target::is_url("./data"));
+        // A scheme is case-insensitive, and a near-URL is never a folder's name.
+        for near in ["POSTGRES://x", "Postgres://x", " postgres://x", "postgres:/x", "PostgreSQL:x"] {
+            assert!(Target::is_url(near), "{near}");
+        }
+        assert_eq!(Target::parse("POSTGRES://alice@db:5433/l").unwrap().shown(), "postgres://alice@db:5433/l");
+        let err = Target::parse("postgres:/alice@db/l").unwrap_err().to_string();
+        assert!(err.contains("starts postgres://USER@HOST:PORT/DB"), "{err}");
     }
 }
