@@ -176,7 +176,7 @@ fn migrate_both_ways_keeps_the_digest() {
         .args(["migrate", "--from", &sled.location, "--to", &postgres.location])
         .output()
         .unwrap();
-    assert!(stdout(&again).contains("resumed an interrupted copy after seq 53193"), "{}", stdout(&again));
+    assert!(stdout(&again).contains("the copy was already complete: both end at seq 53193"), "{}", stdout(&again));
     assert!(stdout(&again).contains("copied 0 events"), "{}", stdout(&again));
 }
 
@@ -365,4 +365,75 @@ fn an_uppercase_scheme_opens_postgres_and_other_urls_are_refused_not_made_folder
         assert!(err.contains("postgres://"), "{bad}: {err}");
     }
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "no folder was made");
+}
+
+/// Boundary records removed behind the ledger's back (a helper deleted them in SQL: the
+/// balances at a moment came back empty, exit 0) cost speed, never an answer: the ledger finds
+/// them missing against the count written with them, says so, reads the whole log, and verify
+/// names the damage; a rebuild restores them.
+#[test]
+fn missing_boundary_records_never_change_an_answer() {
+    let fixture = custos_tests::workspace().join("fixtures/incident-2022-01/commands.csv");
+    for backend in Backend::ALL {
+        let place = backend.fresh();
+        let import = custos_at(&place.location, &["import", fixture.to_str().unwrap()]);
+        assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+        let questions: [&[&str]; 3] = [
+            &["balances", "--as-of", "2022-01-17T00:00:00Z", "--known-at", "2022-01-17T12:00:00Z", "--format", "csv"],
+            &[
+                "replay",
+                "--from",
+                "2022-01-17T20:00:00Z",
+                "--to",
+                "2022-01-18T17:46:00Z",
+                "--known-at",
+                "2025-01-01T00:00:00Z",
+            ],
+            &["losses", "--as-of", "2022-01-18T00:00:00Z", "--known-at", "2022-01-18T06:00:00Z"],
+        ];
+        let answers = |expect_note: bool| -> Vec<String> {
+            questions
+                .iter()
+                .map(|q| {
+                    let out = custos_at(&place.location, q);
+                    let err = String::from_utf8_lossy(&out.stderr).to_string();
+                    assert!(out.status.success(), "{backend:?} {q:?}: {err}");
+                    assert_eq!(
+                        err.contains("boundary records of this ledger are incomplete"),
+                        expect_note,
+                        "{backend:?}: {err}"
+                    );
+                    stdout(&out)
+                })
+                .collect()
+        };
+        let before = answers(false);
+        assert!(before[0].lines().count() > 1000, "{backend:?}: a real answer to compare");
+        // Remove the boundary records, as an intruder or a bad restore would.
+        match backend {
+            Backend::Postgres => {
+                pg::cluster()
+                    .psql(pg::db_name(&place.location), "DELETE FROM custos_meta WHERE name LIKE 'boundary/%'");
+            }
+            Backend::Sled => {
+                let store = custos_sled::Store::open(std::path::Path::new(&place.location), "test").unwrap();
+                let names = store.list_meta("boundary/").unwrap();
+                assert!(names.len() >= 12, "{names:?}");
+                store.write_meta(vec![], names).unwrap();
+                store.sync().unwrap();
+            }
+        }
+        assert_eq!(answers(true), before, "{backend:?}: the same answers without the boundary records");
+        let verify = custos_at(&place.location, &["verify"]);
+        assert_eq!(verify.status.code(), Some(1), "{backend:?}");
+        assert!(stdout(&verify).contains("boundary records are missing"), "{backend:?}: {}", stdout(&verify));
+        let rebuild = custos_at(&place.location, &["rebuild"]);
+        assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+        assert_eq!(
+            custos_at(&place.location, &["verify"]).status.code(),
+            Some(0),
+            "{backend:?}: clean after the rebuild"
+        );
+        assert_eq!(answers(false), before, "{backend:?}");
+    }
 }

@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     /// The projections at the head, folded in place by the projector; queries read it shared.
     pub current: RwLock<Option<Current>>,
     pub boundaries: RwLock<Vec<BoundaryInfo>>,
+    /// Set while the stored boundary records are incomplete: queries then trust none of them.
+    pub bounds_damaged: AtomicBool,
     /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
     pub tail_min: Mutex<Timestamp>,
     /// The largest `occurred_at` in the log (`None` when not recorded, in logs written before it
@@ -220,11 +222,28 @@ pub(crate) struct StoredBounds {
     pub boundaries: Vec<BoundaryInfo>,
     pub tail_min: Timestamp,
     pub max_occurred: Option<Timestamp>,
+    /// Why the boundary records cannot be trusted (some are missing), when they cannot:
+    /// queries then read the log from its start (slower, never wrong) until a rebuild.
+    pub damaged: Option<String>,
 }
 
-/// Reads the stored boundary records up to `head`, and `tail_min` and `max_occurred`.
+/// Reads the stored boundary records up to `head`, and `tail_min` and `max_occurred`, and
+/// checks them against the count record written with them. On a log other processes write a
+/// count and a listing read a moment apart can disagree: read again before calling it damage.
 pub(crate) fn stored_bounds(store: &dyn Log, head: Seq) -> Result<StoredBounds, LedgerError> {
+    let mut bounds = read_bounds(store, head)?;
+    for _ in 0..3 {
+        if bounds.damaged.is_none() {
+            break;
+        }
+        bounds = read_bounds(store, head)?;
+    }
+    Ok(bounds)
+}
+
+fn read_bounds(store: &dyn Log, head: Seq) -> Result<StoredBounds, LedgerError> {
     let mut boundaries = Vec::new();
+    let (mut listed, mut last_listed) = (0u64, 0);
     for name in store.list_meta("boundary/")? {
         let v = store.get_meta(&name)?.unwrap_or_default();
         let seq: Seq =
@@ -234,6 +253,8 @@ pub(crate) fn stored_bounds(store: &dyn Log, head: Seq) -> Result<StoredBounds, 
         }
         let max = i64::from_be_bytes(v[..8].try_into().expect("8"));
         let min = i64::from_be_bytes(v[8..].try_into().expect("8"));
+        listed += 1;
+        last_listed = seq;
         if seq <= head {
             boundaries.push(BoundaryInfo {
                 seq,
@@ -250,7 +271,45 @@ pub(crate) fn stored_bounds(store: &dyn Log, head: Seq) -> Result<StoredBounds, 
         Some(v) if v.len() == 8 => Timestamp::from_nanos(i64::from_be_bytes(v[..].try_into().expect("8"))),
         _ => Timestamp::MAX,
     };
-    Ok(StoredBounds { boundaries, tail_min, max_occurred })
+    // Logs written before the count record existed have none: nothing to check them by.
+    let damaged = match store.get_meta(BOUNDARY_COUNT)? {
+        Some(v) if v.len() == 16 => {
+            let count = u64::from_be_bytes(v[..8].try_into().expect("8"));
+            let last = u64::from_be_bytes(v[8..].try_into().expect("8"));
+            (count != listed || last != last_listed).then(|| {
+                format!(
+                    "{listed} boundary records are stored (the last at seq {last_listed}) but {count} were written (the last at seq {last})"
+                )
+            })
+        }
+        Some(_) => Some("the boundary count record is malformed".to_string()),
+        None => None,
+    };
+    Ok(StoredBounds { boundaries, tail_min, max_occurred, damaged })
+}
+
+/// The record of how many boundary records were written, and the seq of the last: a missing
+/// boundary record would make a query skip events, so the ledger checks them against it.
+fn boundary_count_value(count: u64, last: Seq) -> Vec<u8> {
+    let mut v = count.to_be_bytes().to_vec();
+    v.extend_from_slice(&last.to_be_bytes());
+    v
+}
+
+/// Applies what [`stored_bounds`] read to the shared state (the caller holds the commit lock).
+fn install_bounds(shared: &Shared, bounds: StoredBounds) {
+    let StoredBounds { boundaries, tail_min, max_occurred, damaged } = bounds;
+    *shared.boundaries.write().expect("boundaries lock") = boundaries;
+    *shared.tail_min.lock().expect("tail lock") = tail_min;
+    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    let was = shared.bounds_damaged.swap(damaged.is_some(), Ordering::SeqCst);
+    if let Some(why) = damaged.filter(|_| !was) {
+        let text = format!(
+            "the boundary records of this ledger are incomplete ({why}): queries read the log from its start, slower but exact, until `custos rebuild` rewrites them"
+        );
+        tracing::warn!("{text}");
+        shared.notices.lock().expect("notices lock").push(text);
+    }
 }
 
 /// An open ledger.
@@ -276,6 +335,7 @@ pub struct RebuildReport {
 }
 
 const TAIL_MIN: &str = "tail_min_occurred";
+const BOUNDARY_COUNT: &str = "boundary_count";
 const MAX_OCCURRED: &str = "max_occurred";
 
 pub(crate) fn boundary_name(seq: Seq) -> String {
@@ -327,14 +387,14 @@ impl Ledger {
         assert!(config.balances_checkpoint_multiple > 0, "balances_checkpoint_multiple must be positive");
         let head = log.latest_head()?;
         let head_seq = head.seq;
-        let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*log, head_seq)?;
+        let bounds = stored_bounds(&*log, head_seq)?;
         let notices = log.take_notices();
         let shared = Arc::new(Shared {
             log,
             head: Mutex::new(head),
             config,
-            tail_min: Mutex::new(tail_min),
-            max_occurred: Mutex::new(max_occurred),
+            tail_min: Mutex::new(Timestamp::MAX),
+            max_occurred: Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             folded: Mutex::new(head_seq),
             folded_cv: Condvar::new(),
@@ -342,12 +402,14 @@ impl Ledger {
             checkpoint_cache: Mutex::new(VecDeque::new()),
             head_tx: tokio::sync::watch::channel(head_seq).0,
             current: RwLock::new(None),
-            boundaries: RwLock::new(boundaries),
+            boundaries: RwLock::new(Vec::new()),
+            bounds_damaged: AtomicBool::new(false),
             notices: Mutex::new(notices),
             commit_lock: Mutex::new(()),
             generation_lock: Mutex::new(()),
             write_fault: Mutex::new(None),
         });
+        install_bounds(&shared, bounds);
         let ledger = Ledger { shared, tx: Mutex::new(None), threads: Mutex::new(Vec::new()) };
         ledger.ensure_projection_versions()?;
         if ledger.shared.log.shared_writers() {
@@ -681,6 +743,10 @@ impl Ledger {
         put.extend(boundaries.iter().map(|b| (boundary_name(b.seq), boundary_value(b))));
         put.push((TAIL_MIN.to_string(), min_occurred.nanos().to_be_bytes().to_vec()));
         put.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
+        put.push((
+            BOUNDARY_COUNT.to_string(),
+            boundary_count_value(boundaries.len() as u64, boundaries.last().map_or(0, |b| b.seq)),
+        ));
         let new_names: std::collections::HashSet<&String> = put.iter().map(|(n, _)| n).collect();
         let remove = old_boundaries.into_iter().filter(|n| !new_names.contains(n)).collect();
         store.write_meta(put, remove)?;
@@ -696,6 +762,7 @@ impl Ledger {
         *self.shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
         *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
         *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
+        self.shared.bounds_damaged.store(false, Ordering::SeqCst);
         *self.shared.current.write().expect("current lock") = None;
         self.shared.checkpoint_cache.lock().expect("cache lock").clear();
         drop(_generations);
@@ -1075,12 +1142,9 @@ fn writer_loop(
 fn recover(shared: &Shared) -> Result<WriteModel, String> {
     let head = shared.log.recover().map_err(|e| format!("its store does not reopen: {e}"))?;
     let model = load_write_model(&*shared.log).map_err(|e| e.to_string())?;
-    let StoredBounds { boundaries, tail_min, max_occurred } =
-        stored_bounds(&*shared.log, head.seq).map_err(|e| e.to_string())?;
+    let bounds = stored_bounds(&*shared.log, head.seq).map_err(|e| e.to_string())?;
     let _commit = shared.commit_lock.lock().expect("commit lock");
-    *shared.boundaries.write().expect("boundaries lock") = boundaries;
-    *shared.tail_min.lock().expect("tail lock") = tail_min;
-    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    install_bounds(shared, bounds);
     *shared.head.lock().expect("head lock") = head;
     *shared.current.write().expect("current lock") = None;
     shared.checkpoint_cache.lock().expect("cache lock").clear();
@@ -1112,10 +1176,7 @@ fn follow(shared: &Shared) -> Result<(), LedgerError> {
     if latest.seq <= shared.head.lock().expect("head lock").seq {
         return Ok(());
     }
-    let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*shared.log, latest.seq)?;
-    *shared.boundaries.write().expect("boundaries lock") = boundaries;
-    *shared.tail_min.lock().expect("tail lock") = tail_min;
-    *shared.max_occurred.lock().expect("max lock") = max_occurred;
+    install_bounds(shared, stored_bounds(&*shared.log, latest.seq)?);
     *shared.head.lock().expect("head lock") = latest;
     let mut folded = shared.folded.lock().expect("folded lock");
     *folded = (*folded).max(latest.seq);
@@ -1157,13 +1218,23 @@ pub(crate) fn open_log_at(location: &str, holder: &str) -> Result<Box<dyn Log>, 
 pub(crate) struct LogStats {
     pub max_occurred: Timestamp,
     pub tail_min: Timestamp,
+    /// Boundary records written so far, and the seq of the last (0: none).
+    pub boundaries: u64,
+    pub last_boundary: Seq,
+    /// False while the stored boundary records are incomplete: the count record is then left
+    /// as it is (its last seq can never match again), so the damage is not papered over.
+    pub count_known: bool,
 }
 
 impl LogStats {
     fn of(shared: &Shared, model: &WriteModel) -> LogStats {
+        let boundaries = shared.boundaries.read().expect("boundaries lock");
         LogStats {
             max_occurred: model.max_occurred_at.unwrap_or(Timestamp::MIN),
             tail_min: *shared.tail_min.lock().expect("tail lock"),
+            boundaries: boundaries.len() as u64,
+            last_boundary: boundaries.last().map_or(0, |b| b.seq),
+            count_known: !shared.bounds_damaged.load(Ordering::SeqCst),
         }
     }
 }
@@ -1224,7 +1295,7 @@ fn commit(
     // Boundary information goes in the same atomic step as the events it describes, so that a
     // point-in-time query never trusts a bound the log does not back.
     let (meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
-    let LogStats { max_occurred, tail_min } = after;
+    let LogStats { max_occurred, tail_min, .. } = after;
     let batch = AppendBatch {
         first_seq,
         records,
@@ -1242,7 +1313,7 @@ fn commit(
             ),
         }
     })?;
-    *stats = LogStats { max_occurred, tail_min };
+    *stats = after;
     let m = &shared.metrics;
     m.fsync_us.observe(appended.flush_us + appended.fsync_us);
     m.batch_events.observe(pending.len() as u64);
@@ -1264,6 +1335,7 @@ pub(crate) fn boundary_meta(k: u64, stats: &LogStats, events: &[Envelope]) -> (M
     let mut meta = Vec::new();
     let mut new_boundaries = Vec::new();
     let (mut max_occurred, mut tail_min) = (stats.max_occurred, stats.tail_min);
+    let (mut count, mut last) = (stats.boundaries, stats.last_boundary);
     for env in events {
         max_occurred = max_occurred.max(env.occurred_at);
         tail_min = tail_min.min(env.occurred_at);
@@ -1272,11 +1344,16 @@ pub(crate) fn boundary_meta(k: u64, stats: &LogStats, events: &[Envelope]) -> (M
             meta.push((boundary_name(env.seq), boundary_value(&info)));
             new_boundaries.push(info);
             tail_min = Timestamp::MAX;
+            (count, last) = (count + 1, env.seq);
         }
     }
     meta.push((TAIL_MIN.to_string(), tail_min.nanos().to_be_bytes().to_vec()));
     meta.push((MAX_OCCURRED.to_string(), max_occurred.nanos().to_be_bytes().to_vec()));
-    (meta, new_boundaries, LogStats { max_occurred, tail_min })
+    if stats.count_known && (!new_boundaries.is_empty() || stats.boundaries == 0) {
+        meta.push((BOUNDARY_COUNT.to_string(), boundary_count_value(count, last)));
+    }
+    let count_known = stats.count_known;
+    (meta, new_boundaries, LogStats { max_occurred, tail_min, boundaries: count, last_boundary: last, count_known })
 }
 
 /// What one group commit did: the outcomes (one per command, in order), the events other
@@ -1318,11 +1395,8 @@ fn catch_up(
     if model.head_seq != head.seq {
         return Err(corrupt(model.head_seq + 1, format!("the log's head says seq {} but it is not stored", head.seq)));
     }
-    let StoredBounds { boundaries, tail_min, max_occurred } = stored_bounds(&*shared.log, head.seq)?;
-    *shared.boundaries.write().expect("boundaries lock") = boundaries;
-    *shared.tail_min.lock().expect("tail lock") = tail_min;
-    *shared.max_occurred.lock().expect("max lock") = max_occurred;
-    *stats = LogStats { max_occurred: model.max_occurred_at.unwrap_or(Timestamp::MIN), tail_min };
+    install_bounds(shared, stored_bounds(&*shared.log, head.seq)?);
+    *stats = LogStats::of(shared, model);
     Ok(events)
 }
 
@@ -1412,7 +1486,12 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     let mut losses: Losses = load_checkpoint(shared, seq)?.unwrap_or_default();
     let boundaries = shared.boundaries.read().expect("boundaries lock").clone();
     let from = balances.last_seq().min(losses.last_seq());
-    let mut max_occurred = boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred);
+    // Unknown (so never "after everything") while the boundary records are incomplete.
+    let mut max_occurred = if shared.bounds_damaged.load(Ordering::SeqCst) {
+        Timestamp::MAX
+    } else {
+        boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred)
+    };
     try_for_each_envelope(store, from + 1, |env| {
         if env.seq > seq {
             return Ok(ControlFlow::Break(()));

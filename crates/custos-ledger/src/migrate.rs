@@ -65,6 +65,9 @@ impl Ledger {
         let mut stats = LogStats {
             max_occurred: bounds.max_occurred.unwrap_or(Timestamp::MIN),
             tail_min: if start.seq == 0 { Timestamp::MAX } else { bounds.tail_min },
+            boundaries: bounds.boundaries.len() as u64,
+            last_boundary: bounds.boundaries.last().map_or(0, |b| b.seq),
+            count_known: bounds.damaged.is_none(),
         };
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut events: Vec<Envelope> = Vec::new();

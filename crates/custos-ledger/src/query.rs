@@ -192,6 +192,9 @@ impl Ledger {
 
     /// The latest boundary where everything before it counts at the bound (0: none).
     fn start_boundary(&self, bound: &Bound) -> Seq {
+        if self.shared.bounds_damaged.load(std::sync::atomic::Ordering::SeqCst) {
+            return 0;
+        }
         let boundaries = self.shared.boundaries.read().expect("boundaries lock");
         boundaries.iter().rev().find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of).map_or(0, |b| b.seq)
     }
@@ -248,6 +251,9 @@ impl Ledger {
 
     /// A lower bound on the `occurred_at` of seqs in `(from, to]`, from the boundary records.
     fn min_occurred_after(&self, from: Seq, to: Seq) -> Timestamp {
+        if self.shared.bounds_damaged.load(std::sync::atomic::Ordering::SeqCst) {
+            return Timestamp::MIN;
+        }
         let boundaries = self.shared.boundaries.read().expect("boundaries lock");
         let mut lowest = Timestamp::MAX;
         let mut covered = from;

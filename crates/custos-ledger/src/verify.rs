@@ -248,6 +248,15 @@ impl<'a> DerivedCheck<'a> {
     }
 
     fn end(&self, found: &mut Findings, last_seq: Seq) {
+        if let Some(why) = &self.bounds.damaged {
+            // The records that remain are checked above; what is missing is said here (and
+            // the smallest occurred_at after "the last boundary" means nothing then).
+            found.push(
+                None,
+                format!("boundary records are missing: {why}; queries read the whole log until `custos rebuild` rewrites them"),
+            );
+            return;
+        }
         if let Some(b) = self.bounds.boundaries.get(self.next) {
             found.push(Some(b.seq), format!("a boundary record names seq {}, which the log does not reach", b.seq));
         }

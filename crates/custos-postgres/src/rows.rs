@@ -292,7 +292,7 @@ impl Checker {
         macro_rules! cmp {
             ($field:ident, $name:literal) => {
                 if stored.$field != from_env.$field {
-                    diffs.push(edited($name, format!("{:?}", stored.$field), format!("{:?}", from_env.$field)));
+                    diffs.push(edited($name, stored.$field.shown(), from_env.$field.shown()));
                 }
             };
         }
@@ -322,8 +322,11 @@ impl Checker {
             || want.loss_ns != row.loss_ns;
         if index_differs && diffs.is_empty() {
             diffs.push(format!(
-                "the index columns of seq {seq} (flag_of {:?}, loss_ns {:?}) differ from what its event implies (flag_of {:?}, loss_ns {:?})",
-                row.flag_of, row.loss_ns, want.flag_of, want.loss_ns
+                "the index columns of seq {seq} (flag_of {}, loss_ns {}) differ from what its event implies (flag_of {}, loss_ns {})",
+                row.flag_of.shown(),
+                row.loss_ns.shown(),
+                want.flag_of.shown(),
+                want.loss_ns.shown()
             ));
         }
         for d in diffs {
@@ -337,5 +340,53 @@ impl Checker {
             self.push(seq, format!("seq {seq} is in the log but has no row in custos_events"));
         }
         self.found
+    }
+}
+
+/// A column's value as a message shows it: as SQL would print it, NULL for none.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Shown for &'static str {
+    fn shown(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Shown for i64 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for Vec<u8> {
+    fn shown(&self) -> String {
+        let hex: String = self.iter().map(|b| format!("{b:02x}")).collect();
+        format!("\\x{hex}")
+    }
+}
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref().map_or_else(|| "NULL".to_string(), Shown::shown)
+    }
+}
+
+impl Shown for Decimal {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for bool {
+    fn shown(&self) -> String {
+        self.to_string()
     }
 }

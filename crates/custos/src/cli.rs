@@ -454,7 +454,7 @@ fn migrate(from: &str, to: &str) -> Result<Exit> {
     let bar = crate::import::bar(source.head().seq, "copying");
     let config = LedgerConfig { holder: "custos migrate (target)".into(), ..LedgerConfig::default() };
     let report = source.migrate_to(to, config, &mut |done, _| bar.set_position(done)).map_err(|e| {
-        anyhow::anyhow!("cannot copy the ledger {} to {}: {e}", shown_location(from), shown_location(to))
+        anyhow::anyhow!("cannot copy the ledger {} to the ledger {}: {e}", shown_location(from), shown_location(to))
     })?;
     bar.finish_and_clear();
     let copy = open_ledger(to, "custos migrate (check)")?;
@@ -463,7 +463,9 @@ fn migrate(from: &str, to: &str) -> Result<Exit> {
     bar.finish_and_clear();
     let digest = format!("{}:{}", report.head.seq, hex::encode(report.head.hash));
     let out = &mut std::io::stdout().lock();
-    if report.resumed_after > 0 {
+    if report.copied == 0 && report.resumed_after > 0 {
+        writeln!(out, "the copy was already complete: both end at seq {}", report.resumed_after)?;
+    } else if report.resumed_after > 0 {
         writeln!(out, "resumed an interrupted copy after seq {}", report.resumed_after)?;
     }
     writeln!(
