@@ -437,3 +437,29 @@ fn missing_boundary_records_never_change_an_answer() {
         assert_eq!(answers(false), before, "{backend:?}");
     }
 }
+
+/// An edited head row (or events deleted at the end) would make every answer stop short
+/// silently: the ledger is refused on open, naming both seqs, as a damaged folder is.
+#[test]
+fn a_head_row_edited_in_sql_is_refused_on_open() {
+    let place = Backend::Postgres.fresh();
+    let l = place.open(LedgerConfig::default());
+    let rt = custos_tests::runtime();
+    for i in 0..5 {
+        let c = custos_tests::deposit(&format!("d{i}"), "2022-01-10T00:00:00Z", "acct-1", "BTC", "1");
+        rt.block_on(l.submit(c)).unwrap().unwrap();
+    }
+    drop(l);
+    let db = pg::db_name(&place.location);
+    pg::cluster().psql(db, "UPDATE custos_head SET seq = 3");
+    let out = custos_at(&place.location, &["balances"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("custos_head says seq 3") && err.contains("last stored event is seq 5"), "{err}");
+    // Put back, it opens again.
+    pg::cluster().psql(db, "UPDATE custos_head SET seq = 5");
+    assert!(custos_at(&place.location, &["verify"]).status.success());
+    pg::cluster().psql(db, "DELETE FROM custos_events WHERE seq = 5");
+    let err = String::from_utf8_lossy(&custos_at(&place.location, &["digest"]).stderr).to_string();
+    assert!(err.contains("custos_head says seq 5") && err.contains("last stored event is seq 4"), "{err}");
+}

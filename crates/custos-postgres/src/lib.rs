@@ -298,6 +298,7 @@ impl PgLog {
         })?;
         log.read_only = read_only;
         log.ensure_schema()?;
+        log.check_head()?;
         log.latest_head()?;
         Ok(log)
     }
@@ -408,6 +409,44 @@ impl PgLog {
             tracing::info!("created the ledger schema (version {SCHEMA_VERSION}) in {}", self.shown);
         }
         Ok(())
+    }
+
+    /// The head row must name the last stored event, with its hash (read in one statement, so
+    /// one snapshot): an edited `custos_head`, or events deleted at the end, would otherwise
+    /// make every answer silently stop short. Refused like a damaged embedded store.
+    fn check_head(&self) -> Result<()> {
+        let shown = self.shown.clone();
+        self.query(
+            "cannot read the head",
+            "SELECT h.seq, h.hash, e.seq, e.hash FROM custos_head h \
+             LEFT JOIN LATERAL (SELECT seq, hash FROM custos_events ORDER BY seq DESC LIMIT 1) e ON true",
+            vec![],
+            move |rows| {
+                let row = rows.first().ok_or_else(|| LogError::corrupt("the head row is missing"))?;
+                let (head, head_hash): (i64, Vec<u8>) = (row.get(0), row.get(1));
+                let (last, last_hash): (Option<i64>, Option<Vec<u8>>) = (row.get(2), row.get(3));
+                let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                let agrees = match (last, &last_hash) {
+                    (None, _) => head == 0,
+                    (Some(l), Some(h)) => l == head && *h == head_hash,
+                    _ => false,
+                };
+                if agrees {
+                    return Ok(());
+                }
+                Err(LogError::Corruption {
+                    seq: Some(seq_of(head.min(last.unwrap_or(0)))),
+                    what: format!(
+                        "in {shown}, custos_head says seq {head} ({}) but the last stored event is {}: the head or the log was changed outside the ledger; restore the database from a backup",
+                        hex(&head_hash),
+                        match (last, &last_hash) {
+                            (Some(l), Some(h)) => format!("seq {l} ({})", hex(h)),
+                            _ => "none".to_string(),
+                        }
+                    ),
+                })
+            },
+        )
     }
 
     fn refuse_writes(&self) -> Result<()> {
