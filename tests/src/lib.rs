@@ -323,6 +323,21 @@ impl Drop for TestServer {
     }
 }
 
+/// The deposit the `storm` helper's writer `w` sends `i`-th, for a run named `prefix`: 1 USDC
+/// to `acct-s{w}` (with `spread`, to an account of its own), at the ledger's clock. The crash
+/// tests re-send exactly these.
+pub fn storm_deposit(prefix: &str, w: usize, i: usize, spread: bool) -> Command {
+    let account = if spread { format!("acct-{prefix}-s{w}-{i}") } else { format!("acct-s{w}") };
+    let mut c = deposit(&format!("{prefix}-s{w}-{i}"), "2022-01-01T00:00:00Z", &account, "USDC", "1");
+    c.occurred_at = None;
+    c
+}
+
+/// Every deposit a storm of `writers` x `per_writer` named `prefix` can send.
+pub fn storm_deposits(prefix: &str, writers: usize, per_writer: usize) -> Vec<Command> {
+    (0..writers).flat_map(|w| (0..per_writer).map(move |i| storm_deposit(prefix, w, i, false))).collect()
+}
+
 /// The `storm` helper binary running (see tests/src/bin/storm.rs), with a thread collecting
 /// the acknowledgements it prints.
 pub struct Storm {

@@ -67,20 +67,7 @@ fn kill_9_storm(backend: Backend, rounds: usize) {
 
         // Re-send everything the storm could have sent: known ids are idempotent replays, and
         // afterwards each id is in the log exactly once.
-        let mut commands = Vec::new();
-        for w in 0..WRITERS {
-            for i in 0..PER_WRITER {
-                let mut c = custos_tests::deposit(
-                    &format!("r{round}-s{w}-{i}"),
-                    "2022-01-01T00:00:00Z",
-                    &format!("acct-s{w}"),
-                    "USDC",
-                    "1",
-                );
-                c.occurred_at = None;
-                commands.push(c);
-            }
-        }
+        let commands = custos_tests::storm_deposits(&format!("r{round}"), WRITERS, PER_WRITER);
         let outcomes = ledger.submit_batch_blocking(commands).unwrap();
         let mut appended = 0;
         for o in &outcomes {

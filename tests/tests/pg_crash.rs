@@ -68,20 +68,7 @@ fn an_immediate_stop_of_postgresql_mid_append_loses_nothing_acknowledged() {
             .collect();
         assert_eq!(answered, folded, "round {round}");
         // Re-send the whole round: each id exactly once.
-        let commands: Vec<_> = (0..WRITERS)
-            .flat_map(|w| (0..PER_WRITER).map(move |i| (w, i)))
-            .map(|(w, i)| {
-                let mut c = custos_tests::deposit(
-                    &format!("r{round}-s{w}-{i}"),
-                    "2022-01-01T00:00:00Z",
-                    &format!("acct-s{w}"),
-                    "USDC",
-                    "1",
-                );
-                c.occurred_at = None;
-                c
-            })
-            .collect();
+        let commands = custos_tests::storm_deposits(&format!("r{round}"), WRITERS, PER_WRITER);
         ledger.submit_batch_blocking(commands).unwrap();
         assert_eq!(ledger.head().seq, (WRITERS * PER_WRITER) as u64 * (round + 1), "round {round}: every id once");
         ledger.close().unwrap();

@@ -32,14 +32,7 @@ fn main() {
             let prefix = prefix.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..per_writer {
-                    let mut c = custos_tests::deposit(
-                        &format!("{prefix}-s{w}-{i}"),
-                        "2022-01-01T00:00:00Z",
-                        &if spread { format!("acct-{prefix}-s{w}-{i}") } else { format!("acct-s{w}") },
-                        "USDC",
-                        "1",
-                    );
-                    c.occurred_at = None;
+                    let c = custos_tests::storm_deposit(&prefix, w, i, spread);
                     let outcome = ledger.submit(c).await.expect("append");
                     let a = outcome.expect("deposits are accepted");
                     let mut out = std::io::stdout().lock();
