@@ -335,7 +335,39 @@ fn a_newer_schema_is_refused_with_both_versions() {
     pg::cluster().psql(pg::db_name(&place.location), "UPDATE custos_schema SET version = 99");
     let err =
         custos_ledger::Ledger::open_at(&place.location, LedgerConfig::default()).err().expect("refused").to_string();
-    assert!(err.contains("schema version 99") && err.contains("reads version 1"), "{err}");
+    assert!(
+        err.contains("schema version 99")
+            && err.contains(&format!("reads version {}", custos_postgres::SCHEMA_VERSION)),
+        "{err}"
+    );
+}
+
+/// A database of an older Custos schema (version 1: checkpoints compressed) is migrated on
+/// open: the step is said, the version recorded, and the ledger's answers unchanged.
+#[test]
+fn an_older_schema_is_migrated_on_open_and_says_so() {
+    let place = Backend::Postgres.fresh();
+    let out =
+        custos_at(&place.location, &["deposit", "--id", "m1", "--account", "a", "--asset", "BTC", "--amount", "1.5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = pg::db_name(&place.location);
+    let storage = "SELECT attstorage FROM pg_attribute WHERE attrelid = 'custos_meta'::regclass AND attname = 'value'";
+    assert_eq!(pg::cluster().psql(db, storage), "e", "a new ledger is created at the latest version");
+    // Back to what version 1 created.
+    pg::cluster().psql(db, "ALTER TABLE custos_meta ALTER COLUMN value SET STORAGE EXTENDED");
+    pg::cluster().psql(db, "UPDATE custos_schema SET version = 1");
+    let out = custos_at(&place.location, &["balances", "--account", "a"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("schema version 1 to 2"), "the migration is said: {stderr}");
+    assert!(stdout.contains("1.5"), "{stdout}");
+    assert_eq!(
+        pg::cluster().psql(db, "SELECT version FROM custos_schema"),
+        custos_postgres::SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(pg::cluster().psql(db, storage), "e");
+    let again = custos_at(&place.location, &["balances", "--account", "a"]);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("migrated"), "once only");
 }
 
 /// A URL's scheme is case-insensitive, and nothing that looks like a URL is ever taken for a

@@ -29,10 +29,10 @@ pub use rows::EventRow;
 
 /// The schema version this build writes. A database with a newer one is refused; an older
 /// one is migrated on open.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// The schema, version 1. `COLLATE "C"` on metadata names: byte order, as the ledger lists
-/// them.
+/// The schema, as of version 1 (`MIGRATIONS` bring it to [`SCHEMA_VERSION`]). `COLLATE "C"`
+/// on metadata names: byte order, as the ledger lists them.
 const SCHEMA: &str = r#"
 CREATE TABLE custos_schema (
     version integer NOT NULL
@@ -74,6 +74,15 @@ CREATE TABLE custos_meta (
     value bytea NOT NULL
 );
 "#;
+
+/// The steps from each version to the next: `MIGRATIONS[i]` takes a schema from version `i + 1`
+/// to `i + 2`, in the transaction that records the new version.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    // Checkpoints are megabytes of already dense bincode: PostgreSQL's pglz compression of
+    // them cost a tenth of an import's server time and saved little.
+    "checkpoint values stored uncompressed",
+    "ALTER TABLE custos_meta ALTER COLUMN value SET STORAGE EXTERNAL;",
+)];
 
 /// Rows read per query of a scan.
 const SCAN_WINDOW_ROWS: i64 = 4096;
@@ -351,7 +360,7 @@ impl PgLog {
     fn ensure_schema(&self) -> Result<()> {
         let pool = Arc::clone(&self.pool);
         let read_only = self.read_only;
-        let created = self.run(async move {
+        let (created, migrated) = self.run(async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await.map_err(|e| pool.error("cannot begin a transaction", e))?;
             if !read_only {
@@ -365,6 +374,7 @@ impl PgLog {
                 .map_err(|e| pool.error("cannot look for the schema", e))?
                 .get(0);
             let mut created = false;
+            let mut migrated = Vec::new();
             if exists {
                 let found: i32 = tx
                     .query_one("SELECT max(version) FROM custos_schema", &[])
@@ -388,7 +398,22 @@ impl PgLog {
                         pool.shown
                     )));
                 }
-                // Version 1 is the first: nothing older to migrate yet.
+                if found < SCHEMA_VERSION {
+                    if read_only {
+                        return Err(LogError::Refused(format!(
+                            "{} holds a ledger of schema version {found}, older than this build's ({SCHEMA_VERSION}), and is a read-only standby: open the ledger once on the primary, which migrates it",
+                            pool.shown
+                        )));
+                    }
+                    for (i, (what, sql)) in MIGRATIONS.iter().enumerate().skip((found - 1) as usize) {
+                        tx.batch_execute(sql).await.map_err(|e| pool.error("cannot migrate the schema", e))?;
+                        let to = i as i32 + 2;
+                        tx.execute("UPDATE custos_schema SET version = $1", &[&to])
+                            .await
+                            .map_err(|e| pool.error("cannot record the schema version", e))?;
+                        migrated.push(format!("schema version {} to {to}: {what}", to - 1));
+                    }
+                }
             } else if read_only {
                 return Err(LogError::Refused(format!(
                     "{} is a read-only standby without a ledger: create the ledger on the primary",
@@ -396,6 +421,9 @@ impl PgLog {
                 )));
             } else {
                 tx.batch_execute(SCHEMA).await.map_err(|e| pool.error("cannot create the schema", e))?;
+                for (_, sql) in MIGRATIONS {
+                    tx.batch_execute(sql).await.map_err(|e| pool.error("cannot create the schema", e))?;
+                }
                 tx.execute("INSERT INTO custos_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
                     .await
                     .map_err(|e| pool.error("cannot record the schema version", e))?;
@@ -403,8 +431,13 @@ impl PgLog {
             }
             tx.commit().await.map_err(|e| pool.error("cannot commit the schema", e))?;
             pool.put(client);
-            Ok(created)
+            Ok((created, migrated))
         })?;
+        for step in migrated {
+            let notice = format!("migrated the ledger in {}: {step}", self.shown);
+            tracing::info!("{notice}");
+            self.notices.lock().expect("notices lock").push(notice);
+        }
         if created {
             tracing::info!("created the ledger schema (version {SCHEMA_VERSION}) in {}", self.shown);
         }
@@ -535,19 +568,18 @@ impl HeadLock for PgHeadLock<'_> {
         self.head
     }
 
-    fn append(mut self: Box<Self>, batch: AppendBatch) -> Result<AppendStats> {
+    fn append(mut self: Box<Self>, mut batch: AppendBatch) -> Result<AppendStats> {
         let started = Instant::now();
         if batch.first_seq != self.head.seq + 1 || batch.head.seq + 1 != batch.first_seq + batch.records.len() as u64 {
             return Err(LogError::Conflict { expected: batch.first_seq.saturating_sub(1), found: self.head.seq });
         }
-        let rows = rows::Columns::of(&batch)?;
         let client = self.client.take().expect("a lock appends once");
         let pool = Arc::clone(&self.log.pool);
         let head = batch.head;
-        let meta = batch.meta;
+        let meta = std::mem::take(&mut batch.meta);
         let (client, write_us, commit_us) = self.log.run(async move {
             let write = async {
-                rows.insert(&client).await.map_err(|e| pool.error("cannot append", e))?;
+                rows::copy_in(&client, &batch, |e| pool.error("cannot append", e)).await?;
                 upsert_meta(&client, meta).await.map_err(|e| pool.error("cannot write metadata", e))?;
                 client
                     .execute(
