@@ -21,6 +21,7 @@ use custos_domain::{AccountId, Timestamp};
 use custos_ledger::{Ledger, LedgerConfig};
 use serde_json::json;
 
+mod pg_engine;
 mod sqlite_peer;
 
 #[derive(Parser, Debug)]
@@ -48,6 +49,20 @@ struct Args {
     /// keep the folder afterwards: for profiling the query paths
     #[arg(long, requires = "dir")]
     reuse: bool,
+    /// Also measure the PostgreSQL engine on this server (the URL of a database to connect to
+    /// for `CREATE DATABASE`, e.g. postgres://postgres@127.0.0.1:5432/postgres): import, raw
+    /// COPY limits, rebuild, the same queries (answers compared with sled's), appends
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// (internal) Run as one process of the two-process append measurement on this ledger
+    #[arg(long, hide = true, value_name = "LOCATION")]
+    append_worker: Option<String>,
+    #[arg(long, hide = true, default_value_t = 32)]
+    callers: usize,
+    #[arg(long, hide = true, default_value_t = 4096)]
+    total: usize,
+    #[arg(long, hide = true, default_value = "a")]
+    prefix: String,
 }
 
 struct Row {
@@ -120,6 +135,14 @@ fn fmt_us(d: Duration) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(location) = &args.append_worker {
+        return append_worker(location, args.callers, args.total, &args.prefix);
+    }
+    let pg = args.postgres.as_deref().map(pg_engine::Server::connect).transpose()?;
+    let pg_ledger_url = match &pg {
+        Some(server) => Some(server.fresh_db("custos_bench_ledger")?),
+        None => None,
+    };
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("custos-bench-{}", std::process::id())),
@@ -208,6 +231,67 @@ fn main() -> Result<()> {
             ),
         );
 
+        // 2b. The same import on PostgreSQL, alternately with its own COPY of the same CSV and
+        // of the rows the import wrote.
+        if let (Some(server), Some(url)) = (&pg, &pg_ledger_url) {
+            let (mut imports, mut csv_copies, mut row_copies, mut rss_max) = (Vec::new(), Vec::new(), Vec::new(), 0);
+            for _ in 0..args.rounds.max(1) {
+                server.fresh_db("custos_bench_ledger")?;
+                let (elapsed, rss) = run_measured(
+                    Process::new(&bin).arg("--db").arg(url).arg("import").arg(&csv).stdout(std::process::Stdio::null()),
+                )?;
+                imports.push(args.events as f64 / elapsed.as_secs_f64());
+                rss_max = rss_max.max(rss);
+                csv_copies.push(server.raw_csv_copy(&csv)?);
+                row_copies.push(server.raw_rows_copy(url)?);
+            }
+            let (rate, csv_rate, rows_rate) = (median(&imports), median(&csv_copies), median(&row_copies));
+            push(
+                "PostgreSQL: import (custos import, durable)",
+                format!("{rate:.0} events/s"),
+                format!(
+                    "median of {} rounds ({}); peak RSS {} MiB; sled / PostgreSQL = {:.2}x",
+                    imports.len(),
+                    rates(&imports),
+                    rss_max / 1024,
+                    import_rate / rate
+                ),
+            );
+            push(
+                "PostgreSQL: raw COPY of the CSV (10 text columns, no index)",
+                format!("{csv_rate:.0} rows/s"),
+                format!(
+                    "median of {} ({}); import / COPY = {:.2}x",
+                    csv_copies.len(),
+                    rates(&csv_copies),
+                    rate / csv_rate
+                ),
+            );
+            push(
+                "PostgreSQL: raw COPY of the ledger's rows (custos_events with its indexes)",
+                format!("{rows_rate:.0} rows/s"),
+                format!(
+                    "median of {} ({}); import / COPY = {:.2}x",
+                    row_copies.len(),
+                    rates(&row_copies),
+                    rate / rows_rate
+                ),
+            );
+            targets.push((format!("PostgreSQL import >= 100,000 events/s ({rate:.0})"), rate >= 100_000.0));
+            targets.push((
+                format!("PostgreSQL import >= 0.5x its raw COPY of the CSV ({:.2}x)", rate / csv_rate),
+                rate >= 0.5 * csv_rate,
+            ));
+            let (elapsed, rss) = run_measured(
+                Process::new(&bin).arg("--db").arg(url).arg("rebuild").stdout(std::process::Stdio::null()),
+            )?;
+            push(
+                "PostgreSQL: rebuild (both projections in one scan, whole process)",
+                format!("{:.0} events/s", args.events as f64 / elapsed.as_secs_f64()),
+                format!("{:.2} s, peak RSS {} MiB", elapsed.as_secs_f64(), rss / 1024),
+            );
+        }
+
         // 3. Full rebuild (whole process), with its peak memory.
         let (elapsed, rss) =
             run_measured(Process::new(&bin).arg("--db").arg(&db).arg("rebuild").stdout(std::process::Stdio::null()))?;
@@ -230,6 +314,19 @@ fn main() -> Result<()> {
     let opened = Instant::now();
     let _ = ledger.balances_at(&ledger.bound(None, None, None)?)?;
     push("first query after open (loads the head state)", fmt_us(opened.elapsed()), String::new());
+    let pg_ledger = match &pg_ledger_url {
+        Some(url) if !args.reuse => {
+            let l = Ledger::open_at(url, LedgerConfig { holder: "custos-bench".into(), ..LedgerConfig::default() })?;
+            let opened = Instant::now();
+            let _ = l.balances_at(&l.bound(None, None, None)?)?;
+            push("PostgreSQL: first query after open", fmt_us(opened.elapsed()), String::new());
+            Some(l)
+        }
+        _ => None,
+    };
+    // The PostgreSQL ledger's timings per question, and its answers compared with sled's.
+    let mut on_pg: [Vec<Duration>; 4] = Default::default();
+    let mut pg_differs: Vec<String> = Vec::new();
     // The peer: the same events in SQLite, the same questions.
     let peer_path = dir.join("peer.sqlite");
     let peer = if args.reuse && peer_path.exists() {
@@ -255,7 +352,6 @@ fn main() -> Result<()> {
     let mut peer_rows = (0, 0);
     let mut asked: Vec<(i64, String)> = Vec::new();
     for t in &moments {
-        let bound = ledger.bound(Some(*t), None, None)?;
         let account_name = format!("acct-{:06}", rng() % args.accounts);
         let acct = AccountId::new(&account_name)?;
         asked.push((t.nanos(), account_name.clone()));
@@ -267,20 +363,40 @@ fn main() -> Result<()> {
         let (d, n) = peer.time_replay(t.nanos() - 14 * 3_600_000_000_000, t.nanos())?;
         p_replay.push(d);
         peer_rows.1 = n;
-        let s = Instant::now();
-        let b = ledger.account_balances_at(&acct, &bound)?;
-        let _ = b.rows(None, None, false);
-        one.push(s.elapsed());
-        let s = Instant::now();
-        rows_all = ledger.balances_at(&bound)?.rows(None, None, false).len();
-        all.push(s.elapsed());
-        let s = Instant::now();
-        let _ = ledger.losses_at(&bound)?.rows(false);
-        losses.push(s.elapsed());
-        let s = Instant::now();
         let from = Timestamp::from_nanos(t.nanos() - 14 * 3_600_000_000_000);
-        replay_events = ledger.replay(from, *t, &bound)?.1.len();
-        replay.push(s.elapsed());
+        let mut answers = Vec::new();
+        for (l, times) in std::iter::once((&ledger, [&mut one, &mut all, &mut losses, &mut replay]))
+            .chain(pg_ledger.as_ref().map(|l| (l, on_pg.each_mut())))
+        {
+            let bound = l.bound(Some(*t), None, None)?;
+            let s = Instant::now();
+            let one_rows = l.account_balances_at(&acct, &bound)?.rows(None, None, false);
+            times[0].push(s.elapsed());
+            let s = Instant::now();
+            let all_rows = l.balances_at(&bound)?.rows(None, None, false);
+            times[1].push(s.elapsed());
+            let s = Instant::now();
+            let loss_rows = l.losses_at(&bound)?.rows(false);
+            times[2].push(s.elapsed());
+            let s = Instant::now();
+            let replayed = l.replay(from, *t, &bound)?;
+            times[3].push(s.elapsed());
+            answers.push((one_rows, all_rows, loss_rows, replayed));
+        }
+        rows_all = answers[0].1.len();
+        replay_events = answers[0].3 .1.len();
+        if let [sled, pg] = &answers[..] {
+            for (what, same) in [
+                ("one account", sled.0 == pg.0),
+                ("all balances", sled.1 == pg.1),
+                ("loss totals", sled.2 == pg.2),
+                ("replay", sled.3 == pg.3),
+            ] {
+                if !same {
+                    pg_differs.push(format!("{what} at {t}"));
+                }
+            }
+        }
     }
     let duck = duckdb_peer(&csv, &dir, &asked);
     let medians: Vec<Duration> = [&one, &all, &losses, &replay].iter().map(|v| stats((*v).clone()).0).collect();
@@ -313,6 +429,32 @@ fn main() -> Result<()> {
                 p50.as_secs_f64() / q50.as_secs_f64()
             ),
         );
+    }
+
+    if pg_ledger.is_some() {
+        for (i, name) in
+            ["one account's balances at T", "all balances at T", "loss totals at T", "14-hour replay ending at T"]
+                .iter()
+                .enumerate()
+        {
+            let (p50, p99, max) = stats(on_pg[i].clone());
+            push(
+                &format!("PostgreSQL: {name}"),
+                format!("median {}", fmt_us(p50)),
+                format!(
+                    "p99 {}, max {}; PostgreSQL / sled = {:.2}x",
+                    fmt_us(p99),
+                    fmt_us(max),
+                    p50.as_secs_f64() / medians[i].as_secs_f64()
+                ),
+            );
+        }
+        let verdict = if pg_differs.is_empty() {
+            format!("all {} moments x 4 questions: the same rows", moments.len())
+        } else {
+            format!("{} answers differ, first: {}", pg_differs.len(), pg_differs[0])
+        };
+        push("PostgreSQL answers vs sled's", if pg_differs.is_empty() { "same" } else { "DIFFER" }.into(), verdict);
     }
 
     match duck {
@@ -355,9 +497,37 @@ fn main() -> Result<()> {
 
     // 5. Appends with 1, 8 and 64 concurrent callers (a fresh ledger; each append durable).
     drop(ledger);
+    drop(pg_ledger);
     for callers in if args.reuse { vec![] } else { vec![1usize, 8, 64] } {
-        let rate = appends(&dir.join(format!("appends-{callers}")), callers, 4096)?;
+        let sled_dir = dir.join(format!("appends-{callers}"));
+        let rate = appends(&sled_dir.to_string_lossy(), callers, 4096, "a")?;
         push(&format!("appends, {callers} concurrent callers"), format!("{rate:.0} appends/s"), String::new());
+        if let Some(server) = &pg {
+            let url = server.fresh_db(&format!("custos_bench_appends_{callers}"))?;
+            let pg_rate = appends(&url, callers, 4096, "a")?;
+            push(
+                &format!("PostgreSQL: appends, {callers} concurrent callers"),
+                format!("{pg_rate:.0} appends/s"),
+                format!("PostgreSQL / sled = {:.2}x", pg_rate / rate),
+            );
+            if callers == 64 {
+                targets.push((
+                    format!("PostgreSQL appends at 64 callers >= 20,000/s ({pg_rate:.0})"),
+                    pg_rate >= 20_000.0,
+                ));
+            }
+            server.drop_db(&format!("custos_bench_appends_{callers}"))?;
+        }
+    }
+    if let (Some(server), false) = (&pg, args.reuse) {
+        let url = server.fresh_db("custos_bench_appends_2p")?;
+        let rate = pg_engine::two_processes(&url, 32, 4096)?;
+        push(
+            "PostgreSQL: appends, 2 processes x 32 concurrent callers",
+            format!("{rate:.0} appends/s"),
+            "8,192 appends over the span from the first start to the last end".into(),
+        );
+        server.drop_db("custos_bench_appends_2p")?;
     }
 
     // 6. Whole-process CLI latency (opening the store is part of what a user waits for).
@@ -394,6 +564,9 @@ fn main() -> Result<()> {
     }
     if args.dir.is_none() {
         std::fs::remove_dir_all(&dir).ok();
+        if let Some(server) = &pg {
+            server.drop_db("custos_bench_ledger")?;
+        }
     }
     Ok(())
 }
@@ -450,27 +623,55 @@ fn raw_sled_limit(ledger_dir: &Path, raw_dir: &Path) -> Result<f64> {
     Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Durable appends per second with `callers` tasks each sending one deposit at a time.
-fn appends(dir: &Path, callers: usize, total: usize) -> Result<f64> {
-    let ledger =
-        Arc::new(Ledger::open(dir, LedgerConfig { holder: "custos-bench appends".into(), ..LedgerConfig::default() })?);
+/// One process of the two-process append measurement: opens the ledger, says `ready`, waits
+/// for `go` on stdin, appends, then prints when it started and ended (Unix nanoseconds).
+fn append_worker(location: &str, callers: usize, total: usize, prefix: &str) -> Result<()> {
+    let ledger = Arc::new(Ledger::open_at(
+        location,
+        LedgerConfig { holder: format!("custos-bench append worker {prefix}"), ..LedgerConfig::default() },
+    )?);
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let unix_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos());
+    let start = unix_ns()?;
+    run_appends(&ledger, callers, total, prefix)?;
+    println!("{start} {}", unix_ns()?);
+    Ok(())
+}
+
+/// Durable appends per second on a fresh ledger at `location` with `callers` tasks each
+/// sending one deposit at a time.
+fn appends(location: &str, callers: usize, total: usize, prefix: &str) -> Result<f64> {
+    let ledger = Arc::new(Ledger::open_at(
+        location,
+        LedgerConfig { holder: "custos-bench appends".into(), ..LedgerConfig::default() },
+    )?);
+    let started = Instant::now();
+    let done = run_appends(&ledger, callers, total, prefix)?;
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `total` deposits from `callers` concurrent tasks, each waiting for its append to be
+/// acknowledged before sending the next; returns how many were appended.
+fn run_appends(ledger: &Arc<Ledger>, callers: usize, total: usize, prefix: &str) -> Result<usize> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let per = total / callers;
-    let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for c in 0..callers {
-            let ledger = Arc::clone(&ledger);
+            let ledger = Arc::clone(ledger);
+            let prefix = prefix.to_string();
             tasks.push(tokio::spawn(async move {
                 for i in 0..per {
                     let eth = custos_domain::Asset::new("ETH").expect("valid");
                     let cmd = custos_domain::Command {
-                        id: custos_domain::EventId::new(&format!("a{c}-{i}")).expect("valid"),
+                        id: custos_domain::EventId::new(&format!("{prefix}{c}-{i}")).expect("valid"),
                         occurred_at: None,
                         recorded_at: None,
                         expected_version: None,
                         body: custos_domain::CommandBody::Deposit {
-                            account: AccountId::new(&format!("acct-{c}")).expect("valid"),
+                            account: AccountId::new(&format!("acct-{prefix}{c}")).expect("valid"),
                             amount: custos_domain::Amount::parse("1", &eth).expect("valid"),
                             asset: eth,
                             usd_value: None,
@@ -484,5 +685,5 @@ fn appends(dir: &Path, callers: usize, total: usize) -> Result<f64> {
             t.await.expect("task");
         }
     });
-    Ok((per * callers) as f64 / started.elapsed().as_secs_f64())
+    Ok(per * callers)
 }

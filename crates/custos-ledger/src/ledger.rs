@@ -1395,8 +1395,20 @@ fn catch_up(
     if model.head_seq != head.seq {
         return Err(corrupt(model.head_seq + 1, format!("the log's head says seq {} but it is not stored", head.seq)));
     }
-    install_bounds(shared, stored_bounds(&*shared.log, head.seq)?);
-    *stats = LogStats::of(shared, model);
+    let k = shared.config.checkpoint_every;
+    if events.iter().any(|e| e.seq % k == 0) {
+        // Another writer wrote boundary records: read them as they are stored.
+        install_bounds(shared, stored_bounds(&*shared.log, head.seq)?);
+        *stats = LogStats::of(shared, model);
+    } else {
+        // No boundary crossed: the tail's bounds follow from the events alone, exactly as
+        // their writer computed what it stored (`boundary_meta`), without reading it back
+        // (a round trip per metadata record on a shared log, at every group commit).
+        let (_, _, after) = boundary_meta(k, stats, &events);
+        *shared.tail_min.lock().expect("tail lock") = after.tail_min;
+        *shared.max_occurred.lock().expect("max lock") = Some(after.max_occurred);
+        *stats = after;
+    }
     Ok(events)
 }
 

@@ -23,6 +23,7 @@ use custos_domain::{EventId, Seq, StreamId, Timestamp};
 use custos_log::{
     AppendBatch, AppendStats, Head, HeadLock, IndexEntry, IndexFinding, Log, LogError, Result, TimeIndex,
 };
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 pub use rows::EventRow;
@@ -545,6 +546,24 @@ fn seq_of(v: i64) -> Seq {
     Seq::try_from(v).unwrap_or(0)
 }
 
+/// The head from the simple protocol's text row `(seq, hex hash, recorded_ns)`.
+fn head_of_text(row: &tokio_postgres::SimpleQueryRow) -> Result<Head> {
+    let bad = |what: &str| LogError::corrupt(format!("custos_head holds {what}"));
+    let seq: i64 = row.get(0).and_then(|v| v.parse().ok()).ok_or_else(|| bad("no seq"))?;
+    let hex = row.get(1).ok_or_else(|| bad("no hash"))?;
+    let hash: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("a hash that is not hex"))?;
+    let recorded_ns: i64 = row.get(2).and_then(|v| v.parse().ok()).ok_or_else(|| bad("no recorded_ns"))?;
+    Ok(Head {
+        seq: seq_of(seq),
+        hash: hash.try_into().map_err(|_| LogError::corrupt("the head's hash is not 32 bytes"))?,
+        recorded_at: Timestamp::from_nanos(recorded_ns),
+    })
+}
+
 fn head_of(row: &tokio_postgres::Row) -> Result<Head> {
     let hash: Vec<u8> = row.get(1);
     Ok(Head {
@@ -580,14 +599,24 @@ impl HeadLock for PgHeadLock<'_> {
         let (client, write_us, commit_us) = self.log.run(async move {
             let write = async {
                 rows::copy_in(&client, &batch, |e| pool.error("cannot append", e)).await?;
-                upsert_meta(&client, meta).await.map_err(|e| pool.error("cannot write metadata", e))?;
+                // The metadata and the head in one statement, one round trip (typed, so not
+                // prepared first).
+                let (names, values): (Vec<String>, Vec<Vec<u8>>) = meta.into_iter().unzip();
                 client
-                    .execute(
-                        "UPDATE custos_head SET seq = $1, hash = $2, recorded_ns = $3",
-                        &[&(head.seq as i64), &head.hash.to_vec(), &head.recorded_at.nanos()],
+                    .execute_typed(
+                        "WITH meta AS (INSERT INTO custos_meta (name, value) SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value) \
+                         UPDATE custos_head SET seq = $3, hash = $4, recorded_ns = $5",
+                        &[
+                            (&names, Type::TEXT_ARRAY),
+                            (&values, Type::BYTEA_ARRAY),
+                            (&(head.seq as i64), Type::INT8),
+                            (&head.hash.as_slice(), Type::BYTEA),
+                            (&head.recorded_at.nanos(), Type::INT8),
+                        ],
                     )
                     .await
-                    .map_err(|e| pool.error("cannot move the head", e))?;
+                    .map_err(|e| pool.error("cannot write metadata and move the head", e))?;
                 Ok::<_, LogError>(())
             };
             write.await?;
@@ -649,12 +678,19 @@ impl Log for PgLog {
         let pool = Arc::clone(&self.pool);
         let (client, head) = self.run(async move {
             let client = pool.get().await?;
-            client.batch_execute("BEGIN").await.map_err(|e| pool.error("cannot begin an append", e))?;
-            let row = client
-                .query_one("SELECT seq, hash, recorded_ns FROM custos_head FOR UPDATE", &[])
+            // One round trip: the simple protocol takes both statements at once.
+            let messages = client
+                .simple_query("BEGIN; SELECT seq, encode(hash, 'hex'), recorded_ns FROM custos_head FOR UPDATE")
                 .await
                 .map_err(|e| pool.error("cannot lock the head", e))?;
-            Ok((client, head_of(&row)?))
+            let row = messages
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .ok_or_else(|| LogError::corrupt("custos_head has no row"))?;
+            Ok((client, head_of_text(row)?))
         })?;
         *self.head.lock().expect("head lock") = head;
         Ok(Box::new(PgHeadLock { log: self, client: Some(client), head }))
