@@ -153,25 +153,9 @@ impl Queued {
     }
 }
 
-/// The projections folded up to the head, and what point-in-time queries need to know about
-/// the checkpoints.
-#[derive(Clone)]
-pub(crate) struct Current {
-    pub balances: Balances,
-    pub losses: Losses,
-    /// The largest `occurred_at` of any event so far.
-    pub max_occurred: Timestamp,
-}
-
-/// What is known about the log at a checkpoint boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BoundaryInfo {
-    pub seq: Seq,
-    /// The largest `occurred_at` of seqs `1..=seq`.
-    pub max_occurred: Timestamp,
-    /// The smallest `occurred_at` of the seqs since the previous boundary.
-    pub min_occurred: Timestamp,
-}
+/// The projections folded up to the head (the query engine's head state).
+pub(crate) use custos_query::HeadState as Current;
+pub(crate) use custos_query::BoundaryInfo;
 
 pub(crate) struct Shared {
     pub log: Box<dyn Log>,
@@ -621,6 +605,16 @@ impl Ledger {
         Ok(slot.as_ref().filter(|c| c.balances.last_seq() == seq).map(f))
     }
 
+    /// Runs `f` on the boundary records the ledger holds for its head.
+    pub(crate) fn with_stored_bounds<R>(&self, f: impl FnOnce(&custos_query::Bounds<'_>) -> R) -> R {
+        let shared = &self.shared;
+        let tail_min = *shared.tail_min.lock().expect("tail lock");
+        let max_occurred = *shared.max_occurred.lock().expect("max lock");
+        let damaged = shared.bounds_damaged.load(Ordering::SeqCst);
+        let boundaries = shared.boundaries.read().expect("boundaries lock");
+        f(&custos_query::Bounds { boundaries: &boundaries, tail_min, max_occurred, damaged })
+    }
+
     /// Waits until the projector has folded `seq` (at once when no projector is running).
     fn wait_projected(&self, seq: Seq) {
         let shared = &self.shared;
@@ -873,16 +867,7 @@ pub(crate) fn corrupt(seq: Seq, what: String) -> LedgerError {
 }
 
 pub(crate) fn read_envelope(store: &dyn Log, seq: Seq) -> Result<Option<Envelope>, LedgerError> {
-    match store.record(seq)? {
-        None => Ok(None),
-        Some(r) => {
-            let env = Envelope::decode(&r).map_err(|e| corrupt(seq, e.to_string()))?;
-            if env.seq != seq {
-                return Err(corrupt(seq, format!("record stored at seq {seq} says seq {}", env.seq)));
-            }
-            Ok(Some(env))
-        }
-    }
+    Ok(custos_query::read_envelope(store, seq)?)
 }
 
 /// The latest checkpoint of `P` at or before `seq`, from the active generation.

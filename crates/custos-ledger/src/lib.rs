@@ -20,7 +20,7 @@ pub use custos_formats::{
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
 pub use migrate::MigrateReport;
-pub use query::{Bound, HistoryRow, ReplayRow};
+pub use custos_query::{Bound, HistoryRow, QueryError, ReplayRow};
 pub use verify::{Discrepancy, VerifyReport};
 
 pub use custos_log::{Head, Log, LogError};

@@ -1,0 +1,509 @@
+//! The point-in-time query engine: what the projections said at valid time `as_of`, as known
+//! at transaction time `known_at` (or at a seq), from a stored checkpoint and the events an
+//! index says count after it. It reads a [`Source`] (a log, its boundary records, stored
+//! checkpoints, the state at the head) and never writes: nothing here appends, stores metadata
+//! or changes a projection that is kept.
+//!
+//! `recorded_at` is non-decreasing in seq, so "known at" is a seq prefix: `known_seq`. Valid
+//! time is not monotone in seq (histories are backfilled, accounts interleave), so a checkpoint
+//! at boundary `C` can start a query only if every event up to `C` counts (the largest
+//! `occurred_at` up to `C` is `<= as_of`). After it, the counted events are found through an
+//! index by time: for balances the `occurred_at` index, from the smallest `occurred_at` after
+//! `C` up to `as_of`; for losses the loss-time index, which holds only the events a loss total
+//! can count, and each flag under its withdrawal's `occurred_at` (flags count from their
+//! `recorded_at` alone). That is one checkpoint plus a replay bounded by how far the log strays
+//! from time order, not by its length.
+
+use std::ops::ControlFlow;
+
+use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, FastSet, Seq, StreamId, Timestamp};
+use custos_log::{Head, Log, LogError, TimeIndex};
+use custos_projection::{Balances, FoldError, LossRow, Losses, Projection};
+use rust_decimal::Decimal;
+
+
+/// Why a query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The question cannot be answered as asked (a seq past the head).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("corruption at seq {seq}: {what}")]
+    Corruption { seq: Seq, what: String },
+}
+
+impl From<FoldError> for QueryError {
+    fn from(e: FoldError) -> Self {
+        QueryError::Corruption { seq: e.seq, what: e.what }
+    }
+}
+
+fn corrupt(seq: Seq, what: String) -> QueryError {
+    QueryError::Corruption { seq, what }
+}
+
+/// What is known about the log at a checkpoint boundary (one boundary record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundaryInfo {
+    pub seq: Seq,
+    /// The largest `occurred_at` of seqs `1..=seq`.
+    pub max_occurred: Timestamp,
+    /// The smallest `occurred_at` of the seqs since the previous boundary.
+    pub min_occurred: Timestamp,
+}
+
+/// The boundary records as a source holds them for its head.
+pub struct Bounds<'a> {
+    pub boundaries: &'a [BoundaryInfo],
+    /// The smallest `occurred_at` after the last boundary (`Timestamp::MAX` when none).
+    pub tail_min: Timestamp,
+    /// The largest `occurred_at` in the log, when recorded.
+    pub max_occurred: Option<Timestamp>,
+    /// The records are incomplete: trust none of them (read from the log's start).
+    pub damaged: bool,
+}
+
+/// The projections folded up to the head.
+#[derive(Clone)]
+pub struct HeadState {
+    pub balances: Balances,
+    pub losses: Losses,
+    /// The largest `occurred_at` of any event so far.
+    pub max_occurred: Timestamp,
+}
+
+/// What the query engine reads: implemented by the ledger runtime over its log.
+pub trait Source {
+    /// The log the answers come from.
+    fn log(&self) -> &dyn Log;
+    /// The head the source answers for.
+    fn head(&self) -> Head;
+    /// The head after looking for appends by other processes.
+    fn refresh(&self) -> Result<Head, QueryError>;
+    /// Runs `f` on the boundary records for the current head.
+    fn with_bounds<R>(&self, f: impl FnOnce(&Bounds<'_>) -> R) -> R;
+    /// The latest stored checkpoint of `P` at or before `seq`.
+    fn checkpoint<P: Projection>(&self, seq: Seq) -> Result<Option<P>, QueryError>;
+    /// The latest balances checkpoint at or before `seq`, with only the accounts `keep` accepts.
+    fn balances_checkpoint_of(&self, seq: Seq, keep: &dyn Fn(&str) -> bool) -> Result<Option<Balances>, QueryError>;
+    /// Runs `f` on the projections folded exactly up to `seq` (at or before the head); `None`
+    /// when the head state has moved past `seq` meanwhile.
+    fn with_head_state<R>(&self, seq: Seq, f: impl FnOnce(&HeadState) -> R) -> Result<Option<R>, QueryError>;
+}
+
+/// The queries, over a source.
+pub struct Query<'a, S: Source>(pub &'a S);
+
+/// The envelope stored at `seq`, checked to say that seq.
+pub fn read_envelope(log: &dyn Log, seq: Seq) -> Result<Option<Envelope>, QueryError> {
+    match log.record(seq)? {
+        None => Ok(None),
+        Some(r) => {
+            let env = Envelope::decode(&r).map_err(|e| corrupt(seq, e.to_string()))?;
+            if env.seq != seq {
+                return Err(corrupt(seq, format!("record stored at seq {seq} says seq {}", env.seq)));
+            }
+            Ok(Some(env))
+        }
+    }
+}
+
+/// The moment a query answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// Valid time: events with `occurred_at <= as_of` count.
+    pub as_of: Timestamp,
+    /// Transaction time: events with `recorded_at <= known_at` count.
+    pub known_at: Timestamp,
+    /// The last seq with `recorded_at <= known_at`.
+    pub known_seq: Seq,
+    /// Set when the query was asked at a seq (`--at-seq`).
+    pub at_seq: Option<Seq>,
+}
+
+/// One event of an account's history, with the balance of its asset after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub kind: EventKind,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub asset: Option<Asset>,
+    /// The change to the balance (negative for a withdrawal; zero for a flag).
+    pub change: Decimal,
+    pub usd_value: Option<Decimal>,
+    pub reference: Option<EventId>,
+    pub unauthorized: bool,
+    pub balance_after: Option<Decimal>,
+}
+
+/// One event of a replay window, with the running loss totals and the account's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRow {
+    pub seq: Seq,
+    pub event_id: EventId,
+    pub kind: EventKind,
+    pub stream: StreamId,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub asset: Option<Asset>,
+    pub change: Decimal,
+    pub reference: Option<EventId>,
+    /// Unauthorized as known at the replay's `known_at` (marked, or flagged by then).
+    pub unauthorized: bool,
+    pub balance_after: Option<Decimal>,
+    /// ETH, BTC, misc and total rows after this event.
+    pub totals: Vec<LossRow>,
+}
+
+/// The signed change an event makes to its account's balance.
+pub fn change_of(event: &Event) -> Decimal {
+    match event {
+        Event::Deposited { amount, .. } | Event::Reversed { amount, .. } | Event::Reimbursed { amount, .. } => {
+            amount.value()
+        }
+        Event::Withdrawn { amount, .. } => custos_domain::money::negate(amount.value()),
+        _ => Decimal::ZERO,
+    }
+}
+
+impl<S: Source> Query<'_, S> {
+    /// Resolves a query's moment. Defaults: `as_of` and `known_at` now; with `at_seq`, the log
+    /// as it stood right after that seq.
+    pub fn bound(
+        &self,
+        as_of: Option<Timestamp>,
+        known_at: Option<Timestamp>,
+        at_seq: Option<Seq>,
+    ) -> Result<Bound, QueryError> {
+        let head = self.0.refresh()?;
+        let now = Timestamp::now().max(if head.seq > 0 { head.recorded_at } else { Timestamp::MIN });
+        if let Some(n) = at_seq {
+            if n > head.seq {
+                return Err(QueryError::BadRequest(format!(
+                    "seq {n} is beyond the head of the log (seq {})",
+                    head.seq
+                )));
+            }
+            let known_at = match read_envelope(self.0.log(), n)? {
+                Some(env) => env.recorded_at,
+                None => Timestamp::MIN,
+            };
+            return Ok(Bound { as_of: as_of.unwrap_or(now), known_at, known_seq: n, at_seq: Some(n) });
+        }
+        let known_at = known_at.unwrap_or(now);
+        Ok(Bound { as_of: as_of.unwrap_or(now), known_at, known_seq: self.known_seq(known_at)?, at_seq: None })
+    }
+
+    /// The last seq recorded at or before `known_at` (binary search: `recorded_at` is monotone).
+    fn known_seq(&self, known_at: Timestamp) -> Result<Seq, QueryError> {
+        let head = self.0.head();
+        if head.seq == 0 || head.recorded_at <= known_at {
+            return Ok(head.seq);
+        }
+        let (mut lo, mut hi) = (0, head.seq); // invariant: recorded(lo) <= known_at < recorded(hi)
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let env = read_envelope(self.0.log(), mid)?.ok_or_else(|| corrupt(mid, "missing from the log".into()))?;
+            if env.recorded_at <= known_at {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// All balances at the bound.
+    pub fn balances_at(&self, bound: &Bound) -> Result<Balances, QueryError> {
+        let state = self.state_at::<Balances>(bound, |c| &c.balances, TimeIndex::OccurredAt)?;
+        state.check_conserved()?;
+        Ok(state)
+    }
+
+    /// Loss totals at the bound.
+    pub fn losses_at(&self, bound: &Bound) -> Result<Losses, QueryError> {
+        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, TimeIndex::LossTime)?;
+        // The loss-time index skips flags of withdrawals after `as_of` (they add nothing to the
+        // totals); the state still knows every flag known at the bound, as a replay needs.
+        for (withdrawal, flag) in self.0.log().flags()? {
+            if flag <= bound.known_seq {
+                losses.mark_flagged(withdrawal);
+            }
+        }
+        Ok(losses)
+    }
+
+    /// One account's balances at the bound, from its own events only.
+    pub fn account_balances_at(&self, account: &AccountId, bound: &Bound) -> Result<Balances, QueryError> {
+        let mut state = Balances::default();
+        for env in self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)? {
+            state.apply(&env, bound.as_of)?;
+        }
+        Ok(state)
+    }
+
+    /// The events of a stream up to `known_seq`, in seq order, from the stream index.
+    pub fn stream_events(&self, stream: &StreamId, known_seq: Seq) -> Result<Vec<Envelope>, QueryError> {
+        let seqs: Vec<Seq> = self.0.log().stream_seqs(stream)?.into_iter().filter(|s| *s <= known_seq).collect();
+        let mut out = self.read_envelopes(&seqs)?;
+        // The index key is a hash: drop other streams that share it.
+        out.retain(|env| &env.stream == stream);
+        Ok(out)
+    }
+
+    /// The seq of the event with this id, if any.
+    pub fn find_event(&self, id: &EventId) -> Result<Option<Envelope>, QueryError> {
+        for seq in self.0.log().event_id_seqs(id)? {
+            if let Some(env) = read_envelope(self.0.log(), seq)?.filter(|e| &e.event_id == id) {
+                return Ok(Some(env));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The balances of `accounts` only at the bound (a partial state: its flows are not theirs).
+    fn balances_of_at(&self, bound: &Bound, accounts: &FastSet<&str>) -> Result<Balances, QueryError> {
+        let keep = |a: &str| accounts.contains(a);
+        let start = self.start_boundary(bound);
+        let mut state = if start == 0 { None } else { self.0.balances_checkpoint_of(start, &keep)? };
+        let state = state.get_or_insert_with(Balances::default);
+        let from = state.last_seq();
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, TimeIndex::OccurredAt)?)? {
+            if env.stream.account().is_some_and(|a| keep(a.as_str())) {
+                state.apply(&env, bound.as_of)?;
+            }
+        }
+        Ok(std::mem::take(state))
+    }
+
+    /// The latest boundary where everything before it counts at the bound (0: none).
+    fn start_boundary(&self, bound: &Bound) -> Seq {
+        self.0.with_bounds(|b| {
+            if b.damaged {
+                return 0;
+            }
+            b.boundaries.iter().rev().find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of).map_or(0, |b| b.seq)
+        })
+    }
+
+    /// `P` at the bound: the head state, or a checkpoint plus the counted events after it found
+    /// through `by_time` (an index from `occurred_at` to every event `P` can count besides
+    /// flags).
+    fn state_at<P: Projection>(
+        &self,
+        bound: &Bound,
+        pick: fn(&HeadState) -> &P,
+        by_time: TimeIndex,
+    ) -> Result<P, QueryError> {
+        let head = self.0.head().seq;
+        // A moment after every event of the log is the head state; when the log's largest
+        // occurred_at is recorded, that is known without loading the head state.
+        let recorded_max = self.0.with_bounds(|b| b.max_occurred);
+        if bound.known_seq == head && recorded_max.is_none_or(|m| bound.as_of >= m) {
+            let answer = self.0.with_head_state(head, |c| (bound.as_of >= c.max_occurred).then(|| pick(c).clone()))?;
+            if let Some(Some(state)) = answer {
+                return Ok(state);
+            }
+        }
+        let start = self.start_boundary(bound);
+        let mut state: P = if start == 0 { P::default() } else { self.0.checkpoint::<P>(start)?.unwrap_or_default() };
+        let from = state.last_seq();
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, by_time)?)? {
+            state.apply(&env, bound.as_of)?;
+        }
+        Ok(state)
+    }
+
+    /// The seqs in `(from, known_seq]` that count at the bound, through `by_time`: with
+    /// `OccurredAt` (balances) the events with `occurred_at <= as_of`, found between the
+    /// smallest `occurred_at` after `from` and `as_of`; with `LossTime` (losses) the loss events
+    /// with `occurred_at <= as_of` and every flag of a withdrawal that occurred by `as_of`
+    /// (a flag counts from its `recorded_at` alone, so one recorded long after its withdrawal is
+    /// found by the withdrawal's time, however early).
+    fn counted_seqs_after(&self, from: Seq, bound: &Bound, by_time: TimeIndex) -> Result<Vec<Seq>, QueryError> {
+        if from >= bound.known_seq {
+            return Ok(Vec::new());
+        }
+        let lowest = match by_time {
+            TimeIndex::LossTime => Timestamp::MIN,
+            _ => self.min_occurred_after(from, bound.known_seq),
+        };
+        if lowest > bound.as_of {
+            return Ok(Vec::new());
+        }
+        let mut seqs = self.0.log().time_seqs(by_time, lowest, bound.as_of)?;
+        seqs.retain(|s| *s > from && *s <= bound.known_seq);
+        Ok(seqs)
+    }
+
+    /// A lower bound on the `occurred_at` of seqs in `(from, to]`, from the boundary records.
+    fn min_occurred_after(&self, from: Seq, to: Seq) -> Timestamp {
+        self.0.with_bounds(|bounds| {
+            if bounds.damaged {
+                return Timestamp::MIN;
+            }
+            let mut lowest = Timestamp::MAX;
+            let mut covered = from;
+            for b in bounds.boundaries.iter().filter(|b| b.seq > from) {
+                lowest = lowest.min(b.min_occurred);
+                covered = b.seq;
+                if b.seq >= to {
+                    return lowest;
+                }
+            }
+            if covered < to {
+                lowest = lowest.min(bounds.tail_min);
+            }
+            lowest
+        })
+    }
+
+    /// Reads envelopes by seq (ascending): one by one when sparse, by scanning when dense.
+    pub fn read_envelopes(&self, seqs: &[Seq]) -> Result<Vec<Envelope>, QueryError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        if (last - first + 1) / 8 < seqs.len() as u64 {
+            // Dense: scan the records in order and decode only the wanted ones.
+            let mut want = seqs.iter().peekable();
+            let mut failure = None;
+            self.0.log().for_each_record(first, &mut |seq, record| {
+                if want.peek() == Some(&&seq) {
+                    want.next();
+                    match Envelope::decode(record) {
+                        Ok(env) => out.push(env),
+                        Err(e) => {
+                            failure = Some(corrupt(seq, e.to_string()));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                if want.peek().is_none() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        } else {
+            for &seq in seqs {
+                out.push(read_envelope(self.0.log(), seq)?.ok_or_else(|| corrupt(seq, "indexed but missing".into()))?);
+            }
+        }
+        if out.len() != seqs.len() {
+            return Err(corrupt(last, "an indexed event is missing from the log".into()));
+        }
+        Ok(out)
+    }
+
+    /// Every event of an account (optionally one asset, optionally a valid-time range), with the
+    /// balance of the event's asset after it.
+    pub fn history(
+        &self,
+        account: &AccountId,
+        asset: Option<&Asset>,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        bound: &Bound,
+    ) -> Result<Vec<HistoryRow>, QueryError> {
+        let mut balances = Balances::default();
+        let mut losses = Losses::default();
+        let mut rows = Vec::new();
+        let events = self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)?;
+        // Flags known at the bound classify withdrawals wherever they are in the stream.
+        for env in &events {
+            if let Event::WithdrawalFlagged(_) = env.event {
+                losses.apply(env, Timestamp::MIN)?;
+            }
+        }
+        for env in events {
+            balances.apply(&env, Timestamp::MAX)?;
+            let ev_asset = env.event.asset_amount().map(|(a, _)| *a);
+            if asset.is_some_and(|want| Some(want) != ev_asset.as_ref())
+                || from.is_some_and(|f| env.occurred_at < f)
+                || to.is_some_and(|t| env.occurred_at > t)
+            {
+                continue;
+            }
+            rows.push(HistoryRow {
+                seq: env.seq,
+                event_id: env.event_id.clone(),
+                kind: env.event.kind(),
+                occurred_at: env.occurred_at,
+                recorded_at: env.recorded_at,
+                balance_after: ev_asset.as_ref().map(|a| balances.balance(account, a)),
+                asset: ev_asset,
+                change: change_of(&env.event),
+                usd_value: env.event.usd_value().map(|u| u.value()),
+                reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
+                unauthorized: unauthorized_as_known(&env, &losses),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The window `[from, to]` event by event in valid-time order, with running loss totals
+    /// (starting from the totals just before `from`) and the balance of each event's account.
+    pub fn replay(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        bound: &Bound,
+    ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), QueryError> {
+        let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
+        let mut losses = self.losses_at(&before)?;
+        let start_rows = losses.rows(false);
+        let mut seqs = self.0.log().time_seqs(TimeIndex::OccurredAt, from, to)?;
+        seqs.retain(|s| *s <= bound.known_seq);
+        let mut events = self.read_envelopes(&seqs)?;
+        events.sort_by_key(|e| (e.occurred_at, e.seq));
+        // Only the window's accounts need a balance before it, not all of them.
+        let accounts: FastSet<&str> = events.iter().filter_map(|e| e.stream.account()).map(AccountId::as_str).collect();
+        let mut balances = self.balances_of_at(&before, &accounts)?;
+        drop(accounts);
+        let mut rows = Vec::with_capacity(events.len());
+        for env in events {
+            losses.apply_in_window(&env)?;
+            balances.apply(&env, Timestamp::MAX)?;
+            let asset = env.event.asset_amount().map(|(a, _)| *a);
+            rows.push(ReplayRow {
+                seq: env.seq,
+                event_id: env.event_id.clone(),
+                kind: env.event.kind(),
+                occurred_at: env.occurred_at,
+                recorded_at: env.recorded_at,
+                balance_after: match (env.stream.account(), asset.as_ref()) {
+                    (Some(acct), Some(a)) => Some(balances.balance(acct, a)),
+                    _ => None,
+                },
+                asset,
+                change: change_of(&env.event),
+                reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
+                unauthorized: unauthorized_as_known(&env, &losses),
+                stream: env.stream.clone(),
+                totals: losses.rows(false),
+            });
+        }
+        Ok((start_rows, rows))
+    }
+}
+
+/// Whether a withdrawal (or the withdrawal an event refers to) is unauthorized as known to
+/// `losses`' flags.
+fn unauthorized_as_known(env: &Envelope, losses: &Losses) -> bool {
+    match &env.event {
+        Event::Withdrawn { unauthorized, .. } => *unauthorized || losses.is_flagged(env.seq),
+        Event::Reversed { withdrawal_unauthorized, withdrawal_seq, .. } => {
+            *withdrawal_unauthorized || losses.is_flagged(*withdrawal_seq)
+        }
+        Event::Reimbursed { .. } | Event::WithdrawalFlagged(_) => true,
+        _ => false,
+    }
+}
