@@ -58,6 +58,25 @@ fn the_demo_reproduces_the_published_figures_exactly() {
     assert_eq!(s["resumed_at"], "2022-01-18T17:46:00Z");
     assert_eq!(s["hours"], "14");
     assert_eq!(v["ledger"]["verified"], true);
+    // The moments come from the ledger's own events, each labelled with what happened, each
+    // as known then: nothing is known lost at the suspension, the first flag shows a loss.
+    let moments = v["moments"].as_array().unwrap();
+    let names: Vec<&str> = moments.iter().map(|m| m["moment"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "withdrawals suspended (as known then)",
+            "first withdrawal flagged unauthorized (as known then)",
+            "last withdrawal flagged unauthorized (as known then)",
+            "withdrawals resumed (as known then)",
+            "last reimbursement (as known then)",
+            "today"
+        ]
+    );
+    let total = |i: usize, col: &str| row(&moments[i]["report"], "total")[col].as_str().unwrap().to_string();
+    assert_eq!(total(0, "attempted_usd"), "0.00", "at the suspension no withdrawal was known unauthorized yet");
+    assert_ne!(total(1, "attempted_usd"), "0.00", "the first flag is a known loss");
+    assert_eq!(total(5, "completed_usd"), "33812346.00");
     let svg = std::fs::read_to_string(dir.path().join("w.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("withdrawals suspended"));
 }

@@ -90,6 +90,13 @@ pub struct WriteModel {
     withdrawn_usd: Decimal,
 }
 
+impl WriteModel {
+    /// Whether any event so far credited `asset` (a symbol the ledger has seen).
+    pub fn has_asset(&self, asset: &custos_domain::Asset) -> bool {
+        self.credited.contains_key(asset)
+    }
+}
+
 /// The outcome of deciding a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

@@ -452,13 +452,21 @@ impl Timestamp {
         }
         Self::from_datetime(dt.with_timezone(&Utc)).ok_or_else(|| DomainError::TimeOutOfRange(shown(s)))
     }
-    /// Query bound: RFC3339, or a plain date `YYYY-MM-DD` meaning the end of that day in UTC
-    /// (its last nanosecond), so `--as-of 2022-01-18` includes everything on the 18th.
+    /// An upper query bound (`--to`, `--as-of`, `--known-at`): RFC3339, or a plain date
+    /// `YYYY-MM-DD` meaning the end of that day in UTC (its last nanosecond), so `--as-of
+    /// 2022-01-18` includes everything on the 18th.
     pub fn parse_query(s: &str) -> Result<Self, DomainError> {
+        Self::parse_day_or_time(s, NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("valid time"))
+    }
+    /// A lower query bound (`--from`): RFC3339, or a plain date `YYYY-MM-DD` meaning the start
+    /// of that day in UTC, so `--from 2022-01-18` includes everything on the 18th.
+    pub fn parse_query_start(s: &str) -> Result<Self, DomainError> {
+        Self::parse_day_or_time(s, NaiveTime::MIN)
+    }
+    fn parse_day_or_time(s: &str, time_of_day: NaiveTime) -> Result<Self, DomainError> {
         if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             if s.len() == 10 {
-                let end = NaiveTime::from_hms_nano_opt(23, 59, 59, 999_999_999).expect("valid time");
-                return Self::from_datetime(Utc.from_utc_datetime(&date.and_time(end)))
+                return Self::from_datetime(Utc.from_utc_datetime(&date.and_time(time_of_day)))
                     .ok_or_else(|| DomainError::TimeOutOfRange(shown(s)));
             }
         }
@@ -537,6 +545,9 @@ mod tests {
     fn times_parse_as_documented() {
         let t = Timestamp::parse_query("2022-01-18").unwrap();
         assert_eq!(t.to_rfc3339(), "2022-01-18T23:59:59.999999999Z");
+        let start = Timestamp::parse_query_start("2022-01-18").unwrap();
+        assert_eq!(start.to_rfc3339(), "2022-01-18T00:00:00Z");
+        assert_eq!(Timestamp::parse_query_start("2022-01-18T05:00:00Z").unwrap().to_rfc3339(), "2022-01-18T05:00:00Z");
         let t = Timestamp::parse_rfc3339("2022-01-18T04:46:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2022-01-18T03:46:00Z");
         assert!(Timestamp::parse_rfc3339("2022-01-18").is_err());

@@ -45,7 +45,7 @@ pub enum ImportFormat {
 
 impl ImportFormat {
     pub fn from_path(path: &std::path::Path) -> Option<ImportFormat> {
-        match path.extension()?.to_str()? {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "csv" => Some(ImportFormat::Csv),
             "jsonl" | "ndjson" => Some(ImportFormat::Jsonl),
             _ => None,
@@ -344,6 +344,9 @@ impl<R: Read> Read for LimitedLines<R> {
             let LimitedLines { splitter, out, too_long, .. } = self;
             let mut emit = |line: RawLine<'_>| {
                 match line.bytes {
+                    // A line of spaces and tabs only is a blank line (csv would read it as a
+                    // record of one field); the line break stays, so line numbers do not move.
+                    Some(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
                     Some(bytes) => out.extend_from_slice(bytes),
                     None => {
                         too_long.borrow_mut().insert(line.number);

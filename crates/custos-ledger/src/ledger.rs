@@ -120,6 +120,9 @@ pub struct Appended {
     pub id: EventId,
     pub seq: Seq,
     pub duplicate: bool,
+    /// The event is the ledger's first of this asset: the symbol was new (a mistyped symbol
+    /// would otherwise become an asset silently).
+    pub new_asset: Option<custos_domain::Asset>,
 }
 
 pub type Outcome = Result<Appended, Rejection>;
@@ -153,9 +156,9 @@ impl Queued {
     }
 }
 
+pub(crate) use custos_query::BoundaryInfo;
 /// The projections folded up to the head (the query engine's head state).
 pub(crate) use custos_query::HeadState as Current;
-pub(crate) use custos_query::BoundaryInfo;
 
 pub(crate) struct Shared {
     pub log: Box<dyn Log>,
@@ -1255,7 +1258,7 @@ fn commit(
         };
         match model.decide(command, existing.as_ref(), now) {
             Ok(Decision::Duplicate { seq }) => {
-                outcomes.push(Ok(Appended { id: command.id.clone(), seq, duplicate: true }))
+                outcomes.push(Ok(Appended { id: command.id.clone(), seq, duplicate: true, new_asset: None }))
             }
             Ok(Decision::Append(new)) => {
                 let seq = first_seq + pending.len() as u64;
@@ -1264,8 +1267,9 @@ fn commit(
                 debug_assert_eq!(Envelope::decode(&record).as_ref(), Ok(&env));
                 prev_hash = env.hash;
                 index.extend(index_entries(&env));
+                let new_asset = env.event.asset_amount().map(|(a, _)| *a).filter(|a| !model.has_asset(a));
                 model.apply(&env).expect("an event the model just decided applies to it");
-                outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false }));
+                outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false, new_asset }));
                 records.push(record);
                 pending.push(env);
             }

@@ -17,10 +17,10 @@ pub use custos_formats::{
     json_line, parse_csv, parse_json_command, parse_jsonl, ImportFormat, ImportLine, LineError, LineSplitter, RawLine,
     IMPORT_FIELDS, LINE_BYTES_MAX,
 };
+pub use custos_query::{Bound, HistoryRow, QueryError, ReplayRow};
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
 pub use migrate::MigrateReport;
-pub use custos_query::{Bound, HistoryRow, QueryError, ReplayRow};
 pub use verify::{Discrepancy, VerifyReport};
 
 pub use custos_log::{Head, Log, LogError};

@@ -193,14 +193,21 @@ impl Ledger {
         }
         if let Some((seq, hash)) = digest {
             if digest_found_at.is_none() {
-                found.push(
-                    seq,
-                    format!(
-                        "digest {}{} is not a link of the chain: the log was rewritten after that digest was taken",
-                        seq.map(|s| format!("{s}:")).unwrap_or_default(),
-                        hex::encode(hash)
+                // About the digest, not an event: no seq, so no event is blamed for it.
+                let given = format!("{}{}", seq.map(|s| format!("{s}:")).unwrap_or_default(), hex::encode(hash));
+                let what = match seq {
+                    Some(s) if s > head.seq => format!(
+                        "the log is shorter than digest {given}: it ends at seq {}, the digest is of seq {s} (events were removed since, or this is another ledger)",
+                        head.seq
                     ),
-                );
+                    Some(s) => format!(
+                        "digest {given} does not match the chain's link at seq {s}: the log was rewritten at or before seq {s} after that digest was taken, or the digest is of another ledger"
+                    ),
+                    None => format!(
+                        "digest {given} is not a link of the chain: the log was rewritten after that digest was taken, or the digest is of another ledger"
+                    ),
+                };
+                found.push(None, what);
             }
         }
         let mut discrepancies = found.0;

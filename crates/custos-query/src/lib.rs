@@ -21,7 +21,6 @@ use custos_log::{Head, Log, LogError, TimeIndex};
 use custos_projection::{Balances, FoldError, LossRow, Losses, Projection};
 use rust_decimal::Decimal;
 
-
 /// Why a query could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -286,7 +285,11 @@ impl<S: Source> Query<'_, S> {
             if b.damaged {
                 return 0;
             }
-            b.boundaries.iter().rev().find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of).map_or(0, |b| b.seq)
+            b.boundaries
+                .iter()
+                .rev()
+                .find(|b| b.seq <= bound.known_seq && b.max_occurred <= bound.as_of)
+                .map_or(0, |b| b.seq)
         })
     }
 
@@ -403,8 +406,9 @@ impl<S: Source> Query<'_, S> {
         Ok(out)
     }
 
-    /// Every event of an account (optionally one asset, optionally a valid-time range), with the
-    /// balance of the event's asset after it.
+    /// Every event of an account that counts at the bound (happened by `as_of`, recorded by
+    /// `known_at`; optionally one asset, optionally a valid-time range), with the balance of
+    /// the event's asset after it.
     pub fn history(
         &self,
         account: &AccountId,
@@ -423,7 +427,7 @@ impl<S: Source> Query<'_, S> {
                 losses.apply(env, Timestamp::MIN)?;
             }
         }
-        for env in events {
+        for env in events.into_iter().filter(|e| e.occurred_at <= bound.as_of) {
             balances.apply(&env, Timestamp::MAX)?;
             let ev_asset = env.event.asset_amount().map(|(a, _)| *a);
             if asset.is_some_and(|want| Some(want) != ev_asset.as_ref())

@@ -366,10 +366,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// A time parameter; a bare date is the end of that day, except for `from` (a lower bound),
+/// where it is the start.
 fn time_param(name: &'static str, v: &Option<String>) -> ApiResult<Option<Timestamp>> {
-    v.as_deref()
-        .map(|s| Timestamp::parse_query(s).map_err(|e| ApiError::bad("bad_time", format!("{name}: {e}"))))
-        .transpose()
+    let parse = if name == "from" { Timestamp::parse_query_start } else { Timestamp::parse_query };
+    v.as_deref().map(|s| parse(s).map_err(|e| ApiError::bad("bad_time", format!("{name}: {e}")))).transpose()
 }
 
 fn format_param(v: &Option<String>) -> ApiResult<Format> {
@@ -546,6 +547,7 @@ struct HistoryQ {
     asset: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    as_of: Option<String>,
     known_at: Option<String>,
     at_seq: Option<Seq>,
     format: Option<String>,
@@ -564,9 +566,10 @@ async fn history(
         q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
     let (from, to, known_at) =
         (time_param("from", &q.from)?, time_param("to", &q.to)?, time_param("known_at", &q.known_at)?);
+    let as_of = time_param("as_of", &q.as_of)?;
     let (report, turn) = app
         .query(move |l| {
-            let bound = bound_of(l, None, known_at, q.at_seq)?;
+            let bound = bound_of(l, as_of, known_at, q.at_seq)?;
             Ok(custos_report::history(l, &account, asset.as_ref(), from, to, &bound)?)
         })
         .await?;
@@ -764,7 +767,10 @@ async fn tail(
 
 fn outcome_json(o: &Outcome) -> (StatusCode, Value) {
     match o {
-        Ok(a) => (StatusCode::OK, json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate})),
+        Ok(a) => (
+            StatusCode::OK,
+            json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate, "new_asset": a.new_asset.map(|x| x.to_string())}),
+        ),
         Err(r) => (StatusCode::CONFLICT, json!({"error": {"code": r.code(), "message": r.to_string()}})),
     }
 }

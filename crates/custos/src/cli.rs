@@ -15,6 +15,7 @@ use custos_report as report;
 use custos_report::{Format, Report};
 
 const TIME_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the end of that day in UTC";
+const FROM_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD meaning the start of that day in UTC";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -156,7 +157,8 @@ pub enum Cmd {
     Log {
         #[arg(long, default_value_t = 1)]
         from_seq: Seq,
-        #[arg(long, default_value_t = 100)]
+        /// The most events to list (at least 1)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
@@ -204,9 +206,9 @@ pub enum Cmd {
         account: String,
         #[arg(long)]
         asset: Option<String>,
-        #[arg(long, value_parser = parse_query_time)]
+        #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
         from: Option<Timestamp>,
-        #[arg(long, value_parser = parse_query_time)]
+        #[arg(long, value_parser = parse_query_time, help = format!("Only events that happened at or before it; {TIME_HELP}"))]
         to: Option<Timestamp>,
         #[command(flatten)]
         moment: Moment,
@@ -215,9 +217,9 @@ pub enum Cmd {
     },
     /// A valid-time window event by event, with running loss totals
     Replay {
-        #[arg(long, value_parser = parse_query_time)]
+        #[arg(long, value_parser = parse_query_start, help = format!("The window's first moment (valid time); {FROM_HELP}"))]
         from: Timestamp,
-        #[arg(long, value_parser = parse_query_time)]
+        #[arg(long, value_parser = parse_query_time, help = format!("The window's last moment (valid time); {TIME_HELP}"))]
         to: Timestamp,
         #[arg(long, value_parser = parse_query_time)]
         known_at: Option<Timestamp>,
@@ -297,6 +299,10 @@ fn parse_query_time(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_query(s).map_err(|e| e.to_string())
 }
 
+fn parse_query_start(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_query_start(s).map_err(|e| e.to_string())
+}
+
 pub fn db_location(args_db: &Option<String>) -> String {
     args_db.clone().unwrap_or_else(|| "custos-data".to_string())
 }
@@ -334,6 +340,10 @@ fn command_line() -> String {
 
 pub async fn run(args: Args) -> Result<Exit> {
     let dir = db_location(&args.db);
+    // Options are checked before any work, locally or through a server.
+    if let Cmd::Export { format, as_of, .. } = &args.command {
+        export::check_options(*format, *as_of)?;
+    }
     if let Cmd::Demo { format, plot } = &args.command {
         // The demo keeps its ledger only in a folder named on its command line (never in
         // $CUSTOS_DB, which may be a real ledger).
@@ -593,16 +603,23 @@ async fn submit_one(ledger: &Arc<Ledger>, cmd: Cmd, out: &mut impl Write) -> Res
 
 pub fn print_outcome(outcome: &Outcome, format: Format, out: &mut impl Write) -> Result<()> {
     match (outcome, format) {
-        (Ok(a), Format::Json) => {
-            writeln!(out, "{}", serde_json::json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate}))?
-        }
+        (Ok(a), Format::Json) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"id": a.id.as_str(), "seq": a.seq, "duplicate": a.duplicate, "new_asset": a.new_asset.map(|x| x.to_string())})
+        )?,
         (Err(r), Format::Json) => {
             writeln!(out, "{}", serde_json::json!({"error": {"code": r.code(), "message": r.to_string()}}))?
         }
         (Ok(a), _) if a.duplicate => {
             writeln!(out, "{} was already recorded at seq {} (idempotent replay, nothing appended)", a.id, a.seq)?
         }
-        (Ok(a), _) => writeln!(out, "appended {} at seq {}", a.id, a.seq)?,
+        (Ok(a), _) => {
+            writeln!(out, "appended {} at seq {}", a.id, a.seq)?;
+            if let Some(asset) = a.new_asset {
+                eprintln!("note: {asset} is a new asset in this ledger ({} decimal places)", asset.scale());
+            }
+        }
         (Err(r), _) => eprintln!("rejected: {r}"),
     }
     Ok(())

@@ -22,7 +22,6 @@ use custos_report::{Cell, Format, Report};
 /// The incident's command file (fixtures/incident-2022-01/commands.csv).
 pub const INCIDENT_CSV: &[u8] = include_bytes!("../../../fixtures/incident-2022-01/commands.csv");
 
-pub const DETECTED_AT: &str = "2022-01-17T23:40:00Z";
 pub const WINDOW_FROM: &str = "2022-01-17T19:00:00Z";
 pub const WINDOW_TO: &str = "2022-01-19T12:00:00Z";
 
@@ -30,16 +29,62 @@ fn ts(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).expect("valid constant")
 }
 
-/// The moments the report shows the loss table at: (name, as_of, known_at).
-fn moments(now: Timestamp) -> Vec<(&'static str, Timestamp, Timestamp)> {
-    let detected = ts(DETECTED_AT);
-    let before = Timestamp::from_nanos(detected.nanos() - 1_000_000_000);
-    let mut v = vec![("before detection (as known today)", before, now)];
-    v.push(("as known at detection time", now, detected));
-    v
+/// The moments the report shows the loss table at, from the ledger's own events: (what
+/// happened, when the ledger recorded it). Each is shown as known then (`as_of` = `known_at`
+/// = that moment), so the table reads as the incident unfolded.
+fn moments(ledger: &Ledger) -> Result<Vec<(String, Timestamp)>> {
+    let (mut suspended, mut resumed, mut first_flag, mut last_flag, mut last_reimbursement) =
+        (None, None, None, None, None);
+    ledger.for_each_envelope(1, |env| {
+        let t = env.recorded_at;
+        match &env.event {
+            Event::WithdrawalsSuspended { .. } if suspended.is_none() => suspended = Some(t),
+            Event::WithdrawalsResumed => resumed = Some(t),
+            Event::WithdrawalFlagged(_) => {
+                first_flag.get_or_insert(t);
+                last_flag = Some(t);
+            }
+            Event::Reimbursed { .. } => last_reimbursement = Some(t),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let mut v: Vec<(String, Timestamp)> = [
+        ("withdrawals suspended", suspended),
+        ("first withdrawal flagged unauthorized", first_flag),
+        ("last withdrawal flagged unauthorized", last_flag),
+        ("withdrawals resumed", resumed),
+        ("last reimbursement", last_reimbursement),
+    ]
+    .into_iter()
+    .filter_map(|(what, t)| t.map(|t| (format!("{what} (as known then)"), t)))
+    .collect();
+    v.sort_by_key(|(_, t)| *t);
+    Ok(v)
+}
+
+/// Refuses what the demo cannot do, before it does any work.
+pub fn check_options(format: Format, plot: Option<&Path>) -> Result<()> {
+    if format == Format::Csv {
+        bail!(
+            "the demo's report is several tables: use --format table or json (for CSV, keep the ledger with --db DIR and run e.g. `custos --db DIR losses --format csv`)"
+        );
+    }
+    if let Some(p) = plot {
+        let svg = p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        if !svg {
+            bail!("--plot {}: the chart is drawn as SVG; name the file .svg", p.display());
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!("--plot {}: the folder {} does not exist", p.display(), parent.display());
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&str>) -> Result<Exit> {
+    check_options(format, plot_path)?;
     let temp;
     let dir = match keep {
         Some(d) => d.to_string(),
@@ -74,7 +119,7 @@ pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&str>) -
     }
     if let Some(p) = plot_path {
         let svg = plot::incident_svg(&ledger, ts(WINDOW_FROM), ts(WINDOW_TO))?;
-        std::fs::write(p, svg)?;
+        std::fs::write(p, svg).with_context(|| format!("cannot write the chart to {}", p.display()))?;
         eprintln!("wrote the incident chart to {}", p.display());
     }
     if keep.is_some() {
@@ -149,18 +194,20 @@ pub fn build(ledger: &Arc<Ledger>) -> Result<DemoReport> {
     columns.extend(&LOSS_COLUMNS[USD_COLUMNS_FROM..]);
     let mut moment_rows = Report::new("The loss table at other moments", &columns);
     let mut all_moments = vec![];
-    let mut named = moments(now);
-    if let Some((_, Some(r))) = windows.first() {
-        named.insert(1, ("end of the suspension (as known then)", *r, *r));
-    }
-    named.insert(named.len() - 1, ("after reimbursement (today)", now, now));
+    let mut named: Vec<(String, Timestamp, Timestamp)> =
+        moments(ledger)?.into_iter().map(|(what, t)| (what, t, t)).collect();
+    named.push(("today".to_string(), now, now));
     for (name, as_of, known_at) in &named {
         let bound = ledger.bound(Some(*as_of), Some(*known_at), None)?;
         let l = ledger.losses_at(&bound)?;
         let rep = losses(&l, &bound, false);
         for row in l.rows(false) {
-            let mut cells: Vec<Cell> =
-                vec![(*name).into(), as_of.to_rfc3339().into(), known_at.to_rfc3339().into(), row.group.clone().into()];
+            let mut cells: Vec<Cell> = vec![
+                name.clone().into(),
+                as_of.to_rfc3339().into(),
+                known_at.to_rfc3339().into(),
+                row.group.clone().into(),
+            ];
             cells.extend(loss_cells(&row).into_iter().skip(USD_COLUMNS_FROM));
             moment_rows.push(cells);
         }

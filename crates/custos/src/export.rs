@@ -18,6 +18,22 @@ pub enum ExportFormat {
     Ledger,
 }
 
+/// Refuses an option the format does not honour (before anything is written): a log export
+/// (csv, jsonl) is the whole log, to re-import; `--as-of` cuts only the journal.
+pub fn check_options(format: ExportFormat, as_of: Option<Timestamp>) -> Result<()> {
+    if as_of.is_some() && format != ExportFormat::Ledger {
+        anyhow::bail!(
+            "--as-of applies to --format ledger only: a csv or jsonl export is the whole log, to re-import (filter the file afterwards, or export the journal)"
+        );
+    }
+    Ok(())
+}
+
+/// A USD value as every output writes it: two decimal places (the value has at most two).
+fn usd_text(u: &custos_domain::Usd) -> String {
+    format!("{:.2}", u.value())
+}
+
 /// The import-format fields of an event (empty where the importer wants them empty).
 pub fn import_fields(env: &Envelope) -> [String; 14] {
     let account = env.stream.account().map(|a| a.to_string()).unwrap_or_default();
@@ -31,9 +47,9 @@ pub fn import_fields(env: &Envelope) -> [String; 14] {
         _ => String::new(),
     };
     let (account, asset, amount, usd, unauthorized) = match &env.event {
-        Event::Deposited { usd_value, .. } => (account, asset, amount, usd_value.map(|u| u.to_string()), ""),
+        Event::Deposited { usd_value, .. } => (account, asset, amount, usd_value.map(|u| usd_text(&u)), ""),
         Event::Withdrawn { usd_value, unauthorized, .. } => {
-            (account, asset, amount, usd_value.map(|u| u.to_string()), if *unauthorized { "true" } else { "false" })
+            (account, asset, amount, usd_value.map(|u| usd_text(&u)), if *unauthorized { "true" } else { "false" })
         }
         // Reversals and reimbursements carry the withdrawal's USD value, derived, not given.
         Event::Reversed { .. } | Event::Reimbursed { .. } => (account, asset, amount, None, ""),
@@ -67,6 +83,7 @@ pub fn import_fields(env: &Envelope) -> [String; 14] {
 }
 
 pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, output: Option<&Path>) -> Result<()> {
+    check_options(format, as_of)?;
     let sink: Box<dyn Write> = match output {
         Some(p) => Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
         None => Box::new(std::io::stdout().lock()),
@@ -104,9 +121,14 @@ pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, outp
                     let fields = import_fields(&env);
                     let mut obj = serde_json::Map::new();
                     for (name, value) in IMPORT_FIELDS.iter().zip(fields) {
-                        if !value.is_empty() {
-                            obj.insert((*name).to_string(), serde_json::Value::String(value));
-                        }
+                        // The JSON vocabulary (README): a flag is a boolean, the rest strings.
+                        let value = match (*name, value.as_str()) {
+                            (_, "") => continue,
+                            ("unauthorized", "true") => serde_json::Value::Bool(true),
+                            ("unauthorized", "false") => serde_json::Value::Bool(false),
+                            _ => serde_json::Value::String(value),
+                        };
+                        obj.insert((*name).to_string(), value);
                     }
                     writeln!(out, "{}", serde_json::Value::Object(obj))?;
                 }

@@ -44,16 +44,27 @@ pub struct Summary {
     pub seconds: f64,
     /// Up to `REJECTED_LINES_PRINTED_MAX` rejected lines, as `line N: reason`.
     pub rejections: Vec<String>,
+    /// Assets the import used first, with the line of their first event.
+    pub new_assets: Vec<(custos_domain::Asset, u64)>,
 }
 
 impl Summary {
     pub fn line(&self, label: &str) -> String {
         let total = self.appended + self.duplicates + self.rejected;
         let rate = if self.seconds > 0.0 { self.appended as f64 / self.seconds } else { 0.0 };
-        format!(
+        let mut text = format!(
             "{label}: {} appended, {} duplicates, {} rejected ({} lines) in {:.2} s, {:.0} events/s",
             self.appended, self.duplicates, self.rejected, total, self.seconds, rate
-        )
+        );
+        if !self.new_assets.is_empty() {
+            let list: Vec<String> = self
+                .new_assets
+                .iter()
+                .map(|(a, line)| format!("{a} ({} decimal places, line {line})", a.scale()))
+                .collect();
+            text.push_str(&format!("; new assets: {}", list.join(", ")));
+        }
+        text
     }
     fn reject(&mut self, line: u64, reason: String) {
         self.rejected += 1;
@@ -64,8 +75,11 @@ impl Summary {
 }
 
 pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool, batch: usize) -> Result<Exit> {
+    if path.is_dir() {
+        anyhow::bail!("{} is a folder: name a .csv or .jsonl file", path.display());
+    }
     let format = ImportFormat::from_path(path)
-        .with_context(|| format!("{}: the file name must end in .csv or .jsonl", path.display()))?;
+        .with_context(|| format!("{}: the file name must end in .csv or .jsonl (or .ndjson)", path.display()))?;
     let open = || -> Result<(File, u64)> {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -94,7 +108,7 @@ pub async fn run(ledger: &Arc<Ledger>, path: &Path, strict: bool, batch: usize) 
     if summary.rejected as usize > summary.rejections.len() {
         eprintln!("... and {} more rejected lines", summary.rejected as usize - summary.rejections.len());
     }
-    println!("{}", summary.line(&format!("import {}", path.display())));
+    crate::say!("{}", summary.line(&format!("import {}", path.display())));
     Ok(if summary.rejected == 0 { Exit::Ok } else { Exit::Refused })
 }
 
@@ -183,7 +197,12 @@ pub async fn import_reader<R: Read + Send + 'static>(
             for (line, outcome) in numbers.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(a) if a.duplicate => summary.duplicates += 1,
-                    Ok(_) => summary.appended += 1,
+                    Ok(a) => {
+                        summary.appended += 1;
+                        if let Some(asset) = a.new_asset {
+                            summary.new_assets.push((asset, line));
+                        }
+                    }
                     Err(r) => summary.reject(line, r.to_string()),
                 }
             }

@@ -14,6 +14,29 @@ mod reports;
 
 use std::process::ExitCode;
 
+/// Writes a line to standard output; a reader that went away (`custos … | head -1`) ends the
+/// process quietly with success, as `rg` does: what it wanted was printed.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::say_line(format_args!($($t)*)) };
+}
+pub(crate) use say;
+
+pub(crate) fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Whether an error is standard output's reader going away.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 use clap::Parser;
 
 /// The three outcomes of a command, as exit codes.
@@ -39,6 +62,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::Refused) => ExitCode::from(1),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

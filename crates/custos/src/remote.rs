@@ -201,7 +201,6 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
         }
         Cmd::History { account, asset, from, to, moment, format } => {
             let mut p = moment_params(&moment);
-            p.retain(|(k, _)| *k != "as_of");
             p.push(("account", account));
             p.extend(asset.map(|a| ("asset", a)));
             p.extend(from.map(|t| ("from", time(t))));
@@ -226,8 +225,8 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             }
             let v = answer.json()?;
             match format {
-                Format::Json => println!("{v}"),
-                _ => println!("{}", v["digest"].as_str().unwrap_or_default()),
+                Format::Json => crate::say!("{v}"),
+                _ => crate::say!("{}", v["digest"].as_str().unwrap_or_default()),
             }
             Ok(Exit::Ok)
         }
@@ -245,16 +244,19 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                     Some("done") => {
                         let clean = v["clean"].as_bool().unwrap_or(false);
                         if format == Format::Json {
-                            println!("{}", serde_json::to_string_pretty(&v)?);
+                            crate::say!("{}", serde_json::to_string_pretty(&v)?);
                         } else if clean {
-                            println!("verified {} events: hash chain, invariants and indexes are clean", v["events"]);
-                            println!("digest {}", v["digest"].as_str().unwrap_or_default());
+                            crate::say!(
+                                "verified {} events: hash chain, invariants and indexes are clean",
+                                v["events"]
+                            );
+                            crate::say!("digest {}", v["digest"].as_str().unwrap_or_default());
                         } else {
                             let d = v["discrepancies"].as_array().cloned().unwrap_or_default();
-                            println!("verify found {} discrepancies in {} events", d.len(), v["events"]);
-                            println!("first bad seq: {}", v["first_bad_seq"]);
+                            crate::say!("verify found {} discrepancies in {} events", d.len(), v["events"]);
+                            crate::say!("first bad seq: {}", v["first_bad_seq"]);
                             for x in d {
-                                println!("- {}", x["what"].as_str().unwrap_or_default());
+                                crate::say!("- {}", x["what"].as_str().unwrap_or_default());
                             }
                         }
                         return Ok(if clean { Exit::Ok } else { Exit::Refused });
@@ -280,7 +282,7 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             for r in v["rejections"].as_array().cloned().unwrap_or_default() {
                 eprintln!("{}", r["message"].as_str().unwrap_or_default());
             }
-            println!(
+            crate::say!(
                 "import {} via {}: {} appended, {} duplicates, {} rejected",
                 file.display(),
                 client.base,
@@ -299,13 +301,13 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                 client.post("/v1/commands", "application/json", command_json(&command).to_string().as_bytes())?;
             let v = answer.json()?;
             match (answer.status, format) {
-                (200 | 409, Format::Json) => println!("{v}"),
-                (200, _) if v["duplicate"] == true => println!(
+                (200 | 409, Format::Json) => crate::say!("{v}"),
+                (200, _) if v["duplicate"] == true => crate::say!(
                     "{} was already recorded at seq {} (idempotent replay, nothing appended)",
                     v["id"].as_str().unwrap_or_default(),
                     v["seq"]
                 ),
-                (200, _) => println!("appended {} at seq {}", v["id"].as_str().unwrap_or_default(), v["seq"]),
+                (200, _) => crate::say!("appended {} at seq {}", v["id"].as_str().unwrap_or_default(), v["seq"]),
                 (409, _) => eprintln!("rejected: {}", answer.error_message()),
                 _ => bail!("{}", answer.error_message()),
             }
