@@ -1027,7 +1027,7 @@ fn writer_loop(
     to_projector: std::sync::mpsc::SyncSender<Vec<Envelope>>,
     to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
-    let mut stats = LogStats::of(&shared, &model);
+    let mut stats = writer_stats(&shared, &model);
     // Set after an append fails with an IO fault: sled 0.34 then fails every write, and reads
     // of what it holds in memory are not to be trusted, until it is opened again. It is, before
     // the next batch, once the disk has room again (see `recover`).
@@ -1048,7 +1048,7 @@ fn writer_loop(
             match recover(&shared) {
                 Ok(m) => {
                     model = m;
-                    stats = LogStats::of(&shared, &model);
+                    stats = writer_stats(&shared, &model);
                     broken = None;
                 }
                 Err(why) => {
@@ -1212,6 +1212,10 @@ pub(crate) struct LogStats {
     /// False while the stored boundary records are incomplete: the count record is then left
     /// as it is (its last seq can never match again), so the damage is not papered over.
     pub count_known: bool,
+    /// The stats follow from stored boundary records read for the writer's model (or from the
+    /// events it appended or caught up on since): a catch-up may then derive them from the
+    /// events; when false it reads the records again.
+    pub synced: bool,
 }
 
 impl LogStats {
@@ -1223,8 +1227,30 @@ impl LogStats {
             boundaries: boundaries.len() as u64,
             last_boundary: boundaries.last().map_or(0, |b| b.seq),
             count_known: !shared.bounds_damaged.load(Ordering::SeqCst),
+            synced: true,
         }
     }
+}
+
+/// The writer's bounds for the log as its write model holds it. The model is loaded when the
+/// writer starts, possibly after other processes appended beyond what the ledger's bounds were
+/// loaded for, so the boundary records are read again here: a writer that trusted bounds older
+/// than its model would write boundary records that miss a boundary another process wrote.
+/// Read for the model's head or later (another writer may append meanwhile): the extra
+/// events are then folded again at the next catch-up, which changes no minimum or maximum.
+fn writer_stats(shared: &Shared, model: &WriteModel) -> LogStats {
+    let synced = match stored_bounds(&*shared.log, model.head_seq) {
+        Ok(bounds) => {
+            install_bounds(shared, bounds);
+            true
+        }
+        // The bounds the ledger holds are used until the next catch-up reads them again.
+        Err(e) => {
+            tracing::warn!("cannot read the boundary records for the writer: {e}");
+            false
+        }
+    };
+    LogStats { synced, ..LogStats::of(shared, model) }
 }
 
 /// Decides, seals and durably appends one group of requests; returns the outcomes (one per
@@ -1342,7 +1368,12 @@ pub(crate) fn boundary_meta(k: u64, stats: &LogStats, events: &[Envelope]) -> (M
         meta.push((BOUNDARY_COUNT.to_string(), boundary_count_value(count, last)));
     }
     let count_known = stats.count_known;
-    (meta, new_boundaries, LogStats { max_occurred, tail_min, boundaries: count, last_boundary: last, count_known })
+    let synced = stats.synced;
+    (
+        meta,
+        new_boundaries,
+        LogStats { max_occurred, tail_min, boundaries: count, last_boundary: last, count_known, synced },
+    )
 }
 
 /// What one group commit did: the outcomes (one per command, in order), the events other
@@ -1385,7 +1416,7 @@ fn catch_up(
         return Err(corrupt(model.head_seq + 1, format!("the log's head says seq {} but it is not stored", head.seq)));
     }
     let k = shared.config.checkpoint_every;
-    if events.iter().any(|e| e.seq % k == 0) {
+    if !stats.synced || events.iter().any(|e| e.seq % k == 0) {
         // Another writer wrote boundary records: read them as they are stored.
         install_bounds(shared, stored_bounds(&*shared.log, head.seq)?);
         *stats = LogStats::of(shared, model);

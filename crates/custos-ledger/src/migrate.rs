@@ -68,6 +68,7 @@ impl Ledger {
             boundaries: bounds.boundaries.len() as u64,
             last_boundary: bounds.boundaries.last().map_or(0, |b| b.seq),
             count_known: bounds.damaged.is_none(),
+            synced: true,
         };
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut events: Vec<Envelope> = Vec::new();
