@@ -89,6 +89,16 @@ fn an_update_of_one_amount_in_sql_is_found_by_verify_which_names_the_seq() {
     let out = custos_at(&place.location, &["verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("seq 7"), "{}", stdout(&out));
+    // Past the first 50 findings the rest are counted and said, never silently dropped.
+    c.psql(db, "UPDATE custos_events SET ref = 'x', kind = 'k', stream_version = stream_version + 100");
+    let report = place.open(LedgerConfig::default()).verify(None, &mut |_, _| {}).unwrap();
+    assert_eq!((report.discrepancies.len(), report.omitted), (50, 11), "{:?}", report.discrepancies.last());
+    let out = custos_at(&place.location, &["verify"]);
+    assert!(
+        stdout(&out).contains("verify found 61 discrepancies") && stdout(&out).contains("11 more are not"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// Two writer processes, 16 tasks each, race 1-USDC withdrawals against four accounts of 50

@@ -27,6 +27,8 @@ pub struct VerifyReport {
     pub discrepancies: Vec<Discrepancy>,
     /// The seq at which the `--digest` hash was found, if one was given and found.
     pub digest_found_at: Option<Seq>,
+    /// Discrepancies found beyond the first `DISCREPANCIES_MAX`: counted, not listed.
+    pub omitted: u64,
 }
 
 impl VerifyReport {
@@ -38,12 +40,15 @@ impl VerifyReport {
     }
 }
 
-struct Findings(Vec<Discrepancy>);
+/// The discrepancies found: the first `DISCREPANCIES_MAX` listed, the rest counted.
+struct Findings(Vec<Discrepancy>, u64);
 
 impl Findings {
     fn push(&mut self, seq: Option<Seq>, what: String) {
         if self.0.len() < DISCREPANCIES_MAX {
             self.0.push(Discrepancy { seq, what });
+        } else {
+            self.1 += 1;
         }
     }
 }
@@ -77,7 +82,7 @@ impl Ledger {
         };
         let mut derived = DerivedCheck::new(&bounds);
         let now = Timestamp::now();
-        let mut found = Findings(Vec::new());
+        let mut found = Findings(Vec::new(), 0);
         let mut model = WriteModel::default();
         let mut semantics_ok = true;
         let mut prev_hash = GENESIS_HASH;
@@ -189,6 +194,7 @@ impl Ledger {
         }
         derived.end(&mut found, last.map_or(0, |l| l.0));
         for f in store.check_index(head.seq, indexes)? {
+            found.1 += f.more;
             found.push(f.seq, f.what);
         }
         if let Some((seq, hash)) = digest {
@@ -210,9 +216,9 @@ impl Ledger {
                 found.push(None, what);
             }
         }
-        let mut discrepancies = found.0;
+        let (mut discrepancies, omitted) = (found.0, found.1);
         discrepancies.sort_by_key(|d| d.seq.unwrap_or(Seq::MAX));
-        Ok(VerifyReport { events, head, discrepancies, digest_found_at })
+        Ok(VerifyReport { events, head, discrepancies, digest_found_at, omitted })
     }
 
     fn checkpoint_seqs(&self) -> Result<std::collections::HashSet<Seq>, LedgerError> {

@@ -186,6 +186,9 @@ pub struct AppendStats {
 pub struct IndexFinding {
     pub seq: Option<Seq>,
     pub what: String,
+    /// Further findings of the same check, after this one, that a backend counted without
+    /// listing (it lists a bounded number): the caller reports them as a count.
+    pub more: u64,
 }
 
 /// The right to append, held by one writer at a time (see [`Log::lock_head`]).

@@ -271,7 +271,10 @@ impl Checker {
 
     fn push(&mut self, seq: Seq, what: String) {
         if self.found.len() < FINDINGS_MAX {
-            self.found.push(IndexFinding { seq: Some(seq), what });
+            self.found.push(IndexFinding { seq: Some(seq), what, more: 0 });
+        } else if let Some(last) = self.found.last_mut() {
+            // Counted, not listed: verify reports how many.
+            last.more += 1;
         }
     }
 

@@ -981,8 +981,7 @@ impl Log for Store {
                         have.len(),
                         want.len(),
                         seq.map_or("?".into(), |s| s.to_string())
-                    ),
-                });
+                    ), more: 0 });
             }
         }
         Ok(found)

@@ -34,6 +34,7 @@ pub fn verify(ledger: &Ledger, digest: Option<&str>, format: Format, out: &mut i
                     "digest": digest_token,
                     "first_bad_seq": report.first_bad_seq(),
                     "digest_found_at": report.digest_found_at,
+                    "discrepancies_not_listed": report.omitted,
                     "discrepancies": d,
                 }))?
             )?;
@@ -46,7 +47,11 @@ pub fn verify(ledger: &Ledger, digest: Option<&str>, format: Format, out: &mut i
                 }
                 writeln!(out, "digest {digest_token}")?;
             } else {
-                writeln!(out, "verify found {} discrepancies in {} events", report.discrepancies.len(), report.events)?;
+                let listed = report.discrepancies.len() as u64;
+                writeln!(out, "verify found {} discrepancies in {} events", listed + report.omitted, report.events)?;
+                if report.omitted > 0 {
+                    writeln!(out, "(the first {listed} are listed; {} more are not)", report.omitted)?;
+                }
                 if let Some(s) = report.first_bad_seq() {
                     writeln!(out, "first bad seq: {s}")?;
                 }
