@@ -244,3 +244,195 @@ fn an_import_takes_any_case_of_extension_refuses_a_folder_and_skips_blank_lines(
     assert_eq!(code(&out), 2, "a folder is a usage error, not a rejected line");
     assert!(stderr(&out).contains("is a folder"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_withdrawal_without_a_usd_value_is_counted_as_unknown_never_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &[
+            "deposit",
+            "--id",
+            "d1",
+            "--account",
+            "acct-u",
+            "--asset",
+            "ETH",
+            "--amount",
+            "2",
+            "--at",
+            "2022-01-17T10:00:00Z",
+        ][..],
+        &[
+            "withdraw",
+            "--id",
+            "w1",
+            "--account",
+            "acct-u",
+            "--asset",
+            "ETH",
+            "--amount",
+            "0.6",
+            "--unauthorized",
+            "--at",
+            "2022-01-17T20:00:00Z",
+        ],
+        &[
+            "withdraw",
+            "--id",
+            "w2",
+            "--account",
+            "acct-u",
+            "--asset",
+            "ETH",
+            "--amount",
+            "0.4",
+            "--usd",
+            "1200",
+            "--unauthorized",
+            "--at",
+            "2022-01-17T20:05:00Z",
+        ],
+    ] {
+        let out = custos(d, args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+    }
+    let v = json(&custos(d, &["losses", "--format", "json"]));
+    let eth = v["rows"].as_array().unwrap().iter().find(|r| r["group"] == "ETH").unwrap().clone();
+    assert_eq!(eth["outstanding"], "1", "{eth}");
+    assert_eq!(eth["outstanding_usd"], "1200.00", "the priced one only: {eth}");
+    assert_eq!(eth["withdrawals_without_usd"], 1, "and one whose USD value is unknown: {eth}");
+    let table = stdout(&custos(d, &["losses"]));
+    assert!(table.contains("withdrawals_without_usd"), "{table}");
+    // Before the priced one happened, the only loss has no USD value: unknown, and said.
+    let v = json(&custos(d, &["losses", "--as-of", "2022-01-17T20:01:00Z", "--format", "json"]));
+    let total = v["rows"].as_array().unwrap().iter().find(|r| r["group"] == "total").unwrap().clone();
+    assert_eq!(
+        (total["attempted_usd"].as_str(), total["withdrawals_without_usd"].as_u64()),
+        (Some("0.00"), Some(1)),
+        "{total}"
+    );
+}
+
+#[test]
+fn the_withdrawal_register_says_when_and_how_each_became_known_and_what_is_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = |args: &[&str]| {
+        let out = custos(d, args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+    };
+    w(&[
+        "deposit",
+        "--id",
+        "d",
+        "--account",
+        "acct-r",
+        "--asset",
+        "BTC",
+        "--amount",
+        "5",
+        "--at",
+        "2022-01-17T00:00:00Z",
+    ]);
+    w(&[
+        "withdraw",
+        "--id",
+        "w1",
+        "--account",
+        "acct-r",
+        "--asset",
+        "BTC",
+        "--amount",
+        "1",
+        "--usd",
+        "40000",
+        "--unauthorized",
+        "--auth-factor",
+        "sms",
+        "--at",
+        "2022-01-17T20:00:00Z",
+    ]);
+    w(&[
+        "withdraw",
+        "--id",
+        "w2",
+        "--account",
+        "acct-r",
+        "--asset",
+        "BTC",
+        "--amount",
+        "0.5",
+        "--at",
+        "2022-01-17T20:10:00Z",
+    ]);
+    w(&[
+        "withdraw",
+        "--id",
+        "w3",
+        "--account",
+        "acct-r",
+        "--asset",
+        "BTC",
+        "--amount",
+        "0.25",
+        "--at",
+        "2022-01-17T20:20:00Z",
+    ]);
+    let before_flag = stdout(&custos(d, &["digest"]));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let flag_known = chrono_now();
+    w(&["flag", "--id", "f2", "--withdrawal", "w2", "--at", "2022-01-18T03:56:00Z"]);
+    w(&["reverse", "--id", "v2", "--withdrawal", "w2", "--at", "2022-01-18T04:00:00Z"]);
+    w(&["reimburse", "--id", "r1a", "--withdrawal", "w1", "--amount", "0.25", "--at", "2022-01-19T00:00:00Z"]);
+    w(&["reimburse", "--id", "r1b", "--withdrawal", "w1", "--amount", "0.25", "--at", "2022-01-19T01:00:00Z"]);
+    let v = json(&custos(d, &["withdrawals", "--format", "json"]));
+    let rows = v["rows"].as_array().unwrap();
+    let by = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("{id} in {v}")).clone();
+    let (w1, w2, w3) = (by("w1"), by("w2"), by("w3"));
+    assert_eq!((w1["classified_how"].as_str(), w1["auth_factor"].as_str()), (Some("marked"), Some("sms")), "{w1}");
+    assert_eq!(
+        w1["classified_at"],
+        w1_recorded(&custos(d, &["log", "--format", "json"])),
+        "marked: its own recorded_at"
+    );
+    assert_eq!((w1["reimbursed"].as_str(), w1["reimbursements"].as_u64()), (Some("0.5"), Some(2)), "{w1}");
+    assert_eq!((w1["reimbursed_usd"].as_str(), w1["outstanding"].as_str()), (Some("20000.00"), Some("0.5")), "{w1}");
+    assert_eq!(w1["reimbursed_at"], "2022-01-19T01:00:00Z");
+    assert_eq!(w2["classified_how"], "flagged", "{w2}");
+    let parse = |s: &str| custos_domain::Timestamp::parse_rfc3339(s).unwrap();
+    assert!(parse(w2["classified_at"].as_str().unwrap()) > parse(&flag_known), "the flag's recorded_at: {w2}");
+    assert_eq!((w2["reversed"].as_str(), w2["outstanding"].as_str()), (Some("0.5"), Some("0")), "{w2}");
+    assert_eq!((w3["unauthorized"].as_bool(), w3["outstanding"].is_null()), (Some(false), true), "{w3}");
+    // --unauthorized, and as known before the flag: w2 was not yet known to be unauthorized.
+    let v = json(&custos(d, &["withdrawals", "--unauthorized", "--format", "json"]));
+    assert_eq!(ids_of(&v), ["w1", "w2"]);
+    let seq: &str = before_flag.trim().split(':').next().unwrap();
+    let v = json(&custos(d, &["withdrawals", "--unauthorized", "--at-seq", seq, "--format", "json"]));
+    assert_eq!(ids_of(&v), ["w1"], "before the flag only the marked one");
+    // As of the 18th: the reimbursements (on the 19th) had not happened.
+    let v = json(&custos(d, &["withdrawals", "--account", "acct-r", "--as-of", "2022-01-18", "--format", "json"]));
+    let w1 = v["rows"].as_array().unwrap().iter().find(|r| r["id"] == "w1").unwrap().clone();
+    assert_eq!((w1["reimbursed"].is_null(), w1["outstanding"].as_str()), (true, Some("1")), "{w1}");
+    // The server answers the same rows.
+    let server = TestServer::start(d, None);
+    let (status, body) =
+        http("GET", &format!("{}/v1/withdrawals?unauthorized=true", server.url), Some(READ_TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body), ["w1", "w2"]);
+}
+
+fn ids_of(report: &Value) -> Vec<String> {
+    report["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn w1_recorded(log: &std::process::Output) -> Value {
+    let v = json(log);
+    v["rows"].as_array().unwrap().iter().find(|r| r["id"] == "w1").unwrap()["recorded_at"].clone()
+}
+
+/// The wall clock now, as RFC3339 (recorded_at of the next command is later).
+fn chrono_now() -> String {
+    let ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    custos_domain::Timestamp::from_nanos(ns).to_rfc3339()
+}

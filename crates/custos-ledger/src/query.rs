@@ -4,7 +4,7 @@
 use custos_domain::{AccountId, Asset, Envelope, EventId, Seq, StreamId, Timestamp};
 use custos_log::{Head, Log, LogError};
 use custos_projection::{Balances, LossRow, Losses, Projection};
-use custos_query::{Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayRow, Source};
+use custos_query::{Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayRow, Source, WithdrawalRow};
 
 use crate::ledger::{Ledger, LedgerError};
 
@@ -110,6 +110,11 @@ impl Ledger {
         bound: &Bound,
     ) -> Result<Vec<HistoryRow>, LedgerError> {
         Ok(Query(self).history(account, asset, from, to, bound)?)
+    }
+
+    /// The withdrawal register at the bound (optionally one account's), in seq order.
+    pub fn withdrawals(&self, bound: &Bound, account: Option<&AccountId>) -> Result<Vec<WithdrawalRow>, LedgerError> {
+        Ok(Query(self).withdrawals(bound, account)?)
     }
 
     /// The window `[from, to]` event by event in valid-time order, with running loss totals

@@ -26,6 +26,9 @@ pub struct LossCols {
     pub attempted_usd: Decimal,
     pub prevented_usd: Decimal,
     pub reimbursed_usd: Decimal,
+    /// How many of the attempted withdrawals have no USD value: every USD column then sums
+    /// the priced ones only (an unknown value is never counted as zero without saying so).
+    pub unpriced: u64,
 }
 
 // Each a subtraction of two non-negative sums of one scale within its limit (see the type's
@@ -52,6 +55,7 @@ impl LossCols {
             attempted_usd: usd(self.attempted_usd, o.attempted_usd)?,
             prevented_usd: usd(self.prevented_usd, o.prevented_usd)?,
             reimbursed_usd: usd(self.reimbursed_usd, o.reimbursed_usd)?,
+            unpriced: self.unpriced.checked_add(o.unpriced)?,
             ..*self
         };
         if let Some(s) = scale {
@@ -72,8 +76,9 @@ impl LossCols {
             dec(self.reimbursed_usd),
         ]
     }
-    fn from_bytes(b: [Packed; 6]) -> Option<Self> {
+    fn from_bytes(b: [Packed; 6], unpriced: u64) -> Option<Self> {
         Some(LossCols {
+            unpriced,
             attempted: undec(b[0])?,
             prevented: undec(b[1])?,
             reimbursed: undec(b[2])?,
@@ -137,8 +142,9 @@ impl Losses {
     ) -> Result<(), FoldError> {
         let account =
             env.stream.account().ok_or_else(|| FoldError::new(env.seq, "a loss event on the ledger stream"))?;
+        let mut delta =
+            LossCols { unpriced: u64::from(matches!(col, Col::Attempted) && usd.is_none()), ..Default::default() };
         let usd = usd.map(Usd::value).unwrap_or_default();
-        let mut delta = LossCols::default();
         match col {
             Col::Attempted => (delta.attempted, delta.attempted_usd) = (amount.value(), usd),
             Col::Prevented => (delta.prevented, delta.prevented_usd) = (amount.value(), usd),
@@ -254,8 +260,9 @@ impl Losses {
 
 impl Projection for Losses {
     const NAME: &'static str = "losses";
-    /// 2: decimals packed (1 stored them in 16 bytes).
-    const SCHEMA_VERSION: u32 = 2;
+    /// 2: decimals packed (1 stored them in 16 bytes). 3: the count of attempted withdrawals
+    /// without a USD value.
+    const SCHEMA_VERSION: u32 = 3;
 
     fn apply(&mut self, env: &Envelope, as_of: Timestamp) -> Result<(), FoldError> {
         self.last_seq = env.seq;
@@ -299,9 +306,9 @@ impl Projection for Losses {
 
     fn encode_into(&self, out: &mut Vec<u8>) {
         let by_account = AsSeq(self.by_account.len(), || {
-            self.by_account
-                .iter()
-                .map(|((a, s), c)| -> (&str, &str, [Packed; 6]) { (a.as_str(), s.as_str(), c.to_bytes()) })
+            self.by_account.iter().map(|((a, s), c)| -> (&str, &str, [Packed; 6], u64) {
+                (a.as_str(), s.as_str(), c.to_bytes(), c.unpriced)
+            })
         });
         let mut flagged: Vec<u64> = self.flagged.iter().copied().collect();
         flagged.sort_unstable();
@@ -310,15 +317,16 @@ impl Projection for Losses {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        type Stored = (u64, Vec<(String, String, [Packed; 6])>, Vec<u64>);
+        type Stored = (u64, Vec<(String, String, [Packed; 6], u64)>, Vec<u64>);
         let ((last_seq, by_account, flagged), used): (Stored, usize) =
             bincode::decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
             return None;
         }
         let mut out = Losses { last_seq, flagged: flagged.into_iter().collect(), ..Default::default() };
-        for (a, s, c) in by_account {
-            let (account, asset, cols) = (AccountId::new(&a).ok()?, Asset::new(&s).ok()?, LossCols::from_bytes(c)?);
+        for (a, s, c, unpriced) in by_account {
+            let (account, asset, cols) =
+                (AccountId::new(&a).ok()?, Asset::new(&s).ok()?, LossCols::from_bytes(c, unpriced)?);
             out.by_asset.entry(asset).or_default().add(&cols, Some(asset.scale()))?;
             let group = asset.group();
             let g = group.index();

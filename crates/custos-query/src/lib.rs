@@ -511,3 +511,153 @@ fn unauthorized_as_known(env: &Envelope, losses: &Losses) -> bool {
         _ => false,
     }
 }
+
+/// How the ledger learned a withdrawal was unauthorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// Marked unauthorized when it was recorded.
+    Marked,
+    /// Flagged later by a flag event.
+    Flagged,
+}
+
+impl Classified {
+    pub fn name(self) -> &'static str {
+        match self {
+            Classified::Marked => "marked",
+            Classified::Flagged => "flagged",
+        }
+    }
+}
+
+/// One row of the withdrawal register: a withdrawal and what became of it, at a bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalRow {
+    pub seq: Seq,
+    pub id: EventId,
+    pub account: AccountId,
+    pub asset: Asset,
+    pub amount: Decimal,
+    pub usd_value: Option<Decimal>,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub auth_factor: Option<&'static str>,
+    /// When the ledger learned it was unauthorized (its own `recorded_at` if marked, else the
+    /// first flag's), and how; `None`: not unauthorized as known at the bound.
+    pub classified: Option<(Timestamp, Classified)>,
+    /// The reversal counted at the bound: (amount, occurred_at).
+    pub reversed: Option<(Decimal, Timestamp)>,
+    /// Reimbursements counted at the bound: total amount, total USD, the last one's
+    /// occurred_at, and how many.
+    pub reimbursed: Option<(Decimal, Decimal, Timestamp, u64)>,
+    /// What is still owed to the customer: completed (not reversed) minus reimbursed, for an
+    /// unauthorized withdrawal; `None` for an authorized one.
+    pub outstanding: Option<Decimal>,
+}
+
+impl<S: Source> Query<'_, S> {
+    /// The withdrawal register at the bound: every withdrawal that happened by `as_of` and was
+    /// recorded by `known_at` (optionally one account's, optionally only those unauthorized as
+    /// known then), in seq order, with its classification, reversal and reimbursements as
+    /// they count at the bound. One pass over the log up to the bound.
+    pub fn withdrawals(&self, bound: &Bound, account: Option<&AccountId>) -> Result<Vec<WithdrawalRow>, QueryError> {
+        let mut rows: Vec<WithdrawalRow> = Vec::new();
+        let mut at: std::collections::HashMap<Seq, usize> = std::collections::HashMap::new();
+        let mut failure = None;
+        let counts = |env: &Envelope| env.occurred_at <= bound.as_of;
+        self.0.log().for_each_record(1, &mut |seq, record| {
+            if seq > bound.known_seq {
+                return ControlFlow::Break(());
+            }
+            let env = match Envelope::decode(record) {
+                Ok(env) => env,
+                Err(e) => {
+                    failure = Some(corrupt(seq, e.to_string()));
+                    return ControlFlow::Break(());
+                }
+            };
+            let sum = |a: Decimal, b: Decimal, scale: u32| {
+                custos_domain::money::add_exact(a, b, scale)
+                    .ok_or_else(|| corrupt(seq, "a register total passed its limit".into()))
+            };
+            let step = (|| -> Result<(), QueryError> {
+                match &env.event {
+                    Event::Withdrawn { asset, amount, usd_value, unauthorized, auth_factor, .. } if counts(&env) => {
+                        let Some(acct) = env.stream.account() else { return Ok(()) };
+                        if account.is_some_and(|a| a != acct) {
+                            return Ok(());
+                        }
+                        at.insert(seq, rows.len());
+                        rows.push(WithdrawalRow {
+                            seq,
+                            id: env.event_id.clone(),
+                            account: acct.clone(),
+                            asset: *asset,
+                            amount: amount.value(),
+                            usd_value: usd_value.map(|u| u.value()),
+                            occurred_at: env.occurred_at,
+                            recorded_at: env.recorded_at,
+                            auth_factor: auth_factor.map(|f| f.name()),
+                            classified: unauthorized.then_some((env.recorded_at, Classified::Marked)),
+                            reversed: None,
+                            reimbursed: None,
+                            outstanding: None,
+                        });
+                    }
+                    // A flag counts from its recorded_at alone (it is known at the bound).
+                    Event::WithdrawalFlagged(f) => {
+                        if let Some(row) = at.get(&f.withdrawal_seq).map(|i| &mut rows[*i]) {
+                            row.classified.get_or_insert((env.recorded_at, Classified::Flagged));
+                        }
+                    }
+                    Event::Reversed { withdrawal_seq, amount, .. } if counts(&env) => {
+                        if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
+                            row.reversed = Some((amount.value(), env.occurred_at));
+                        }
+                    }
+                    Event::Reimbursed { withdrawal_seq, amount, usd_value, asset, .. } if counts(&env) => {
+                        if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
+                            let (units, usd, _, n) =
+                                row.reimbursed.unwrap_or((Decimal::ZERO, Decimal::ZERO, env.occurred_at, 0));
+                            row.reimbursed = Some((
+                                sum(units, amount.value(), asset.scale())?,
+                                sum(
+                                    usd,
+                                    usd_value.map(|u| u.value()).unwrap_or_default(),
+                                    custos_domain::money::USD_SCALE,
+                                )?,
+                                env.occurred_at,
+                                n.saturating_add(1),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })();
+            match step {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for row in &mut rows {
+            if row.classified.is_some() {
+                let scale = row.asset.scale();
+                let reversed = row.reversed.map_or(Decimal::ZERO, |r| r.0);
+                let reimbursed = row.reimbursed.map_or(Decimal::ZERO, |r| r.0);
+                let completed = custos_domain::money::sub_exact(row.amount, reversed, scale);
+                row.outstanding = completed.and_then(|c| custos_domain::money::sub_exact(c, reimbursed, scale));
+                if row.outstanding.is_none() {
+                    return Err(corrupt(row.seq, "its reversal and reimbursements exceed it".into()));
+                }
+            }
+        }
+        Ok(rows)
+    }
+}

@@ -6,6 +6,7 @@ mod queries;
 mod report;
 
 pub use queries::{
-    balances, history, log, loss_cells, losses, parse_digest, replay, with_bound, ReportError, Result, LOSS_COLUMNS,
+    balances, history, log, loss_cells, losses, parse_digest, replay, with_bound, withdrawals, ReportError, Result,
+    LOSS_COLUMNS,
 };
 pub use report::{Cell, Format, Report};

@@ -54,7 +54,7 @@ pub fn balances(
     Ok(report)
 }
 
-pub const LOSS_COLUMNS: [&str; 11] = [
+pub const LOSS_COLUMNS: [&str; 12] = [
     "attempted",
     "prevented",
     "completed",
@@ -65,6 +65,7 @@ pub const LOSS_COLUMNS: [&str; 11] = [
     "completed_usd",
     "reimbursed_usd",
     "outstanding_usd",
+    "withdrawals_without_usd",
     "accounts_affected",
 ];
 
@@ -82,6 +83,7 @@ pub fn loss_cells(row: &LossRow) -> Vec<Cell> {
         Cell::Usd(c.completed_usd()),
         Cell::Usd(c.reimbursed_usd),
         Cell::Usd(c.outstanding_usd()),
+        c.unpriced.into(),
         row.accounts_affected.into(),
     ]
 }
@@ -288,4 +290,67 @@ pub fn parse_digest(s: &str) -> Result<(Option<Seq>, Hash)> {
     let bytes = hex::decode(hex_part.trim()).map_err(|_| bad())?;
     let hash: Hash = bytes.try_into().map_err(|_| bad())?;
     Ok((seq, hash))
+}
+
+/// The withdrawal register at the bound: one row per withdrawal, with when and how it became
+/// known unauthorized, its reversal, its reimbursements and what is still owed.
+pub fn withdrawals(
+    ledger: &Ledger,
+    bound: &Bound,
+    account: Option<&AccountId>,
+    unauthorized_only: bool,
+) -> Result<Report> {
+    let rows = ledger.withdrawals(bound, account)?;
+    let mut report = with_bound(
+        Report::new(
+            "Withdrawal register",
+            &[
+                "seq",
+                "id",
+                "account",
+                "asset",
+                "amount",
+                "usd_value",
+                "occurred_at",
+                "auth_factor",
+                "unauthorized",
+                "classified_at",
+                "classified_how",
+                "reversed",
+                "reversed_at",
+                "reimbursed",
+                "reimbursed_usd",
+                "reimbursed_at",
+                "reimbursements",
+                "outstanding",
+            ],
+        ),
+        bound,
+    );
+    if let Some(a) = account {
+        report = report.meta("account", a.to_string());
+    }
+    for r in rows.into_iter().filter(|r| !unauthorized_only || r.classified.is_some()) {
+        report.push(vec![
+            r.seq.into(),
+            r.id.to_string().into(),
+            r.account.to_string().into(),
+            r.asset.to_string().into(),
+            r.amount.into(),
+            r.usd_value.map(Cell::Usd).into(),
+            r.occurred_at.to_rfc3339().into(),
+            r.auth_factor.map(str::to_string).into(),
+            r.classified.is_some().into(),
+            r.classified.map(|c| c.0.to_rfc3339()).into(),
+            r.classified.map(|c| c.1.name().to_string()).into(),
+            r.reversed.map(|x| x.0).into(),
+            r.reversed.map(|x| x.1.to_rfc3339()).into(),
+            r.reimbursed.map(|x| x.0).into(),
+            r.reimbursed.map(|x| Cell::Usd(x.1)).into(),
+            r.reimbursed.map(|x| x.2.to_rfc3339()).into(),
+            r.reimbursed.map(|x| x.3).into(),
+            r.outstanding.into(),
+        ]);
+    }
+    Ok(report)
 }

@@ -301,6 +301,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/losses", get(losses))
         .route("/v1/history", get(history))
         .route("/v1/replay", get(replay))
+        .route("/v1/withdrawals", get(withdrawals))
         .route("/v1/log", get(log))
         .route("/v1/digest", get(digest))
         .route("/v1/verify", post(verify_start).layer::<_, std::convert::Infallible>(small_body_deadline(&app.config)))
@@ -578,6 +579,41 @@ async fn history(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WithdrawalsQ {
+    account: Option<String>,
+    unauthorized: Option<bool>,
+    as_of: Option<String>,
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    format: Option<String>,
+}
+
+async fn withdrawals(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<WithdrawalsQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let account = q
+        .account
+        .as_deref()
+        .map(AccountId::new)
+        .transpose()
+        .map_err(|e| ApiError::bad("bad_account", e.to_string()))?;
+    let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
+    let (report, turn) = app
+        .query(move |l| {
+            let bound = bound_of(l, as_of, known_at, q.at_seq)?;
+            Ok(custos_report::withdrawals(l, &bound, account.as_ref(), q.unauthorized.unwrap_or(false))?)
+        })
+        .await?;
+    Ok(respond(report, format, turn, &app))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReplayQ {
     from: String,
     to: String,
@@ -711,6 +747,7 @@ async fn verify_status(State(app): State<App>, headers: HeaderMap, Path(job): Pa
             "first_bad_seq": r.first_bad_seq(),
             "digest": format!("{}:{}", r.head.seq, hex::encode(r.head.hash)),
             "discrepancies": r.discrepancies.iter().map(|d| json!({"seq": d.seq, "what": d.what})).collect::<Vec<_>>(),
+            "discrepancies_not_listed": r.omitted,
         }),
     };
     Ok(Json(body).into_response())

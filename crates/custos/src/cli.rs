@@ -34,10 +34,10 @@ pub struct Args {
     pub db: Option<String>,
     /// Send every command and query to a running `custos serve` at this URL (the token comes
     /// from $CUSTOS_TOKEN or --token-file, never the command line)
-    #[arg(long, global = true, env = "CUSTOS_SERVER")]
+    #[arg(long, env = "CUSTOS_SERVER")]
     pub server: Option<String>,
     /// A file holding the bearer token for --server
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
@@ -54,6 +54,7 @@ pub struct Common {
     /// Refuse unless the account's stream is at this version (optimistic concurrency)
     #[arg(long)]
     pub expected_version: Option<u64>,
+    /// Output: table, csv or json
     #[arg(long, value_parser = parse_format, default_value = "table")]
     pub format: Format,
 }
@@ -76,10 +77,13 @@ pub enum Cmd {
     Deposit {
         #[command(flatten)]
         common: Common,
+        /// The account (customer) id, e.g. acct-000042
         #[arg(long)]
         account: String,
+        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
         #[arg(long)]
         asset: String,
+        /// The quantity, an exact decimal within the asset's places (ETH 18, BTC 8, others 6)
         #[arg(long)]
         amount: String,
         /// USD value at the time (cents at most)
@@ -90,12 +94,16 @@ pub enum Cmd {
     Withdraw {
         #[command(flatten)]
         common: Common,
+        /// The account (customer) id, e.g. acct-000042
         #[arg(long)]
         account: String,
+        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
         #[arg(long)]
         asset: String,
+        /// The quantity, an exact decimal within the asset's places (ETH 18, BTC 8, others 6)
         #[arg(long)]
         amount: String,
+        /// USD value at the time, at most two decimal places
         #[arg(long)]
         usd: Option<String>,
         /// Known to be unauthorized when it happened
@@ -112,6 +120,7 @@ pub enum Cmd {
     Reverse {
         #[command(flatten)]
         common: Common,
+        /// The id of the withdrawal this is about
         #[arg(long)]
         withdrawal: String,
     },
@@ -119,8 +128,10 @@ pub enum Cmd {
     Reimburse {
         #[command(flatten)]
         common: Common,
+        /// The id of the withdrawal this is about
         #[arg(long)]
         withdrawal: String,
+        /// How much to reimburse, in the withdrawal's asset [default: what is left to reimburse]
         #[arg(long)]
         amount: Option<String>,
     },
@@ -128,6 +139,7 @@ pub enum Cmd {
     Flag {
         #[command(flatten)]
         common: Common,
+        /// The id of the withdrawal this is about
         #[arg(long)]
         withdrawal: String,
     },
@@ -135,6 +147,7 @@ pub enum Cmd {
     SuspendWithdrawals {
         #[command(flatten)]
         common: Common,
+        /// Why (kept in the log)
         #[arg(long)]
         reason: Option<String>,
     },
@@ -143,7 +156,7 @@ pub enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Import a command file (.csv or .jsonl): id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized[,recorded_at]
+    /// Import a command file (.csv or .jsonl) with the columns id, occurred_at, kind and, as the kind needs, account, asset, amount, usd_value, ref, unauthorized, recorded_at, auth_factor, destination, reason, expected_version
     Import {
         file: PathBuf,
         /// Append nothing unless every line is valid
@@ -155,11 +168,13 @@ pub enum Cmd {
     },
     /// List the log
     Log {
+        /// The first seq to list
         #[arg(long, default_value_t = 1)]
         from_seq: Seq,
         /// The most events to list (at least 1)
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
@@ -168,18 +183,22 @@ pub enum Cmd {
         /// A digest taken earlier with `custos digest` (SEQ:HEX or HEX) that must still be in the chain
         #[arg(long)]
         digest: Option<String>,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Print the log's digest: the head seq and its hash, as SEQ:HEX
     Digest {
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Balances per account and asset at a moment
     Balances {
+        /// The account (customer) id, e.g. acct-000042
         #[arg(long)]
         account: Option<String>,
+        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
         #[arg(long)]
         asset: Option<String>,
         #[command(flatten)]
@@ -187,6 +206,7 @@ pub enum Cmd {
         /// Include zero balances
         #[arg(long)]
         all: bool,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
@@ -197,13 +217,16 @@ pub enum Cmd {
         /// Add per-symbol rows for misc and per-account rows
         #[arg(long)]
         detail: bool,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
     /// Every event of an account with the balance after it
     History {
+        /// The account (customer) id, e.g. acct-000042
         #[arg(long)]
         account: String,
+        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
         #[arg(long)]
         asset: Option<String>,
         #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
@@ -212,6 +235,22 @@ pub enum Cmd {
         to: Option<Timestamp>,
         #[command(flatten)]
         moment: Moment,
+        /// Output: table, csv or json
+        #[arg(long, value_parser = parse_format, default_value = "table")]
+        format: Format,
+    },
+    /// The withdrawal register: every withdrawal with when and how it became known
+    /// unauthorized, its reversal, its reimbursements and what is still owed, at a moment
+    Withdrawals {
+        /// Only withdrawals unauthorized as known at the moment (marked, or flagged by then)
+        #[arg(long)]
+        unauthorized: bool,
+        /// The account (customer) id, e.g. acct-000042
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        moment: Moment,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
@@ -221,10 +260,13 @@ pub enum Cmd {
         from: Timestamp,
         #[arg(long, value_parser = parse_query_time, help = format!("The window's last moment (valid time); {TIME_HELP}"))]
         to: Timestamp,
+        /// Transaction time: what the ledger had recorded by then [default: now]; RFC3339, or a date YYYY-MM-DD meaning the end of that day in UTC
         #[arg(long, value_parser = parse_query_time)]
         known_at: Option<Timestamp>,
+        /// Answer as the log stood right after this seq (exact reproduction)
         #[arg(long)]
         at_seq: Option<Seq>,
+        /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
@@ -249,6 +291,7 @@ pub enum Cmd {
     },
     /// Export the log (csv, jsonl: re-importable) or a journal for hledger / ledger-cli
     Export {
+        /// Output: table, csv or json
         #[arg(long, value_enum)]
         format: export::ExportFormat,
         /// Journal only: events that happened at or before this moment
@@ -271,10 +314,14 @@ pub enum Cmd {
         write_token_file: Option<PathBuf>,
     },
     /// Import the January 2022 incident into a ledger, verify it, and print the incident report
+    ///
+    /// The demo's ledger lives in a temporary folder, removed afterwards, unless --db DIR is
+    /// given on its command line (then it is kept there; $CUSTOS_DB is never used by the demo).
     Demo {
+        /// Output: table or json (the report is several tables, so not csv)
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
-        /// Also draw the incident window as an SVG chart
+        /// Also draw the incident window as an SVG chart into this .svg file
         #[arg(long)]
         plot: Option<PathBuf>,
     },
@@ -418,6 +465,12 @@ pub async fn run(args: Args) -> Result<Exit> {
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?.write(format, out)?;
+            Exit::Ok
+        }
+        Cmd::Withdrawals { unauthorized, account, moment, format } => {
+            let account = account.as_deref().map(AccountId::new).transpose()?;
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            report::withdrawals(&ledger, &bound, account.as_ref(), unauthorized)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Replay { from, to, known_at, at_seq, format } => {

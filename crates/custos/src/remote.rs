@@ -208,6 +208,15 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             p.push(fmt(format));
             print_report(client.get("/v1/history", &p)?)
         }
+        Cmd::Withdrawals { unauthorized, account, moment, format } => {
+            let mut p = moment_params(&moment);
+            p.extend(account.map(|a| ("account", a)));
+            if unauthorized {
+                p.push(("unauthorized", "true".to_string()));
+            }
+            p.push(fmt(format));
+            print_report(client.get("/v1/withdrawals", &p)?)
+        }
         Cmd::Replay { from, to, known_at, at_seq, format } => {
             let mut p = vec![("from", time(from)), ("to", time(to))];
             p.extend(known_at.map(|t| ("known_at", time(t))));
