@@ -436,3 +436,38 @@ fn chrono_now() -> String {
     let ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     custos_domain::Timestamp::from_nanos(ns).to_rfc3339()
 }
+
+#[test]
+fn assets_are_listed_and_a_name_the_ledger_never_saw_is_said_not_answered_with_no_rows() {
+    let dir = small_ledger();
+    let d = dir.path();
+    let out = custos(
+        d,
+        &["deposit", "--account", "acct-b", "--asset", "BTC", "--amount", "0.5", "--at", "2022-01-17T11:00:00Z"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v = json(&custos(d, &["assets", "--format", "json"]));
+    let rows = v["rows"].as_array().unwrap();
+    let got: Vec<(String, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap();
+            (r["asset"].as_str().unwrap().to_string(), n("decimal_places"), n("first_seq"), n("events"))
+        })
+        .collect();
+    assert_eq!(got, [("BTC".to_string(), 8, 5, 1), ("ETH".to_string(), 18, 1, 4)]);
+    // A typo: never seen, said, exit 1. A known account with nothing at that moment: exit 0.
+    for (args, says) in [
+        (vec!["balances", "--account", "acct-zz"], "never seen account acct-zz"),
+        (vec!["balances", "--asset", "DOGE"], "never seen asset DOGE"),
+        (vec!["history", "--account", "acct-zz"], "never seen account acct-zz"),
+        (vec!["withdrawals", "--account", "acct-zz"], "never seen account acct-zz"),
+    ] {
+        let out = custos(d, &args);
+        assert_eq!(code(&out), 1, "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let out = custos(d, &["balances", "--account", "acct-b", "--as-of", "2022-01-16"]);
+    assert_eq!(code(&out), 0, "known, just nothing by then: {}", stderr(&out));
+    assert!(!stderr(&out).contains("never seen"), "{}", stderr(&out));
+}

@@ -4,7 +4,9 @@
 use custos_domain::{AccountId, Asset, Envelope, EventId, Seq, StreamId, Timestamp};
 use custos_log::{Head, Log, LogError};
 use custos_projection::{Balances, LossRow, Losses, Projection};
-use custos_query::{Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayRow, Source, WithdrawalRow};
+use custos_query::{
+    AssetRow, Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayRow, Source, WithdrawalRow,
+};
 
 use crate::ledger::{Ledger, LedgerError};
 
@@ -110,6 +112,16 @@ impl Ledger {
         bound: &Bound,
     ) -> Result<Vec<HistoryRow>, LedgerError> {
         Ok(Query(self).history(account, asset, from, to, bound)?)
+    }
+
+    /// Every asset symbol the log holds up to `known_seq`, with its first event and count.
+    pub fn assets(&self, known_seq: Seq) -> Result<Vec<AssetRow>, LedgerError> {
+        Ok(Query(self).assets(known_seq)?)
+    }
+
+    /// Whether any event up to `known_seq` is on this account's stream.
+    pub fn knows_account(&self, account: &AccountId, known_seq: Seq) -> Result<bool, LedgerError> {
+        Ok(!self.stream_events(&StreamId::Account(account.clone()), known_seq)?.is_empty())
     }
 
     /// The withdrawal register at the bound (optionally one account's), in seq order.

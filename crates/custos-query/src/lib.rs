@@ -95,6 +95,24 @@ pub trait Source {
 /// The queries, over a source.
 pub struct Query<'a, S: Source>(pub &'a S);
 
+/// Calls `f` with each stored envelope from `from` in seq order until it breaks; the first
+/// error (a record that does not decode, or `f`'s own) stops the scan and is returned.
+pub fn try_for_each_envelope(
+    log: &dyn Log,
+    from: Seq,
+    f: &mut dyn FnMut(Envelope) -> Result<ControlFlow<()>, QueryError>,
+) -> Result<(), QueryError> {
+    let mut failure = None;
+    log.for_each_record(from, &mut |seq, record| {
+        let step = Envelope::decode(record).map_err(|e| corrupt(seq, e.to_string())).and_then(&mut *f);
+        step.unwrap_or_else(|e| {
+            failure = Some(e);
+            ControlFlow::Break(())
+        })
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
 /// The envelope stored at `seq`, checked to say that seq.
 pub fn read_envelope(log: &dyn Log, seq: Seq) -> Result<Option<Envelope>, QueryError> {
     match log.record(seq)? {
@@ -563,89 +581,70 @@ impl<S: Source> Query<'_, S> {
     pub fn withdrawals(&self, bound: &Bound, account: Option<&AccountId>) -> Result<Vec<WithdrawalRow>, QueryError> {
         let mut rows: Vec<WithdrawalRow> = Vec::new();
         let mut at: std::collections::HashMap<Seq, usize> = std::collections::HashMap::new();
-        let mut failure = None;
         let counts = |env: &Envelope| env.occurred_at <= bound.as_of;
-        self.0.log().for_each_record(1, &mut |seq, record| {
+        try_for_each_envelope(self.0.log(), 1, &mut |env| {
+            let seq = env.seq;
             if seq > bound.known_seq {
-                return ControlFlow::Break(());
+                return Ok(ControlFlow::Break(()));
             }
-            let env = match Envelope::decode(record) {
-                Ok(env) => env,
-                Err(e) => {
-                    failure = Some(corrupt(seq, e.to_string()));
-                    return ControlFlow::Break(());
-                }
-            };
             let sum = |a: Decimal, b: Decimal, scale: u32| {
                 custos_domain::money::add_exact(a, b, scale)
                     .ok_or_else(|| corrupt(seq, "a register total passed its limit".into()))
             };
-            let step = (|| -> Result<(), QueryError> {
-                match &env.event {
-                    Event::Withdrawn { asset, amount, usd_value, unauthorized, auth_factor, .. } if counts(&env) => {
-                        let Some(acct) = env.stream.account() else { return Ok(()) };
-                        if account.is_some_and(|a| a != acct) {
-                            return Ok(());
-                        }
-                        at.insert(seq, rows.len());
-                        rows.push(WithdrawalRow {
-                            seq,
-                            id: env.event_id.clone(),
-                            account: acct.clone(),
-                            asset: *asset,
-                            amount: amount.value(),
-                            usd_value: usd_value.map(|u| u.value()),
-                            occurred_at: env.occurred_at,
-                            recorded_at: env.recorded_at,
-                            auth_factor: auth_factor.map(|f| f.name()),
-                            classified: unauthorized.then_some((env.recorded_at, Classified::Marked)),
-                            reversed: None,
-                            reimbursed: None,
-                            outstanding: None,
-                        });
+            match &env.event {
+                Event::Withdrawn { asset, amount, usd_value, unauthorized, auth_factor, .. } if counts(&env) => {
+                    let Some(acct) = env.stream.account() else { return Ok(ControlFlow::Continue(())) };
+                    if account.is_some_and(|a| a != acct) {
+                        return Ok(ControlFlow::Continue(()));
                     }
-                    // A flag counts from its recorded_at alone (it is known at the bound).
-                    Event::WithdrawalFlagged(f) => {
-                        if let Some(row) = at.get(&f.withdrawal_seq).map(|i| &mut rows[*i]) {
-                            row.classified.get_or_insert((env.recorded_at, Classified::Flagged));
-                        }
-                    }
-                    Event::Reversed { withdrawal_seq, amount, .. } if counts(&env) => {
-                        if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
-                            row.reversed = Some((amount.value(), env.occurred_at));
-                        }
-                    }
-                    Event::Reimbursed { withdrawal_seq, amount, usd_value, asset, .. } if counts(&env) => {
-                        if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
-                            let (units, usd, _, n) =
-                                row.reimbursed.unwrap_or((Decimal::ZERO, Decimal::ZERO, env.occurred_at, 0));
-                            row.reimbursed = Some((
-                                sum(units, amount.value(), asset.scale())?,
-                                sum(
-                                    usd,
-                                    usd_value.map(|u| u.value()).unwrap_or_default(),
-                                    custos_domain::money::USD_SCALE,
-                                )?,
-                                env.occurred_at,
-                                n.saturating_add(1),
-                            ));
-                        }
-                    }
-                    _ => {}
+                    at.insert(seq, rows.len());
+                    rows.push(WithdrawalRow {
+                        seq,
+                        id: env.event_id.clone(),
+                        account: acct.clone(),
+                        asset: *asset,
+                        amount: amount.value(),
+                        usd_value: usd_value.map(|u| u.value()),
+                        occurred_at: env.occurred_at,
+                        recorded_at: env.recorded_at,
+                        auth_factor: auth_factor.map(|f| f.name()),
+                        classified: unauthorized.then_some((env.recorded_at, Classified::Marked)),
+                        reversed: None,
+                        reimbursed: None,
+                        outstanding: None,
+                    });
                 }
-                Ok(())
-            })();
-            match step {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
+                // A flag counts from its recorded_at alone (it is known at the bound).
+                Event::WithdrawalFlagged(f) => {
+                    if let Some(row) = at.get(&f.withdrawal_seq).map(|i| &mut rows[*i]) {
+                        row.classified.get_or_insert((env.recorded_at, Classified::Flagged));
+                    }
                 }
+                Event::Reversed { withdrawal_seq, amount, .. } if counts(&env) => {
+                    if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
+                        row.reversed = Some((amount.value(), env.occurred_at));
+                    }
+                }
+                Event::Reimbursed { withdrawal_seq, amount, usd_value, asset, .. } if counts(&env) => {
+                    if let Some(row) = at.get(withdrawal_seq).map(|i| &mut rows[*i]) {
+                        let (units, usd, _, n) =
+                            row.reimbursed.unwrap_or((Decimal::ZERO, Decimal::ZERO, env.occurred_at, 0));
+                        row.reimbursed = Some((
+                            sum(units, amount.value(), asset.scale())?,
+                            sum(
+                                usd,
+                                usd_value.map(|u| u.value()).unwrap_or_default(),
+                                custos_domain::money::USD_SCALE,
+                            )?,
+                            env.occurred_at,
+                            n.saturating_add(1),
+                        ));
+                    }
+                }
+                _ => {}
             }
+            Ok(ControlFlow::Continue(()))
         })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
         for row in &mut rows {
             if row.classified.is_some() {
                 let scale = row.asset.scale();
@@ -659,5 +658,37 @@ impl<S: Source> Query<'_, S> {
             }
         }
         Ok(rows)
+    }
+}
+
+/// One asset the ledger has seen: its symbol, decimal places, first event and event count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetRow {
+    pub asset: Asset,
+    pub first_seq: Seq,
+    pub first_recorded_at: Timestamp,
+    pub events: u64,
+}
+
+impl<S: Source> Query<'_, S> {
+    /// Every asset symbol in the log up to `known_seq`, in symbol order (one pass).
+    pub fn assets(&self, known_seq: Seq) -> Result<Vec<AssetRow>, QueryError> {
+        let mut seen: std::collections::BTreeMap<Asset, AssetRow> = std::collections::BTreeMap::new();
+        try_for_each_envelope(self.0.log(), 1, &mut |env| {
+            if env.seq > known_seq {
+                return Ok(ControlFlow::Break(()));
+            }
+            if let Some((asset, _)) = env.event.asset_amount() {
+                let row = seen.entry(*asset).or_insert(AssetRow {
+                    asset: *asset,
+                    first_seq: env.seq,
+                    first_recorded_at: env.recorded_at,
+                    events: 0,
+                });
+                row.events = row.events.saturating_add(1);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(seen.into_values().collect())
     }
 }

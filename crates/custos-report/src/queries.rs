@@ -354,3 +354,21 @@ pub fn withdrawals(
     }
     Ok(report)
 }
+
+/// Every asset the ledger has seen up to the bound: symbol, decimal places, first event, count.
+pub fn assets(ledger: &Ledger, bound: &Bound) -> Result<Report> {
+    let mut report = with_bound(
+        Report::new("Assets", &["asset", "decimal_places", "first_seq", "first_recorded_at", "events"]),
+        bound,
+    );
+    for a in ledger.assets(bound.known_seq)? {
+        report.push(vec![
+            a.asset.to_string().into(),
+            u64::from(a.asset.scale()).into(),
+            a.first_seq.into(),
+            a.first_recorded_at.to_rfc3339().into(),
+            a.events.into(),
+        ]);
+    }
+    Ok(report)
+}

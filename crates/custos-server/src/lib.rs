@@ -302,6 +302,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/replay", get(replay))
         .route("/v1/withdrawals", get(withdrawals))
+        .route("/v1/assets", get(assets))
         .route("/v1/log", get(log))
         .route("/v1/digest", get(digest))
         .route("/v1/verify", post(verify_start).layer::<_, std::convert::Infallible>(small_body_deadline(&app.config)))
@@ -372,6 +373,10 @@ pub async fn serve(
 fn time_param(name: &'static str, v: &Option<String>) -> ApiResult<Option<Timestamp>> {
     let parse = if name == "from" { Timestamp::parse_query_start } else { Timestamp::parse_query };
     v.as_deref().map(|s| parse(s).map_err(|e| ApiError::bad("bad_time", format!("{name}: {e}")))).transpose()
+}
+
+fn account_param(v: &Option<String>) -> ApiResult<Option<AccountId>> {
+    v.as_deref().map(AccountId::new).transpose().map_err(|e| ApiError::bad("bad_account", e.to_string()))
 }
 
 fn format_param(v: &Option<String>) -> ApiResult<Format> {
@@ -495,12 +500,7 @@ async fn balances(
     app.require(&headers, Role::Read)?;
     let Query(q) = q?;
     let format = format_param(&q.format)?;
-    let account = q
-        .account
-        .as_deref()
-        .map(AccountId::new)
-        .transpose()
-        .map_err(|e| ApiError::bad("bad_account", e.to_string()))?;
+    let account = account_param(&q.account)?;
     let asset =
         q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
     let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
@@ -579,6 +579,32 @@ async fn history(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AssetsQ {
+    known_at: Option<String>,
+    at_seq: Option<Seq>,
+    format: Option<String>,
+}
+
+async fn assets(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<AssetsQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let format = format_param(&q.format)?;
+    let known_at = time_param("known_at", &q.known_at)?;
+    let (report, turn) = app
+        .query(move |l| {
+            let bound = bound_of(l, None, known_at, q.at_seq)?;
+            Ok(custos_report::assets(l, &bound)?)
+        })
+        .await?;
+    Ok(respond(report, format, turn, &app))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WithdrawalsQ {
     account: Option<String>,
     unauthorized: Option<bool>,
@@ -596,12 +622,7 @@ async fn withdrawals(
     app.require(&headers, Role::Read)?;
     let Query(q) = q?;
     let format = format_param(&q.format)?;
-    let account = q
-        .account
-        .as_deref()
-        .map(AccountId::new)
-        .transpose()
-        .map_err(|e| ApiError::bad("bad_account", e.to_string()))?;
+    let account = account_param(&q.account)?;
     let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
     let (report, turn) = app
         .query(move |l| {

@@ -254,6 +254,18 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
+    /// Every asset symbol the ledger has seen, with its decimal places, first event and event count
+    Assets {
+        /// Transaction time: what the ledger had recorded by then [default: now]; RFC3339, or a date YYYY-MM-DD meaning the end of that day in UTC
+        #[arg(long, value_parser = parse_query_time)]
+        known_at: Option<Timestamp>,
+        /// Answer as the log stood right after this seq (exact reproduction)
+        #[arg(long, conflicts_with = "known_at")]
+        at_seq: Option<Seq>,
+        /// Output: table, csv or json
+        #[arg(long, value_parser = parse_format, default_value = "table")]
+        format: Format,
+    },
     /// A valid-time window event by event, with running loss totals
     Replay {
         #[arg(long, value_parser = parse_query_start, help = format!("The window's first moment (valid time); {FROM_HELP}"))]
@@ -452,8 +464,9 @@ pub async fn run(args: Args) -> Result<Exit> {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            report::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?.write(format, out)?;
-            Exit::Ok
+            let report = report::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?;
+            report.write(format, out)?;
+            unknown_names(&ledger, &bound, &report, account.as_ref(), asset.as_ref())?
         }
         Cmd::Losses { moment, detail, format } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
@@ -464,13 +477,20 @@ pub async fn run(args: Args) -> Result<Exit> {
             let account = AccountId::new(&account)?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?.write(format, out)?;
-            Exit::Ok
+            let report = report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?;
+            report.write(format, out)?;
+            unknown_names(&ledger, &bound, &report, Some(&account), asset.as_ref())?
         }
         Cmd::Withdrawals { unauthorized, account, moment, format } => {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            report::withdrawals(&ledger, &bound, account.as_ref(), unauthorized)?.write(format, out)?;
+            let report = report::withdrawals(&ledger, &bound, account.as_ref(), unauthorized)?;
+            report.write(format, out)?;
+            unknown_names(&ledger, &bound, &report, account.as_ref(), None)?
+        }
+        Cmd::Assets { known_at, at_seq, format } => {
+            let bound = ledger.bound(None, known_at, at_seq)?;
+            report::assets(&ledger, &bound)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Replay { from, to, known_at, at_seq, format } => {
@@ -645,6 +665,39 @@ pub fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
         body,
     };
     Ok((command, common.format))
+}
+
+/// After a query that found no rows: says (on stderr) when it named an account or asset the
+/// ledger has never seen up to the bound, and answers exit 1 then (so a mistyped name is not
+/// an empty answer). A known name with no rows at that moment is an answer: exit 0.
+fn unknown_names(
+    ledger: &Ledger,
+    bound: &custos_ledger::Bound,
+    report: &Report,
+    account: Option<&AccountId>,
+    asset: Option<&Asset>,
+) -> Result<Exit> {
+    if !report.rows.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    let mut unknown = Vec::new();
+    if let Some(a) = account.filter(|a| !ledger.knows_account(a, bound.known_seq).unwrap_or(true)) {
+        unknown.push(format!("account {a}"));
+    }
+    if let Some(s) = asset {
+        if !ledger.assets(bound.known_seq)?.iter().any(|r| &r.asset == s) {
+            unknown.push(format!("asset {s}"));
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    eprintln!(
+        "the ledger has never seen {} (no event up to seq {}); `custos assets` lists the symbols it knows",
+        unknown.join(" or "),
+        bound.known_seq
+    );
+    Ok(Exit::Refused)
 }
 
 async fn submit_one(ledger: &Arc<Ledger>, cmd: Cmd, out: &mut impl Write) -> Result<Exit> {

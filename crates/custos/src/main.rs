@@ -1,7 +1,8 @@
 //! `custos`: the command-line tool for auditors and operators.
 //!
 //! Exit codes: 0 done (an idempotent replay of a command included); 1 the ledger said no (a
-//! rejected command or import line, a check that found discrepancies); 2 could not run (IO,
+//! rejected command or import line, a check that found discrepancies, a query naming an
+//! account or asset the ledger has never seen); 2 could not run (IO,
 //! usage, a ledger held by another process).
 
 mod cli;

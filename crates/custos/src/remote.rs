@@ -208,6 +208,11 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             p.push(fmt(format));
             print_report(client.get("/v1/history", &p)?)
         }
+        Cmd::Assets { known_at, at_seq, format } => {
+            let mut p = moment_params(&Moment { as_of: None, known_at, at_seq });
+            p.push(fmt(format));
+            print_report(client.get("/v1/assets", &p)?)
+        }
         Cmd::Withdrawals { unauthorized, account, moment, format } => {
             let mut p = moment_params(&moment);
             p.extend(account.map(|a| ("account", a)));
