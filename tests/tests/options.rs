@@ -13,68 +13,25 @@ use serde_json::Value;
 fn small_ledger() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for args in [
+    run_ok(
+        d,
         &[
-            "deposit",
-            "--id",
-            "d1",
-            "--account",
-            "acct-a",
-            "--asset",
-            "ETH",
-            "--amount",
-            "10",
-            "--usd",
-            "30000",
-            "--at",
-            "2022-01-17T10:00:00Z",
-        ][..],
-        &[
-            "withdraw",
-            "--id",
-            "w1",
-            "--account",
-            "acct-a",
-            "--asset",
-            "ETH",
-            "--amount",
-            "1",
-            "--usd",
-            "3000.5",
-            "--at",
-            "2022-01-18T05:00:00Z",
+            "deposit --id d1 --account acct-a --asset ETH --amount 10 --usd 30000 --at 2022-01-17T10:00:00Z",
+            "withdraw --id w1 --account acct-a --asset ETH --amount 1 --usd 3000.5 --at 2022-01-18T05:00:00Z",
+            "deposit --id d2 --account acct-a --asset ETH --amount 2 --at 2022-01-18T20:00:00Z",
+            "withdraw --id w2 --account acct-a --asset ETH --amount 1 --at 2022-01-19T01:00:00Z",
         ],
-        &[
-            "deposit",
-            "--id",
-            "d2",
-            "--account",
-            "acct-a",
-            "--asset",
-            "ETH",
-            "--amount",
-            "2",
-            "--at",
-            "2022-01-18T20:00:00Z",
-        ],
-        &[
-            "withdraw",
-            "--id",
-            "w2",
-            "--account",
-            "acct-a",
-            "--asset",
-            "ETH",
-            "--amount",
-            "1",
-            "--at",
-            "2022-01-19T01:00:00Z",
-        ],
-    ] {
-        let out = custos(d, args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-    }
+    );
     dir
+}
+
+/// Runs each command line (words separated by spaces) on the ledger in `d`; each must succeed.
+fn run_ok(d: &Path, lines: &[&str]) {
+    for line in lines {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = custos(d, &args);
+        assert_eq!(code(&out), 0, "{line}: {}", stderr(&out));
+    }
 }
 
 fn json(o: &std::process::Output) -> Value {
@@ -249,54 +206,14 @@ fn an_import_takes_any_case_of_extension_refuses_a_folder_and_skips_blank_lines(
 fn a_withdrawal_without_a_usd_value_is_counted_as_unknown_never_as_zero() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for args in [
+    run_ok(
+        d,
         &[
-            "deposit",
-            "--id",
-            "d1",
-            "--account",
-            "acct-u",
-            "--asset",
-            "ETH",
-            "--amount",
-            "2",
-            "--at",
-            "2022-01-17T10:00:00Z",
-        ][..],
-        &[
-            "withdraw",
-            "--id",
-            "w1",
-            "--account",
-            "acct-u",
-            "--asset",
-            "ETH",
-            "--amount",
-            "0.6",
-            "--unauthorized",
-            "--at",
-            "2022-01-17T20:00:00Z",
+            "deposit --id d1 --account acct-u --asset ETH --amount 2 --at 2022-01-17T10:00:00Z",
+            "withdraw --id w1 --account acct-u --asset ETH --amount 0.6 --unauthorized --at 2022-01-17T20:00:00Z",
+            "withdraw --id w2 --account acct-u --asset ETH --amount 0.4 --usd 1200 --unauthorized --at 2022-01-17T20:05:00Z",
         ],
-        &[
-            "withdraw",
-            "--id",
-            "w2",
-            "--account",
-            "acct-u",
-            "--asset",
-            "ETH",
-            "--amount",
-            "0.4",
-            "--usd",
-            "1200",
-            "--unauthorized",
-            "--at",
-            "2022-01-17T20:05:00Z",
-        ],
-    ] {
-        let out = custos(d, args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-    }
+    );
     let v = json(&custos(d, &["losses", "--format", "json"]));
     let eth = v["rows"].as_array().unwrap().iter().find(|r| r["group"] == "ETH").unwrap().clone();
     assert_eq!(eth["outstanding"], "1", "{eth}");
@@ -318,74 +235,27 @@ fn a_withdrawal_without_a_usd_value_is_counted_as_unknown_never_as_zero() {
 fn the_withdrawal_register_says_when_and_how_each_became_known_and_what_is_owed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let w = |args: &[&str]| {
-        let out = custos(d, args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
-    };
-    w(&[
-        "deposit",
-        "--id",
-        "d",
-        "--account",
-        "acct-r",
-        "--asset",
-        "BTC",
-        "--amount",
-        "5",
-        "--at",
-        "2022-01-17T00:00:00Z",
-    ]);
-    w(&[
-        "withdraw",
-        "--id",
-        "w1",
-        "--account",
-        "acct-r",
-        "--asset",
-        "BTC",
-        "--amount",
-        "1",
-        "--usd",
-        "40000",
-        "--unauthorized",
-        "--auth-factor",
-        "sms",
-        "--at",
-        "2022-01-17T20:00:00Z",
-    ]);
-    w(&[
-        "withdraw",
-        "--id",
-        "w2",
-        "--account",
-        "acct-r",
-        "--asset",
-        "BTC",
-        "--amount",
-        "0.5",
-        "--at",
-        "2022-01-17T20:10:00Z",
-    ]);
-    w(&[
-        "withdraw",
-        "--id",
-        "w3",
-        "--account",
-        "acct-r",
-        "--asset",
-        "BTC",
-        "--amount",
-        "0.25",
-        "--at",
-        "2022-01-17T20:20:00Z",
-    ]);
+    run_ok(
+        d,
+        &[
+            "deposit --id d --account acct-r --asset BTC --amount 5 --at 2022-01-17T00:00:00Z",
+            "withdraw --id w1 --account acct-r --asset BTC --amount 1 --usd 40000 --unauthorized --auth-factor sms --at 2022-01-17T20:00:00Z",
+            "withdraw --id w2 --account acct-r --asset BTC --amount 0.5 --at 2022-01-17T20:10:00Z",
+            "withdraw --id w3 --account acct-r --asset BTC --amount 0.25 --at 2022-01-17T20:20:00Z",
+        ],
+    );
     let before_flag = stdout(&custos(d, &["digest"]));
     std::thread::sleep(std::time::Duration::from_millis(20));
     let flag_known = chrono_now();
-    w(&["flag", "--id", "f2", "--withdrawal", "w2", "--at", "2022-01-18T03:56:00Z"]);
-    w(&["reverse", "--id", "v2", "--withdrawal", "w2", "--at", "2022-01-18T04:00:00Z"]);
-    w(&["reimburse", "--id", "r1a", "--withdrawal", "w1", "--amount", "0.25", "--at", "2022-01-19T00:00:00Z"]);
-    w(&["reimburse", "--id", "r1b", "--withdrawal", "w1", "--amount", "0.25", "--at", "2022-01-19T01:00:00Z"]);
+    run_ok(
+        d,
+        &[
+            "flag --id f2 --withdrawal w2 --at 2022-01-18T03:56:00Z",
+            "reverse --id v2 --withdrawal w2 --at 2022-01-18T04:00:00Z",
+            "reimburse --id r1a --withdrawal w1 --amount 0.25 --at 2022-01-19T00:00:00Z",
+            "reimburse --id r1b --withdrawal w1 --amount 0.25 --at 2022-01-19T01:00:00Z",
+        ],
+    );
     let v = json(&custos(d, &["withdrawals", "--format", "json"]));
     let rows = v["rows"].as_array().unwrap();
     let by = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("{id} in {v}")).clone();
