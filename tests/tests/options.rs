@@ -341,3 +341,38 @@ fn assets_are_listed_and_a_name_the_ledger_never_saw_is_said_not_answered_with_n
     assert_eq!(code(&out), 0, "known, just nothing by then: {}", stderr(&out));
     assert!(!stderr(&out).contains("never seen"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_log_filters_by_kind_account_valid_time_and_recorded_time() {
+    let dir = small_ledger();
+    let d = dir.path();
+    run_ok(d, &["deposit --id b1 --account acct-b --asset BTC --amount 1 --at 2022-01-18T06:00:00Z"]);
+    let ids = |args: &[&str]| {
+        let mut all = vec!["log", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = custos(d, &all);
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        ids_of(&json(&out))
+    };
+    assert_eq!(ids(&["--kind", "withdrawal"]), ["w1", "w2"]);
+    assert_eq!(ids(&["--account", "acct-a", "--from", "2022-01-18", "--to", "2022-01-18"]), ["w1", "d2"]);
+    assert_eq!(
+        ids(&["--from", "2022-01-18", "--to", "2022-01-18", "--limit", "2"]),
+        ["w1", "d2"],
+        "the limit counts matches"
+    );
+    assert_eq!(ids(&["--recorded-from", "2000-01-01", "--kind", "deposit", "--account", "acct-b"]), ["b1"]);
+    assert!(ids(&["--recorded-to", "2000-01-01"]).is_empty());
+    let out = custos(d, &["log", "--kind", "bogus"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("unknown kind \"bogus\""), "{}", stderr(&out));
+    let server = TestServer::start(d, None);
+    let (status, body) = http(
+        "GET",
+        &format!("{}/v1/log?kind=withdrawal&account=acct-a&from=2022-01-19", server.url),
+        Some(READ_TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body), ["w2"]);
+}

@@ -222,7 +222,30 @@ fn short_hash(h: &Hash) -> String {
     hex::encode(&h[..8])
 }
 
-pub fn log(ledger: &Ledger, from_seq: Seq, limit: u64) -> Result<Report> {
+/// Which events a log listing shows (every condition given must hold).
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub kind: Option<custos_domain::EventKind>,
+    pub account: Option<AccountId>,
+    /// Valid time, inclusive.
+    pub occurred: (Option<Timestamp>, Option<Timestamp>),
+    /// Transaction time, inclusive.
+    pub recorded: (Option<Timestamp>, Option<Timestamp>),
+}
+
+impl LogFilter {
+    fn admits(&self, env: &Envelope) -> bool {
+        let within = |t: Timestamp, (lo, hi): (Option<Timestamp>, Option<Timestamp>)| {
+            lo.is_none_or(|l| t >= l) && hi.is_none_or(|h| t <= h)
+        };
+        self.kind.is_none_or(|k| env.event.kind() == k)
+            && self.account.as_ref().is_none_or(|a| env.stream.account() == Some(a))
+            && within(env.occurred_at, self.occurred)
+            && within(env.recorded_at, self.recorded)
+    }
+}
+
+pub fn log(ledger: &Ledger, from_seq: Seq, limit: u64, filter: &LogFilter) -> Result<Report> {
     let mut report = Report::new(
         "Log",
         &[
@@ -245,6 +268,13 @@ pub fn log(ledger: &Ledger, from_seq: Seq, limit: u64) -> Result<Report> {
     .meta("head_seq", ledger.head().seq);
     let mut n = 0;
     ledger.for_each_envelope(from_seq, |env| {
+        // recorded_at is monotone in seq: past the upper bound nothing more can match.
+        if filter.recorded.1.is_some_and(|h| env.recorded_at > h) {
+            return ControlFlow::Break(());
+        }
+        if !filter.admits(&env) {
+            return ControlFlow::Continue(());
+        }
         report.push(log_row(&env));
         n += 1;
         if n >= limit {

@@ -677,6 +677,12 @@ async fn replay(
 struct LogQ {
     from_seq: Option<Seq>,
     limit: Option<u64>,
+    kind: Option<String>,
+    account: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    recorded_from: Option<String>,
+    recorded_to: Option<String>,
     format: Option<String>,
 }
 
@@ -694,7 +700,26 @@ async fn log(
         return Err(ApiError::bad("range_too_large", format!("limit must be 1..={max}")));
     }
     let from = q.from_seq.unwrap_or(1);
-    let (report, turn) = app.query(move |l| Ok(custos_report::log(l, from, limit)?)).await?;
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(
+            custos_domain::EventKind::parse(k)
+                .ok_or_else(|| ApiError::bad("bad_kind", format!("unknown kind {k:?}")))?,
+        ),
+    };
+    let recorded_from = match q.recorded_from.as_deref() {
+        None => None,
+        Some(s) => Some(
+            Timestamp::parse_query_start(s).map_err(|e| ApiError::bad("bad_time", format!("recorded_from: {e}")))?,
+        ),
+    };
+    let filter = custos_report::LogFilter {
+        kind,
+        account: account_param(&q.account)?,
+        occurred: (time_param("from", &q.from)?, time_param("to", &q.to)?),
+        recorded: (recorded_from, time_param("recorded_to", &q.recorded_to)?),
+    };
+    let (report, turn) = app.query(move |l| Ok(custos_report::log(l, from, limit, &filter)?)).await?;
     Ok(respond(report, format, turn, &app))
 }
 
@@ -804,8 +829,12 @@ async fn tail(
                 if next <= head {
                     let (from, limit) = (next, (head - next + 1).min(TAIL_CATCH_UP_EVENTS));
                     let l = Arc::clone(&ledger);
-                    let page =
-                        tokio::task::spawn_blocking(move || custos_report::log(&l, from, limit)).await.ok()?.ok()?;
+                    let page = tokio::task::spawn_blocking(move || {
+                        custos_report::log(&l, from, limit, &custos_report::LogFilter::default())
+                    })
+                    .await
+                    .ok()?
+                    .ok()?;
                     for row in page.to_json()["rows"].as_array().cloned().unwrap_or_default() {
                         let seq = row["seq"].as_u64().unwrap_or(next);
                         let kind = row["kind"].as_str().unwrap_or("event").to_string();

@@ -174,6 +174,20 @@ pub enum Cmd {
         /// The most events to list (at least 1)
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
+        /// Only events of this kind: deposit, withdrawal, reversal, reimbursement, flag, suspend, resume
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<custos_domain::EventKind>,
+        /// Only events of this account (customer) id
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
+        from: Option<Timestamp>,
+        #[arg(long, value_parser = parse_query_time, help = format!("Only events that happened at or before it; {TIME_HELP}"))]
+        to: Option<Timestamp>,
+        #[arg(long, value_parser = parse_query_start, help = format!("Only events recorded at or after it; {FROM_HELP}"))]
+        recorded_from: Option<Timestamp>,
+        #[arg(long, value_parser = parse_query_time, help = format!("Only events recorded at or before it; {TIME_HELP}"))]
+        recorded_to: Option<Timestamp>,
         /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
@@ -358,6 +372,13 @@ fn parse_query_time(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_query(s).map_err(|e| e.to_string())
 }
 
+fn parse_kind(s: &str) -> Result<custos_domain::EventKind, String> {
+    custos_domain::EventKind::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = custos_domain::EventKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown kind {s:?} (expected one of {})", names.join(", "))
+    })
+}
+
 fn parse_query_start(s: &str) -> Result<Timestamp, String> {
     Timestamp::parse_query_start(s).map_err(|e| e.to_string())
 }
@@ -442,8 +463,14 @@ pub async fn run(args: Args) -> Result<Exit> {
     let exit = match args.command {
         Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } => unreachable!("handled above"),
         Cmd::Import { file, strict, batch } => import::run(&ledger, &file, strict, batch as usize).await?,
-        Cmd::Log { from_seq, limit, format } => {
-            report::log(&ledger, from_seq, limit)?.write(format, out)?;
+        Cmd::Log { from_seq, limit, format, kind, account, from, to, recorded_from, recorded_to } => {
+            let filter = report::LogFilter {
+                kind,
+                account: account.as_deref().map(AccountId::new).transpose()?,
+                occurred: (from, to),
+                recorded: (recorded_from, recorded_to),
+            };
+            report::log(&ledger, from_seq, limit, &filter)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,

@@ -229,9 +229,17 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             p.push(fmt(format));
             print_report(client.get("/v1/replay", &p)?)
         }
-        Cmd::Log { from_seq, limit, format } => print_report(
-            client.get("/v1/log", &[("from_seq", from_seq.to_string()), ("limit", limit.to_string()), fmt(format)])?,
-        ),
+        Cmd::Log { from_seq, limit, format, kind, account, from, to, recorded_from, recorded_to } => {
+            let mut p = vec![("from_seq", from_seq.to_string()), ("limit", limit.to_string()), fmt(format)];
+            p.extend(kind.map(|k| ("kind", k.name().to_string())));
+            p.extend(account.map(|a| ("account", a)));
+            for (name, t) in
+                [("from", from), ("to", to), ("recorded_from", recorded_from), ("recorded_to", recorded_to)]
+            {
+                p.extend(t.map(|t| (name, time(t))));
+            }
+            print_report(client.get("/v1/log", &p)?)
+        }
         Cmd::Digest { format } => {
             let answer = client.get("/v1/digest", &[])?;
             if answer.status != 200 {
