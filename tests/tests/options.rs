@@ -363,6 +363,22 @@ fn the_log_filters_by_kind_account_valid_time_and_recorded_time() {
     );
     assert_eq!(ids(&["--recorded-from", "2000-01-01", "--kind", "deposit", "--account", "acct-b"]), ["b1"]);
     assert!(ids(&["--recorded-to", "2000-01-01"]).is_empty());
+    // A backwards range is refused, not answered with nothing; so is a never-seen account.
+    for args in [
+        &["log", "--from", "2022-01-19", "--to", "2022-01-17"][..],
+        &["history", "--account", "acct-a", "--from", "2022-01-19", "--to", "2022-01-17"],
+    ] {
+        let out = custos(d, args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains("is after"), "{args:?}: {}", stderr(&out));
+    }
+    let out = custos(d, &["log", "--account", "nobody"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("never seen account nobody") && !stderr(&out).contains("custos assets"),
+        "{}",
+        stderr(&out)
+    );
     let out = custos(d, &["log", "--kind", "bogus"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("unknown kind \"bogus\""), "{}", stderr(&out));

@@ -470,8 +470,22 @@ pub async fn run(args: Args) -> Result<Exit> {
                 occurred: (from, to),
                 recorded: (recorded_from, recorded_to),
             };
-            report::log(&ledger, from_seq, limit, &filter)?.write(format, out)?;
-            Exit::Ok
+            for (name, (lo, hi)) in [("--from", filter.occurred), ("--recorded-from", filter.recorded)] {
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo > hi {
+                        bail!("{name} {lo} is after its upper bound {hi}");
+                    }
+                }
+            }
+            let report = report::log(&ledger, from_seq, limit, &filter)?;
+            report.write(format, out)?;
+            let head = custos_ledger::Bound {
+                as_of: Timestamp::MAX,
+                known_at: Timestamp::MAX,
+                known_seq: ledger.head().seq,
+                at_seq: None,
+            };
+            unknown_names(&ledger, &head, &report, filter.account.as_ref(), None)?
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
         Cmd::Digest { format } => {
@@ -501,6 +515,11 @@ pub async fn run(args: Args) -> Result<Exit> {
             Exit::Ok
         }
         Cmd::History { account, asset, from, to, moment, format } => {
+            if let (Some(f), Some(t)) = (from, to) {
+                if f > t {
+                    bail!("--from {f} is after --to {t}");
+                }
+            }
             let account = AccountId::new(&account)?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
@@ -719,11 +738,12 @@ fn unknown_names(
     if unknown.is_empty() {
         return Ok(Exit::Ok);
     }
-    eprintln!(
-        "the ledger has never seen {} (no event up to seq {}); `custos assets` lists the symbols it knows",
-        unknown.join(" or "),
-        bound.known_seq
-    );
+    let hint = if unknown.iter().any(|u| u.starts_with("asset")) {
+        "; `custos assets` lists the symbols it knows"
+    } else {
+        "; check the id (`custos log --account ID` lists an account's events)"
+    };
+    eprintln!("the ledger has never seen {} (no event up to seq {}){hint}", unknown.join(" or "), bound.known_seq);
     Ok(Exit::Refused)
 }
 
