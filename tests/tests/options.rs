@@ -48,6 +48,9 @@ fn history_honours_as_of_on_the_cli_and_the_server() {
     let out = custos(dir.path(), &["history", "--account", "acct-a", "--as-of", "2022-01-17", "--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(ids(&json(&out)), ["d1"], "only what had happened by the end of the 17th");
+    let v = json(&out);
+    assert_eq!(v["as_of"], "2022-01-17T23:59:59.999999999Z", "the history states its whole bound: {v}");
+    assert_eq!(v["known_seq"], 4, "{v}");
     let server = TestServer::start(dir.path(), None);
     let (status, body) =
         http("GET", &format!("{}/v1/history?account=acct-a&as_of=2022-01-18", server.url), Some(READ_TOKEN), None);
@@ -97,6 +100,7 @@ fn options_that_cannot_be_honoured_are_refused_before_any_work() {
     // The demo's options, checked before it imports anything (so these answer at once).
     for (args, says) in [
         (vec!["demo", "--format", "csv"], "several tables"),
+        (vec!["demo", "--format", "xml"], "the demo prints table or json"),
         (vec!["demo", "--plot", "x.png"], "name the file .svg"),
         (vec!["demo", "--plot", "/no/such/dir/x.svg"], "the folder /no/such/dir does not exist"),
     ] {

@@ -78,7 +78,10 @@ fn report_tables_are_stable() {
         "losses_detail",
         run(d, &["losses", "--as-of", "2022-01-18T17:46:00Z", "--known-at", KNOWN, "--detail"])
     );
-    insta::assert_snapshot!("history", run(d, &["history", "--account", "acct-alice", "--known-at", KNOWN]));
+    insta::assert_snapshot!(
+        "history",
+        run(d, &["history", "--account", "acct-alice", "--as-of", KNOWN, "--known-at", KNOWN])
+    );
     insta::assert_snapshot!(
         "replay",
         run(d, &["replay", "--from", "2022-01-17T20:00:00Z", "--to", "2022-01-19", "--known-at", KNOWN])

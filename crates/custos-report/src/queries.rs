@@ -116,7 +116,7 @@ pub fn history(
     bound: &Bound,
 ) -> Result<Report> {
     let rows = ledger.history(account, asset, from, to, bound)?;
-    let mut report = Report::new(
+    let report = Report::new(
         format!("History of {account}"),
         &[
             "seq",
@@ -132,8 +132,10 @@ pub fn history(
             "balance_after",
         ],
     )
-    .meta("account", account.to_string())
-    .meta("known_at", time(bound.known_at));
+    .meta("account", account.to_string());
+    // The whole bound, as every point-in-time report states it (as_of included: it cuts the
+    // history), so the answer can be asked again exactly.
+    let mut report = with_bound(report, bound);
     for r in rows {
         report.push(vec![
             r.seq.into(),

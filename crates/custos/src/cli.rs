@@ -256,7 +256,7 @@ pub enum Cmd {
     /// The withdrawal register: every withdrawal with when and how it became known
     /// unauthorized, its reversal, its reimbursements and what is still owed, at a moment
     Withdrawals {
-        /// Only withdrawals unauthorized as known at the moment (marked, or flagged by then)
+        /// Only withdrawals unauthorized as known at the moment: marked when recorded, or flagged by a flag recorded by --known-at (a flag counts from when it was recorded, whatever --as-of)
         #[arg(long)]
         unauthorized: bool,
         /// The account (customer) id, e.g. acct-000042
@@ -345,7 +345,7 @@ pub enum Cmd {
     /// given on its command line (then it is kept there; $CUSTOS_DB is never used by the demo).
     Demo {
         /// Output: table or json (the report is several tables, so not csv)
-        #[arg(long, value_parser = parse_format, default_value = "table")]
+        #[arg(long, value_parser = parse_demo_format, default_value = "table")]
         format: Format,
         /// Also draw the incident window as an SVG chart into this .svg file
         #[arg(long)]
@@ -355,6 +355,15 @@ pub enum Cmd {
 
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s).ok_or_else(|| format!("unknown format {s:?} (expected table, csv or json)"))
+}
+
+fn parse_demo_format(s: &str) -> Result<Format, String> {
+    match Format::parse(s) {
+        Some(f) if f != Format::Csv => Ok(f),
+        _ => Err(format!(
+            "format {s:?}: the demo prints table or json (its report is several tables; for CSV keep the ledger with --db DIR and query it)"
+        )),
+    }
 }
 
 fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
