@@ -38,7 +38,15 @@ fn the_incident_has_the_same_digest_and_answers_on_both_engines() {
                 "--known-at",
                 "2025-01-01T00:00:00Z",
             ],
-            &["history", "--account", "acct-000015", "--known-at", "2025-01-01T00:00:00Z"],
+            &[
+                "history",
+                "--account",
+                "acct-000015",
+                "--as-of",
+                "2025-01-01T00:00:00Z",
+                "--known-at",
+                "2025-01-01T00:00:00Z",
+            ],
             &[
                 "balances",
                 "--account",
