@@ -368,10 +368,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// A time parameter; a bare date is the end of that day, except for `from` (a lower bound),
-/// where it is the start.
+/// A time parameter; a bare date is the end of that day, except for a lower bound (`from`,
+/// `recorded_from`), where it is the start.
 fn time_param(name: &'static str, v: &Option<String>) -> ApiResult<Option<Timestamp>> {
-    let parse = if name == "from" { Timestamp::parse_query_start } else { Timestamp::parse_query };
+    let lower = name == "from" || name.ends_with("_from");
+    let parse = if lower { Timestamp::parse_query_start } else { Timestamp::parse_query };
     v.as_deref().map(|s| parse(s).map_err(|e| ApiError::bad("bad_time", format!("{name}: {e}")))).transpose()
 }
 
@@ -707,17 +708,11 @@ async fn log(
                 .ok_or_else(|| ApiError::bad("bad_kind", format!("unknown kind {k:?}")))?,
         ),
     };
-    let recorded_from = match q.recorded_from.as_deref() {
-        None => None,
-        Some(s) => Some(
-            Timestamp::parse_query_start(s).map_err(|e| ApiError::bad("bad_time", format!("recorded_from: {e}")))?,
-        ),
-    };
     let filter = custos_report::LogFilter {
         kind,
         account: account_param(&q.account)?,
         occurred: (time_param("from", &q.from)?, time_param("to", &q.to)?),
-        recorded: (recorded_from, time_param("recorded_to", &q.recorded_to)?),
+        recorded: (time_param("recorded_from", &q.recorded_from)?, time_param("recorded_to", &q.recorded_to)?),
     };
     let (report, turn) = app.query(move |l| Ok(custos_report::log(l, from, limit, &filter)?)).await?;
     Ok(respond(report, format, turn, &app))

@@ -488,13 +488,7 @@ pub async fn run(args: Args) -> Result<Exit> {
             }
             let report = report::log(&ledger, from_seq, limit, &filter)?;
             report.write(format, out)?;
-            let head = custos_ledger::Bound {
-                as_of: Timestamp::MAX,
-                known_at: Timestamp::MAX,
-                known_seq: ledger.head().seq,
-                at_seq: None,
-            };
-            unknown_names(&ledger, &head, &report, filter.account.as_ref(), None)?
+            unknown_names(&ledger, ledger.head().seq, &report, filter.account.as_ref(), None)?
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
         Cmd::Digest { format } => {
@@ -516,7 +510,7 @@ pub async fn run(args: Args) -> Result<Exit> {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let report = report::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?;
             report.write(format, out)?;
-            unknown_names(&ledger, &bound, &report, account.as_ref(), asset.as_ref())?
+            unknown_names(&ledger, bound.known_seq, &report, account.as_ref(), asset.as_ref())?
         }
         Cmd::Losses { moment, detail, format } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
@@ -534,14 +528,14 @@ pub async fn run(args: Args) -> Result<Exit> {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let report = report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?;
             report.write(format, out)?;
-            unknown_names(&ledger, &bound, &report, Some(&account), asset.as_ref())?
+            unknown_names(&ledger, bound.known_seq, &report, Some(&account), asset.as_ref())?
         }
         Cmd::Withdrawals { unauthorized, account, moment, format } => {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let report = report::withdrawals(&ledger, &bound, account.as_ref(), unauthorized)?;
             report.write(format, out)?;
-            unknown_names(&ledger, &bound, &report, account.as_ref(), None)?
+            unknown_names(&ledger, bound.known_seq, &report, account.as_ref(), None)?
         }
         Cmd::Assets { known_at, at_seq, format } => {
             let bound = ledger.bound(None, known_at, at_seq)?;
@@ -727,7 +721,7 @@ pub fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
 /// an empty answer). A known name with no rows at that moment is an answer: exit 0.
 fn unknown_names(
     ledger: &Ledger,
-    bound: &custos_ledger::Bound,
+    known_seq: Seq,
     report: &Report,
     account: Option<&AccountId>,
     asset: Option<&Asset>,
@@ -736,11 +730,11 @@ fn unknown_names(
         return Ok(Exit::Ok);
     }
     let mut unknown = Vec::new();
-    if let Some(a) = account.filter(|a| !ledger.knows_account(a, bound.known_seq).unwrap_or(true)) {
+    if let Some(a) = account.filter(|a| !ledger.knows_account(a, known_seq).unwrap_or(true)) {
         unknown.push(format!("account {a}"));
     }
     if let Some(s) = asset {
-        if !ledger.assets(bound.known_seq)?.iter().any(|r| &r.asset == s) {
+        if !ledger.assets(known_seq)?.iter().any(|r| &r.asset == s) {
             unknown.push(format!("asset {s}"));
         }
     }
@@ -752,7 +746,7 @@ fn unknown_names(
     } else {
         "; check the id (`custos log --account ID` lists an account's events)"
     };
-    eprintln!("the ledger has never seen {} (no event up to seq {}){hint}", unknown.join(" or "), bound.known_seq);
+    eprintln!("the ledger has never seen {} (no event up to seq {}){hint}", unknown.join(" or "), known_seq);
     Ok(Exit::Refused)
 }
 
