@@ -173,3 +173,65 @@ fn bitemporal_views_verify_and_the_rejected_file_over_the_cli() {
     assert!(stdout(&out).contains("0 appended, 53193 duplicates, 0 rejected"), "{}", stdout(&out));
     assert_eq!(stdout(&custos(d, &["digest"])), digest_before);
 }
+
+/// The mission's replay: the window in the order the ledger learned it. Each attack withdrawal
+/// is not yet known unauthorized at its own row, names when it became known (its flag's
+/// recorded_at, read here from the fixture), and the loss totals grow only as flags are recorded.
+#[test]
+fn the_recorded_order_replay_shows_the_investigation_unfold() {
+    let dir = imported();
+    let d = dir.path();
+    let window = ["--from", "2022-01-17T20:00:00Z", "--to", "2022-01-18T17:46:00Z", "--format", "json"];
+    let recorded = json(&custos(d, &[&["replay", "--order", "recorded"][..], &window[..]].concat()));
+    let valid = json(&custos(d, &[&["replay"][..], &window[..]].concat()));
+    assert_eq!(recorded["order"], "recorded");
+    let rows = recorded["rows"].as_array().unwrap();
+    let seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order");
+    assert_eq!(rows.len(), valid["rows"].as_array().unwrap().len(), "the same facts (every flag is in the window)");
+
+    // From the fixture: each flag's recorded_at by the withdrawal it flags, and each attack
+    // withdrawal's USD value.
+    let fixture = std::fs::read_to_string(workspace().join(FIXTURE)).unwrap();
+    let mut flagged_at = std::collections::HashMap::new();
+    let mut usd = std::collections::HashMap::new();
+    for l in fixture.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        match f[4] {
+            "flag" => {
+                flagged_at.insert(f[8].to_string(), f[2].to_string());
+            }
+            "withdrawal" if f[0].starts_with("unauth-") => {
+                usd.insert(f[0].to_string(), f[7].parse::<rust_decimal::Decimal>().unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(flagged_at.len(), 483);
+    let mut attempted = rust_decimal::Decimal::ZERO;
+    let mut flags_seen = 0;
+    for r in rows {
+        let id = r["id"].as_str().unwrap();
+        let total_attempted: rust_decimal::Decimal = r["total_attempted_usd"].as_str().unwrap().parse().unwrap();
+        if id.starts_with("unauth-") && r["kind"] == "Withdrawn" {
+            assert_eq!(r["unauthorized"], false, "{id}: not known at its own row");
+            assert_eq!(r["classified_at"], flagged_at[id].as_str(), "{id}");
+            assert_eq!(r["classified_how"], "flagged", "{id}");
+        }
+        if r["kind"] == "WithdrawalFlagged" {
+            flags_seen += 1;
+            let w = r["ref"].as_str().unwrap();
+            attempted += usd[w];
+            assert_eq!(r["classified_at"], r["recorded_at"], "{id} classifies {w} when it is recorded");
+        }
+        assert_eq!(total_attempted, attempted, "after {id}: the attempted USD of the flags recorded so far");
+    }
+    assert_eq!(flags_seen, 483);
+    // Once everything in the window is known, the two orders agree on the totals.
+    let last = |v: &Value| {
+        let r = v["rows"].as_array().unwrap().last().unwrap().clone();
+        ["total_attempted_usd", "total_prevented_usd", "total_reimbursed_usd", "eth_completed", "btc_completed"]
+            .map(|c| r[c].clone())
+    };
+    assert_eq!(last(&recorded), last(&valid));
+}

@@ -116,18 +116,29 @@ fn options_that_cannot_be_honoured_are_refused_before_any_work() {
 #[test]
 fn a_reader_that_goes_away_ends_the_command_quietly() {
     let dir = small_ledger();
-    let mut child = std::process::Command::new(custos_tests::custos_bin())
-        .arg("--db")
-        .arg(dir.path())
-        .args(["log", "--limit", "100"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // `| head -0`: the reader is gone before anything is written
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no error printed");
+    // More than the writers buffer (8 KiB for CSV), so the pipe's error comes mid-write.
+    let file = dir.path().join("many.csv");
+    let mut text = String::from("id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized\n");
+    for i in 0..400 {
+        text.push_str(&format!("m{i},2022-02-01T00:{:02}:{:02}Z,acct-m,deposit,BTC,1,,,\n", i / 60, i % 60));
+    }
+    std::fs::write(&file, text).unwrap();
+    assert_eq!(code(&custos(dir.path(), &["import", file.to_str().unwrap()])), 0);
+    // Every output format (CSV's writer wraps the pipe's error in its own).
+    for format in ["table", "csv", "json"] {
+        let mut child = std::process::Command::new(custos_tests::custos_bin())
+            .arg("--db")
+            .arg(dir.path())
+            .args(["log", "--limit", "1000", "--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // `| head -0`: the reader is gone before anything is written
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{format}: no error printed");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 
 use custos_domain::{Command, CommandBody, Envelope, Event, Timestamp};
-use custos_ledger::{Bound, Ledger, LedgerConfig};
+use custos_ledger::{Bound, Classified, Ledger, LedgerConfig, ReplayOrder};
 use custos_tests::{deposit, reference, t, withdraw, Backend};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -169,6 +169,107 @@ fn actual_losses(ledger: &Ledger, bound: &Bound) -> BTreeMap<String, [Decimal; 6
         .collect()
 }
 
+/// The seq of the withdrawal an event concerns (its own for a withdrawal).
+fn concerned(log: &[Envelope], seq: u64) -> Option<u64> {
+    match &log[(seq - 1) as usize].event {
+        Event::Withdrawn { .. } => Some(seq),
+        Event::Reversed { withdrawal_seq, .. } | Event::Reimbursed { withdrawal_seq, .. } => Some(*withdrawal_seq),
+        Event::WithdrawalFlagged(f) => Some(f.withdrawal_seq),
+        _ => None,
+    }
+}
+
+/// DESIGN.md: a withdrawal is known unauthorized from its own `recorded_at` if it was marked,
+/// else from its first flag's, among the events recorded up to `known_seq`.
+fn expected_classification(log: &[Envelope], known_seq: u64) -> BTreeMap<u64, (Timestamp, Classified)> {
+    let mut out = BTreeMap::new();
+    for e in log.iter().filter(|e| e.seq <= known_seq) {
+        match &e.event {
+            Event::Withdrawn { unauthorized: true, .. } => {
+                out.insert(e.seq, (e.recorded_at, Classified::Marked));
+            }
+            Event::WithdrawalFlagged(f) => {
+                out.entry(f.withdrawal_seq).or_insert((e.recorded_at, Classified::Flagged));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Loss columns per report group (ETH, BTC, misc: SOL here), as `expected_losses` gives them per
+/// asset: units for ETH and BTC, USD only for misc.
+fn by_group(rows: &[custos_projection::LossRow]) -> BTreeMap<String, [Decimal; 6]> {
+    rows.iter()
+        .filter(|r| r.group != "total")
+        .map(|r| {
+            let c = &r.cols;
+            (
+                r.group.clone(),
+                [c.attempted, c.prevented, c.reimbursed, c.attempted_usd, c.prevented_usd, c.reimbursed_usd],
+            )
+        })
+        .filter(|(_, v)| v.iter().any(|d| !d.is_zero()))
+        .collect()
+}
+
+fn expected_by_group(per_asset: BTreeMap<String, [Decimal; 6]>) -> BTreeMap<String, [Decimal; 6]> {
+    let mut out: BTreeMap<String, [Decimal; 6]> = BTreeMap::new();
+    for (asset, v) in per_asset {
+        let (group, units) = match asset.as_str() {
+            "ETH" | "BTC" => (asset.clone(), true),
+            _ => ("misc".to_string(), false),
+        };
+        let row = out.entry(group).or_default();
+        for i in 0..6 {
+            if units || i >= 3 {
+                row[i] += v[i];
+            }
+        }
+    }
+    out.retain(|_, v| v.iter().any(|d| !d.is_zero()));
+    out
+}
+
+/// A replay in recorded order: the window's events and the flags of its withdrawals, in seq
+/// order; after each row, the totals as of the window's end over the log with the window's
+/// facts recorded after that row left out (a flag of a withdrawal before the window is not a
+/// fact of the window: it counts in the totals before it).
+fn recorded_order_replay_agrees(
+    ledger: &Ledger,
+    log: &[Envelope],
+    from: Timestamp,
+    to: Timestamp,
+    window: &Bound,
+) -> Result<(), TestCaseError> {
+    let (start, rows) = ledger.replay(from, to, window, ReplayOrder::Recorded).unwrap();
+    let known: Vec<Envelope> = log.iter().filter(|e| e.seq <= window.known_seq).cloned().collect();
+    let in_window = |e: &Envelope| e.occurred_at >= from && e.occurred_at <= to;
+    let window_fact = |e: &Envelope| match &e.event {
+        Event::WithdrawalFlagged(f) => f.withdrawal_occurred_at >= from && f.withdrawal_occurred_at <= to,
+        _ => in_window(e),
+    };
+    let want_seqs: Vec<u64> = known.iter().filter(|e| in_window(e) || window_fact(e)).map(|e| e.seq).collect();
+    prop_assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), want_seqs, "recorded replay {} .. {}", from, to);
+    let before: Vec<Envelope> = known.iter().filter(|e| !window_fact(e)).cloned().collect();
+    prop_assert_eq!(
+        by_group(&start),
+        expected_by_group(expected_losses(&before, Timestamp::from_nanos(from.nanos() - 1), u64::MAX))
+    );
+    for r in &rows {
+        let upto: Vec<Envelope> = known.iter().filter(|e| !window_fact(e) || e.seq <= r.seq).cloned().collect();
+        prop_assert_eq!(
+            by_group(&r.totals),
+            expected_by_group(expected_losses(&upto, to, u64::MAX)),
+            "totals after seq {} in recorded replay {} .. {}",
+            r.seq,
+            from,
+            to
+        );
+    }
+    Ok(())
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
 }
@@ -264,7 +365,8 @@ fn answers_equal_a_fold(
         // A replay window ends on the totals as of its end.
         let (from, to) = if as_of <= known_at { (as_of, known_at) } else { (known_at, as_of) };
         let window = Bound { as_of: to, ..ledger.bound(None, None, None).unwrap() };
-        let (start, rows) = ledger.replay(from, to, &window).unwrap();
+        let (start, rows) = ledger.replay(from, to, &window, ReplayOrder::Valid).unwrap();
+        let classified = expected_classification(&log, window.known_seq);
         // Each row's balance is its account's after every event up to it in valid-time order.
         for r in &rows {
             let (Some(acct), Some(asset)) = (r.stream.account(), r.asset) else { continue };
@@ -273,8 +375,17 @@ fn answers_equal_a_fold(
                 expected_balances(&log, upto).get(&(acct.to_string(), asset.to_string())).copied().unwrap_or_default();
             prop_assert_eq!(r.balance_after, Some(want), "balance after seq {} in replay {} .. {}", r.seq, from, to);
         }
-        let end = rows.last().map(|r| r.totals.clone()).unwrap_or(start);
+        for r in &rows {
+            prop_assert_eq!(r.classified, concerned(&log, r.seq).and_then(|w| classified.get(&w).copied()));
+        }
+        let end = rows.last().map(|r| r.totals.clone()).unwrap_or_else(|| start.clone());
         prop_assert_eq!(end, ledger.losses_at(&window).unwrap().rows(false), "replay {} .. {}", from, to);
+        recorded_order_replay_agrees(&ledger, &log, from, to, &window)?;
+        // An account's history classifies its withdrawals the same way.
+        for r in ledger.history(&acct, None, None, None, &bound).unwrap() {
+            let known = expected_classification(&log, bound.known_seq);
+            prop_assert_eq!(r.classified, concerned(&log, r.seq).and_then(|w| known.get(&w).copied()));
+        }
     }
     // Incremental == rebuilt == checkpoint + replay, and checkpoints match a refold.
     let now = ledger.bound(None, None, None).unwrap();

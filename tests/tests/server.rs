@@ -104,6 +104,9 @@ fn reads_mirror_the_cli_and_writes_are_group_committed() {
     assert_eq!(b["rows"][1], json!({"account": "acct-alice", "asset": "ETH", "balance": "10.5"}));
     assert_eq!(get(&s, "/v1/history?account=acct-bob", Some(READ_TOKEN)).json()["rows"].as_array().unwrap().len(), 5);
     assert_eq!(get(&s, "/v1/replay?from=2022-01-17T20:00:00Z&to=2022-01-19", Some(READ_TOKEN)).json()["events"], 14);
+    let recorded =
+        get(&s, "/v1/replay?from=2022-01-17T20:00:00Z&to=2022-01-19&order=recorded", Some(READ_TOKEN)).json();
+    assert_eq!((recorded["order"].clone(), recorded["events"].clone()), (json!("recorded"), json!(14)));
     assert_eq!(get(&s, "/v1/log?from_seq=5&limit=3", Some(READ_TOKEN)).json()["rows"].as_array().unwrap().len(), 3);
 
     // Writes: appended, idempotent replay, refusal as data.
@@ -209,6 +212,12 @@ fn bad_requests_get_the_right_4xx_and_change_nothing() {
         ("seq beyond the head", get(&s, "/v1/losses?at_seq=999999", Some(READ_TOKEN)), 400, "out_of_range"),
         ("negative seq", get(&s, "/v1/losses?at_seq=-1", Some(READ_TOKEN)), 400, "bad_query"),
         ("bad format", get(&s, "/v1/losses?format=xml", Some(READ_TOKEN)), 400, "bad_format"),
+        (
+            "bad replay order",
+            get(&s, "/v1/replay?from=2022-01-18&to=2022-01-19&order=up", Some(READ_TOKEN)),
+            400,
+            "bad_order",
+        ),
         ("bad account", get(&s, "/v1/history?account=a%20b", Some(READ_TOKEN)), 400, "bad_account"),
         ("unknown job", get(&s, "/v1/verify/77", Some(READ_TOKEN)), 404, "not_found"),
         ("unknown endpoint", get(&s, "/v1/nothing", Some(READ_TOKEN)), 404, "not_found"),

@@ -379,7 +379,7 @@ fn main() -> Result<()> {
             let loss_rows = l.losses_at(&bound)?.rows(false);
             times[2].push(s.elapsed());
             let s = Instant::now();
-            let replayed = l.replay(from, *t, &bound)?;
+            let replayed = l.replay(from, *t, &bound, custos_ledger::ReplayOrder::Valid)?;
             times[3].push(s.elapsed());
             answers.push((one_rows, all_rows, loss_rows, replayed));
         }

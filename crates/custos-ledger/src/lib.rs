@@ -17,7 +17,9 @@ pub use custos_formats::{
     json_line, parse_csv, parse_json_command, parse_jsonl, ImportFormat, ImportLine, LineError, LineSplitter, RawLine,
     IMPORT_FIELDS, LINE_BYTES_MAX,
 };
-pub use custos_query::{AssetRow, Bound, Classified, HistoryRow, QueryError, ReplayRow, WithdrawalRow};
+pub use custos_query::{
+    AssetRow, Bound, Classification, Classified, HistoryRow, QueryError, ReplayOrder, ReplayRow, WithdrawalRow,
+};
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
 pub use migrate::MigrateReport;

@@ -5,7 +5,7 @@ use custos_domain::{AccountId, Asset, Envelope, EventId, Seq, StreamId, Timestam
 use custos_log::{Head, Log, LogError};
 use custos_projection::{Balances, LossRow, Losses, Projection};
 use custos_query::{
-    AssetRow, Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayRow, Source, WithdrawalRow,
+    AssetRow, Bound, Bounds, HeadState, HistoryRow, Query, QueryError, ReplayOrder, ReplayRow, Source, WithdrawalRow,
 };
 
 use crate::ledger::{Ledger, LedgerError};
@@ -129,14 +129,16 @@ impl Ledger {
         Ok(Query(self).withdrawals(bound, account)?)
     }
 
-    /// The window `[from, to]` event by event in valid-time order, with running loss totals
-    /// (starting from the totals just before `from`) and the balance of each event's account.
+    /// The window `[from, to]` event by event, in valid-time or recorded order, with running
+    /// loss totals (starting from the totals just before `from`) and the balance of each
+    /// event's account.
     pub fn replay(
         &self,
         from: Timestamp,
         to: Timestamp,
         bound: &Bound,
+        order: ReplayOrder,
     ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), LedgerError> {
-        Ok(Query(self).replay(from, to, bound)?)
+        Ok(Query(self).replay(from, to, bound, order)?)
     }
 }

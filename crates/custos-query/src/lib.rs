@@ -16,7 +16,9 @@
 
 use std::ops::ControlFlow;
 
-use custos_domain::{AccountId, Asset, Envelope, Event, EventId, EventKind, FastSet, Seq, StreamId, Timestamp};
+use custos_domain::{
+    AccountId, Asset, Envelope, Event, EventId, EventKind, FastMap, FastSet, Seq, StreamId, Timestamp,
+};
 use custos_log::{Head, Log, LogError, TimeIndex};
 use custos_projection::{Balances, FoldError, LossRow, Losses, Projection};
 use rust_decimal::Decimal;
@@ -154,6 +156,9 @@ pub struct HistoryRow {
     pub usd_value: Option<Decimal>,
     pub reference: Option<EventId>,
     pub unauthorized: bool,
+    /// For an event that concerns a withdrawal: when and how the ledger learned it was
+    /// unauthorized, as known at the bound.
+    pub classified: Option<Classification>,
     pub balance_after: Option<Decimal>,
 }
 
@@ -169,11 +174,60 @@ pub struct ReplayRow {
     pub asset: Option<Asset>,
     pub change: Decimal,
     pub reference: Option<EventId>,
-    /// Unauthorized as known at the replay's `known_at` (marked, or flagged by then).
+    /// Unauthorized as known at the replay's `known_at` (marked, or flagged by then); in
+    /// recorded order, as known right after this row.
     pub unauthorized: bool,
+    /// For an event that concerns a withdrawal: when and how the ledger learned it was
+    /// unauthorized, as known at the replay's `known_at`.
+    pub classified: Option<Classification>,
+    /// The balance of the event's asset on its account right after it in valid time.
     pub balance_after: Option<Decimal>,
     /// ETH, BTC, misc and total rows after this event.
     pub totals: Vec<LossRow>,
+}
+
+/// The order of a replay's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayOrder {
+    /// As things happened (`occurred_at`, then seq): each row's totals are as of its own
+    /// `occurred_at`, with every flag known at `known_at`.
+    #[default]
+    Valid,
+    /// As the ledger learned them (seq), flags of the window's withdrawals included: each row's
+    /// totals are the totals before the window plus the window's facts recorded up to that row.
+    Recorded,
+}
+
+/// When and how the ledger learned a withdrawal was unauthorized: its own `recorded_at` if it
+/// was marked, else the `recorded_at` of its first flag.
+pub type Classification = (Timestamp, Classified);
+
+/// The seq of the withdrawal an event concerns (its own for a withdrawal).
+fn withdrawal_of(env: &Envelope) -> Option<Seq> {
+    match &env.event {
+        Event::Withdrawn { .. } => Some(env.seq),
+        Event::Reversed { withdrawal_seq, .. } | Event::Reimbursed { withdrawal_seq, .. } => Some(*withdrawal_seq),
+        Event::WithdrawalFlagged(f) => Some(f.withdrawal_seq),
+        _ => None,
+    }
+}
+
+/// The classification of every withdrawal among `events` (in seq order), from the events: a
+/// marked withdrawal by itself, any other by its first flag among them.
+fn classify<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> FastMap<Seq, Classification> {
+    let mut out = FastMap::default();
+    for env in events {
+        match &env.event {
+            Event::Withdrawn { unauthorized: true, .. } => {
+                out.insert(env.seq, (env.recorded_at, Classified::Marked));
+            }
+            Event::WithdrawalFlagged(f) => {
+                out.entry(f.withdrawal_seq).or_insert((env.recorded_at, Classified::Flagged));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The signed change an event makes to its account's balance.
@@ -439,6 +493,8 @@ impl<S: Source> Query<'_, S> {
         let mut losses = Losses::default();
         let mut rows = Vec::new();
         let events = self.stream_events(&StreamId::Account(account.clone()), bound.known_seq)?;
+        // A withdrawal and its flags are on its account's stream.
+        let classified = classify(&events);
         // Flags known at the bound classify withdrawals wherever they are in the stream.
         for env in &events {
             if let Event::WithdrawalFlagged(_) = env.event {
@@ -466,18 +522,21 @@ impl<S: Source> Query<'_, S> {
                 usd_value: env.event.usd_value().map(|u| u.value()),
                 reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
                 unauthorized: unauthorized_as_known(&env, &losses),
+                classified: withdrawal_of(&env).and_then(|w| classified.get(&w).copied()),
             });
         }
         Ok(rows)
     }
 
-    /// The window `[from, to]` event by event in valid-time order, with running loss totals
-    /// (starting from the totals just before `from`) and the balance of each event's account.
+    /// The window `[from, to]` event by event, with running loss totals (starting from the
+    /// totals just before `from`) and the balance of each event's account; in valid-time order,
+    /// or in the order the ledger learned the window's facts (see [`ReplayOrder`]).
     pub fn replay(
         &self,
         from: Timestamp,
         to: Timestamp,
         bound: &Bound,
+        order: ReplayOrder,
     ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), QueryError> {
         let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
         let mut losses = self.losses_at(&before)?;
@@ -486,16 +545,15 @@ impl<S: Source> Query<'_, S> {
         seqs.retain(|s| *s <= bound.known_seq);
         let mut events = self.read_envelopes(&seqs)?;
         events.sort_by_key(|e| (e.occurred_at, e.seq));
+        let context = self.window_context(bound, &events)?;
         // Only the window's accounts need a balance before it, not all of them.
         let accounts: FastSet<&str> = events.iter().filter_map(|e| e.stream.account()).map(AccountId::as_str).collect();
         let mut balances = self.balances_of_at(&before, &accounts)?;
         drop(accounts);
-        let mut rows = Vec::with_capacity(events.len());
-        for env in events {
-            losses.apply_in_window(&env)?;
-            balances.apply(&env, Timestamp::MAX)?;
+        let mut rows = Vec::with_capacity(events.len().saturating_add(context.late_flags.len()));
+        let row = |env: &Envelope, balances: &Balances, losses: &Losses| {
             let asset = env.event.asset_amount().map(|(a, _)| *a);
-            rows.push(ReplayRow {
+            ReplayRow {
                 seq: env.seq,
                 event_id: env.event_id.clone(),
                 kind: env.event.kind(),
@@ -508,13 +566,85 @@ impl<S: Source> Query<'_, S> {
                 asset,
                 change: change_of(&env.event),
                 reference: env.event.withdrawal_ref().map(|(id, _)| id.clone()),
-                unauthorized: unauthorized_as_known(&env, &losses),
+                unauthorized: unauthorized_as_known(env, losses),
+                classified: withdrawal_of(env).and_then(|w| context.classified.get(&w).copied()),
                 stream: env.stream.clone(),
                 totals: losses.rows(false),
-            });
+            }
+        };
+        if order == ReplayOrder::Valid {
+            for env in &events {
+                losses.apply_in_window(env)?;
+                balances.apply(env, Timestamp::MAX)?;
+                rows.push(row(env, &balances, &losses));
+            }
+            return Ok((start_rows, rows));
+        }
+        // Recorded order. Each balance is the one right after the event in valid time.
+        for env in &events {
+            balances.apply(env, Timestamp::MAX)?;
+            rows.push(row(env, &balances, &Losses::default()));
+        }
+        let mut by_seq: Vec<(ReplayRow, &Envelope)> = rows.drain(..).zip(events.iter()).collect();
+        by_seq.extend(context.late_flags.iter().map(|env| (row(env, &balances, &Losses::default()), env)));
+        by_seq.sort_by_key(|(r, _)| r.seq);
+        // The window's withdrawals count from the facts of this window as they come: not
+        // flagged until their flag's row. A flag of an earlier withdrawal is already in the
+        // totals before the window.
+        for w in events.iter().filter(|e| matches!(e.event, Event::Withdrawn { .. })) {
+            losses.unmark_flagged(w.seq);
+        }
+        for (mut r, env) in by_seq {
+            let earlier = matches!(&env.event, Event::WithdrawalFlagged(f) if f.withdrawal_occurred_at < from);
+            if !earlier {
+                losses.apply(env, to)?;
+            }
+            r.unauthorized = unauthorized_as_known(env, &losses);
+            r.totals = losses.rows(false);
+            rows.push(r);
         }
         Ok((start_rows, rows))
     }
+
+    /// What a replay needs besides the window's events: the first flags (known at the bound)
+    /// of the window's withdrawals that occurred outside it, and the classification of every
+    /// withdrawal the window's events concern, including earlier ones a reversal or
+    /// reimbursement in the window refers to.
+    fn window_context(&self, bound: &Bound, events: &[Envelope]) -> Result<WindowContext, QueryError> {
+        let in_window: FastSet<Seq> = events.iter().map(|e| e.seq).collect();
+        let concerned: FastSet<Seq> = events.iter().filter_map(withdrawal_of).collect();
+        // The first flag known at the bound of each withdrawal concerned.
+        let mut first_flag: FastMap<Seq, Seq> = FastMap::default();
+        for (withdrawal, flag) in self.0.log().flags()? {
+            if flag <= bound.known_seq && concerned.contains(&withdrawal) {
+                let f = first_flag.entry(withdrawal).or_insert(flag);
+                *f = (*f).min(flag);
+            }
+        }
+        let mut wanted: Vec<Seq> = concerned.iter().chain(first_flag.values()).copied().collect();
+        wanted.retain(|s| !in_window.contains(s));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let outside = self.read_envelopes(&wanted)?;
+        let mut all: Vec<&Envelope> = events.iter().chain(&outside).collect();
+        all.sort_by_key(|e| e.seq);
+        let classified = classify(all);
+        // Flags of the window's withdrawals that are not in the window themselves.
+        let late_flags = outside
+            .into_iter()
+            .filter(|e| match &e.event {
+                Event::WithdrawalFlagged(f) => in_window.contains(&f.withdrawal_seq),
+                _ => false,
+            })
+            .collect();
+        Ok(WindowContext { late_flags, classified })
+    }
+}
+
+struct WindowContext {
+    /// The first flags (known at the bound) of the window's withdrawals, outside the window.
+    late_flags: Vec<Envelope>,
+    classified: FastMap<Seq, Classification>,
 }
 
 /// Whether a withdrawal (or the withdrawal an event refers to) is unauthorized as known to

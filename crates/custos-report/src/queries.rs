@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 
 use custos_domain::{AccountId, Asset, Envelope, Event, Hash, Seq, Timestamp};
-use custos_ledger::{Bound, Ledger, LedgerError};
+use custos_ledger::{Bound, Classification, Ledger, LedgerError, ReplayOrder};
 use custos_projection::{LossRow, Losses};
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -23,6 +23,22 @@ pub enum ReportError {
 
 fn time(t: Timestamp) -> Value {
     Value::String(t.to_rfc3339())
+}
+
+/// The `classified_at` and `classified_how` cells of an event that concerns a withdrawal.
+fn classified_cells(c: Option<Classification>) -> [Cell; 2] {
+    [c.map(|c| c.0.to_rfc3339()).into(), c.map(|c| c.1.name().to_string()).into()]
+}
+
+/// `valid` or `recorded`.
+pub fn parse_replay_order(s: &str) -> Result<ReplayOrder, String> {
+    match s {
+        "valid" => Ok(ReplayOrder::Valid),
+        "recorded" => Ok(ReplayOrder::Recorded),
+        _ => Err(format!(
+            "{s:?} is not a replay order: valid (as things happened) or recorded (as the ledger learned them)"
+        )),
+    }
 }
 
 /// The facts every point-in-time report states.
@@ -129,6 +145,8 @@ pub fn history(
             "usd_value",
             "ref",
             "unauthorized",
+            "classified_at",
+            "classified_how",
             "balance_after",
         ],
     )
@@ -137,7 +155,7 @@ pub fn history(
     // history), so the answer can be asked again exactly.
     let mut report = with_bound(report, bound);
     for r in rows {
-        report.push(vec![
+        let mut cells: Vec<Cell> = vec![
             r.seq.into(),
             r.occurred_at.to_rfc3339().into(),
             r.recorded_at.to_rfc3339().into(),
@@ -148,14 +166,23 @@ pub fn history(
             r.usd_value.map(Cell::Usd).into(),
             r.reference.map(|x| x.to_string()).into(),
             r.unauthorized.into(),
-            r.balance_after.into(),
-        ]);
+        ];
+        cells.extend(classified_cells(r.classified));
+        cells.push(r.balance_after.into());
+        report.push(cells);
     }
     Ok(report)
 }
 
-pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, format: Format) -> Result<Report> {
-    let (start, rows) = ledger.replay(from, to, bound)?;
+pub fn replay(
+    ledger: &Ledger,
+    from: Timestamp,
+    to: Timestamp,
+    bound: &Bound,
+    order: ReplayOrder,
+    format: Format,
+) -> Result<Report> {
+    let (start, rows) = ledger.replay(from, to, bound, order)?;
     let narrow = format == Format::Table;
     let columns = vec![
         "seq",
@@ -166,7 +193,10 @@ pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, fo
         "kind",
         "asset",
         "change",
+        "ref",
         "unauthorized",
+        "classified_at",
+        "classified_how",
         "balance_after",
     ];
     let groups = ["eth", "btc", "misc", "total"];
@@ -181,8 +211,16 @@ pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, fo
     columns.extend(totals);
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     let start_total = start.iter().find(|r| r.group == "total").map(|r| r.cols.completed_usd()).unwrap_or_default();
-    // A replay has no single as_of: each row is as of its own occurred_at.
-    let mut report = Report::new(format!("Replay of {from} .. {to} in valid-time order"), &columns)
+    let (title, order_name) = match order {
+        // Each row is as of its own occurred_at: a replay in valid time has no single as_of.
+        ReplayOrder::Valid => (format!("Replay of {from} .. {to} in valid-time order"), "valid"),
+        // Each row's totals: before the window, plus the window's facts recorded up to it.
+        ReplayOrder::Recorded => {
+            (format!("Replay of {from} .. {to} in the order the ledger learned it (recorded order)"), "recorded")
+        }
+    };
+    let mut report = Report::new(title, &columns)
+        .meta("order", order_name)
         .meta("known_at", time(bound.known_at))
         .meta("known_seq", bound.known_seq)
         .meta("from", time(from))
@@ -199,9 +237,11 @@ pub fn replay(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound, fo
             r.kind.event_name().into(),
             r.asset.as_ref().map(|a| a.to_string()).into(),
             r.asset.as_ref().map(|_| r.change).into(),
+            r.reference.as_ref().map(|x| x.to_string()).into(),
             r.unauthorized.into(),
-            r.balance_after.into(),
         ];
+        cells.extend(classified_cells(r.classified));
+        cells.push(r.balance_after.into());
         let by = |g: &str| r.totals.iter().find(|row| row.group == g).expect("group rows");
         if narrow {
             cells.push(by("ETH").cols.completed().into());
@@ -363,7 +403,7 @@ pub fn withdrawals(
         report = report.meta("account", a.to_string());
     }
     for r in rows.into_iter().filter(|r| !unauthorized_only || r.classified.is_some()) {
-        report.push(vec![
+        let mut cells: Vec<Cell> = vec![
             r.seq.into(),
             r.id.to_string().into(),
             r.account.to_string().into(),
@@ -373,8 +413,9 @@ pub fn withdrawals(
             r.occurred_at.to_rfc3339().into(),
             r.auth_factor.map(str::to_string).into(),
             r.classified.is_some().into(),
-            r.classified.map(|c| c.0.to_rfc3339()).into(),
-            r.classified.map(|c| c.1.name().to_string()).into(),
+        ];
+        cells.extend(classified_cells(r.classified));
+        cells.extend([
             r.reversed.map(|x| x.0).into(),
             r.reversed.map(|x| x.1.to_rfc3339()).into(),
             r.reimbursed.map(|x| x.0).into(),
@@ -383,6 +424,7 @@ pub fn withdrawals(
             r.reimbursed.map(|x| x.3).into(),
             r.outstanding.into(),
         ]);
+        report.push(cells);
     }
     Ok(report)
 }

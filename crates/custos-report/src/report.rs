@@ -265,13 +265,25 @@ impl Report {
             Format::Json => self.write_json(out),
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(out);
-                w.write_record(&self.columns)?;
+                w.write_record(&self.columns).map_err(csv_io)?;
                 for r in &self.rows {
-                    w.write_record(r.iter().map(Cell::text))?;
+                    w.write_record(r.iter().map(Cell::text)).map_err(csv_io)?;
                 }
                 w.flush()
             }
         }
+    }
+}
+
+/// The writer's own IO error, unwrapped (so that a closed pipe is seen as one), else the
+/// CSV error.
+pub fn csv_io(e: csv::Error) -> std::io::Error {
+    if !e.is_io_error() {
+        return std::io::Error::other(e);
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }
 

@@ -641,6 +641,7 @@ struct ReplayQ {
     to: String,
     known_at: Option<String>,
     at_seq: Option<Seq>,
+    order: Option<String>,
     format: Option<String>,
 }
 
@@ -664,10 +665,14 @@ async fn replay(
         return Err(ApiError::bad("range_too_large", format!("a replay window is at most {max} seconds")));
     }
     let known_at = time_param("known_at", &q.known_at)?;
+    let order = match q.order.as_deref() {
+        None => custos_ledger::ReplayOrder::Valid,
+        Some(o) => custos_report::parse_replay_order(o).map_err(|e| ApiError::bad("bad_order", e))?,
+    };
     let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, None, known_at, q.at_seq)?;
-            Ok(custos_report::replay(l, from, to, &bound, format)?)
+            Ok(custos_report::replay(l, from, to, &bound, order, format)?)
         })
         .await?;
     Ok(respond(report, format, turn, &app))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use custos_domain::{AccountId, Amount, Asset, AuthFactor, Command, CommandBody, EventId, Seq, Timestamp, Usd};
-use custos_ledger::{Ledger, LedgerConfig, Outcome};
+use custos_ledger::{Ledger, LedgerConfig, Outcome, ReplayOrder};
 use rust_decimal::Decimal;
 
 use crate::{demo, export, import, reports, Exit};
@@ -280,7 +280,8 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
     },
-    /// A valid-time window event by event, with running loss totals
+    /// A valid-time window event by event, with running loss totals and when each withdrawal
+    /// became known unauthorized
     Replay {
         #[arg(long, value_parser = parse_query_start, help = format!("The window's first moment (valid time); {FROM_HELP}"))]
         from: Timestamp,
@@ -292,6 +293,9 @@ pub enum Cmd {
         /// Answer as the log stood right after this seq (exact reproduction)
         #[arg(long)]
         at_seq: Option<Seq>,
+        /// Row order: valid (as things happened; totals as of each row) or recorded (as the ledger learned them, flags of the window's withdrawals included; totals before the window plus the window's facts recorded so far)
+        #[arg(long, value_parser = report::parse_replay_order, default_value = "valid")]
+        order: ReplayOrder,
         /// Output: table, csv or json
         #[arg(long, value_parser = parse_format, default_value = "table")]
         format: Format,
@@ -542,12 +546,12 @@ pub async fn run(args: Args) -> Result<Exit> {
             report::assets(&ledger, &bound)?.write(format, out)?;
             Exit::Ok
         }
-        Cmd::Replay { from, to, known_at, at_seq, format } => {
+        Cmd::Replay { from, to, known_at, at_seq, order, format } => {
             if from > to {
                 bail!("--from {from} is after --to {to}");
             }
             let bound = ledger.bound(None, known_at, at_seq)?;
-            report::replay(&ledger, from, to, &bound, format)?.write(format, out)?;
+            report::replay(&ledger, from, to, &bound, order, format)?.write(format, out)?;
             Exit::Ok
         }
         Cmd::Rebuild { projection, dry_run } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,

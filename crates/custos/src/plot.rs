@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use anyhow::Result;
 use custos_domain::{Event, StreamId, Timestamp};
-use custos_ledger::Ledger;
+use custos_ledger::{Ledger, ReplayOrder};
 use custos_projection::LossRow;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -57,7 +57,7 @@ fn nice_max(max: Decimal) -> Decimal {
 
 pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<String> {
     let bound = ledger.bound(None, None, None)?;
-    let (start, rows) = ledger.replay(from, to, &bound)?;
+    let (start, rows) = ledger.replay(from, to, &bound, ReplayOrder::Valid)?;
     let windows: Vec<(Timestamp, Option<Timestamp>)> = {
         let mut w = Vec::new();
         for env in ledger.stream_events(&StreamId::Ledger, bound.known_seq)? {

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{command_of, token_from, Cmd, Moment};
 use crate::Exit;
+use custos_ledger::ReplayOrder;
 use custos_report::Format;
 
 struct Client {
@@ -222,8 +223,11 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             p.push(fmt(format));
             print_report(client.get("/v1/withdrawals", &p)?)
         }
-        Cmd::Replay { from, to, known_at, at_seq, format } => {
+        Cmd::Replay { from, to, known_at, at_seq, order, format } => {
             let mut p = vec![("from", time(from)), ("to", time(to))];
+            if order == ReplayOrder::Recorded {
+                p.push(("order", "recorded".to_string()));
+            }
             p.extend(known_at.map(|t| ("known_at", time(t))));
             p.extend(at_seq.map(|n| ("at_seq", n.to_string())));
             p.push(fmt(format));
