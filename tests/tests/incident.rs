@@ -79,6 +79,82 @@ fn the_demo_reproduces_the_published_figures_exactly() {
     assert_eq!(total(5, "completed_usd"), "33812346.00");
     let svg = std::fs::read_to_string(dir.path().join("w.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("withdrawals suspended"));
+    the_chart_is_reproducible_marks_every_flag_and_scales_each_panel(dir.path(), &svg);
+}
+
+/// The demo's chart: the same bytes from another run; each panel's scale fits its own data
+/// (the maxima from the CLI's replay); one mark per flag, in the panel of its withdrawal's
+/// group (from the fixture); labels drawn over the grid with a halo.
+fn the_chart_is_reproducible_marks_every_flag_and_scales_each_panel(d: &std::path::Path, svg: &str) {
+    let again = d.join("again.svg");
+    let out = custos(d, &["demo", "--plot", again.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), svg, "another run draws the same bytes");
+    let today = custos_domain::Timestamp::now().to_rfc3339()[..10].to_string();
+    assert!(!svg.contains(&today), "the chart does not stamp the wall clock ({today})");
+
+    let fixture = std::fs::read_to_string(workspace().join(FIXTURE)).unwrap();
+    let mut asset_of = std::collections::HashMap::new();
+    let mut flags: Vec<(String, String)> = Vec::new(); // (withdrawal, recorded_at)
+    for l in fixture.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        match f[4] {
+            "withdrawal" => {
+                asset_of.insert(f[0].to_string(), f[5].to_string());
+            }
+            "flag" => flags.push((f[8].to_string(), f[2].to_string())),
+            _ => {}
+        }
+    }
+    let group_of = |asset: &str| match asset {
+        "ETH" | "BTC" => asset.to_string(),
+        _ => "misc".to_string(),
+    };
+    let kept = tempfile::tempdir().unwrap();
+    let imported = custos(kept.path(), &["import", workspace().join(FIXTURE).to_str().unwrap()]);
+    assert_eq!(code(&imported), 0);
+    let replay = json(&custos(
+        kept.path(),
+        &["replay", "--from", "2022-01-17T19:00:00Z", "--to", "2022-01-19T12:00:00Z", "--format", "json"],
+    ));
+    let panels: Vec<&str> = svg.split(r#"<g class="panel""#).skip(1).collect();
+    assert_eq!(panels.len(), 3);
+    let attr = |p: &str, name: &str| -> String {
+        p.split_once(&format!(r#"{name}=""#)).unwrap().1.split_once('"').unwrap().0.to_string()
+    };
+    let mut axes = Vec::new();
+    for p in &panels {
+        let p = p.split_once("</g>").unwrap().0;
+        let group = attr(p, "data-group");
+        let dec = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        let (max, axis) = (dec(&attr(p, "data-max-usd")), dec(&attr(p, "data-axis-max-usd")));
+        let g = group.to_lowercase();
+        let want = replay["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                ["completed_usd", "prevented_usd", "outstanding_usd"]
+                    .map(|c| dec(r[format!("{g}_{c}")].as_str().unwrap()))
+            })
+            .max()
+            .unwrap();
+        assert_eq!(max, want, "{group}: the panel's maximum is the replay's");
+        assert!(
+            axis >= max && axis <= max * rust_decimal::Decimal::new(15, 1),
+            "{group}: axis {axis} for a maximum of {max}"
+        );
+        axes.push(axis);
+        let marks = p.matches(r#"class="flag""#).count();
+        let want = flags.iter().filter(|(w, _)| group_of(&asset_of[w]) == group).count();
+        assert_eq!(marks, want, "{group}: one mark per flag of its withdrawals");
+        if let Some((before, label)) = p.split_once("withdrawals suspended 14 h") {
+            assert!(!label.contains("<line"), "{group}: the label is drawn after every line");
+            assert!(before.rsplit_once("<text").unwrap().1.contains("paint-order=\"stroke\""), "halo");
+        }
+    }
+    assert_eq!(flags.len(), 483);
+    assert!(axes[0] != axes[1], "ETH and BTC each have their own scale: {axes:?}");
 }
 
 fn imported() -> tempfile::TempDir {

@@ -118,7 +118,9 @@ pub async fn run(format: Format, plot_path: Option<&Path>, keep: Option<&str>) -
         _ => write!(out, "{}", report.text)?,
     }
     if let Some(p) = plot_path {
-        let svg = plot::incident_svg(&ledger, ts(WINDOW_FROM), ts(WINDOW_TO))?;
+        // At the head's seq, so the chart says what it was drawn from, not when.
+        let bound = ledger.bound(None, None, Some(ledger.head().seq))?;
+        let svg = plot::incident_svg(&ledger, ts(WINDOW_FROM), ts(WINDOW_TO), &bound)?;
         std::fs::write(p, svg).with_context(|| format!("cannot write the chart to {}", p.display()))?;
         eprintln!("wrote the incident chart to {}", p.display());
     }

@@ -1,7 +1,9 @@
 //! The incident chart: cumulative prevented, completed and outstanding USD over the window, one
 //! panel per group (each with its own scale: misc is a thousand times smaller than BTC), with
-//! the suspension of withdrawals shaded. Hand-written SVG: a chart this simple does not need a
-//! plotting library. Pixel positions are computed in floating point; the money is not.
+//! the suspension of withdrawals shaded and a mark where each flag was recorded. The same
+//! ledger and bound draw the same bytes (nothing reads the clock). Hand-written SVG: a chart
+//! this simple does not need a plotting library. Pixel positions are computed in floating
+//! point; the money is not.
 //!
 //! The axis arithmetic (ticks, a nice maximum, a value's height) multiplies and divides USD
 //! figures by small constants to draw them, far inside a Decimal's range: it is allowed here.
@@ -10,8 +12,9 @@
 use std::fmt::Write;
 
 use anyhow::Result;
+use custos_domain::EventKind;
 use custos_domain::{Event, StreamId, Timestamp};
-use custos_ledger::{Ledger, ReplayOrder};
+use custos_ledger::{Bound, Ledger, ReplayOrder};
 use custos_projection::LossRow;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
@@ -20,7 +23,7 @@ const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 210.0;
 const LEFT: f64 = 110.0;
 const RIGHT: f64 = 30.0;
-const TOP: f64 = 96.0;
+const TOP: f64 = 112.0;
 const GAP: f64 = 55.0;
 
 struct Series {
@@ -41,22 +44,30 @@ fn usd_label(v: Decimal) -> String {
     format!("${out}")
 }
 
-/// A "nice" axis maximum (1, 2 or 5 times a power of ten) at or above `max`.
-fn nice_max(max: Decimal) -> Decimal {
-    let mut step = Decimal::ONE;
-    while step * Decimal::from(10) <= max {
-        step *= Decimal::from(10);
+/// A panel's axis: a tick step of 1, 2, 2.5 or 5 times a power of ten giving at most five
+/// steps, and the smallest multiple of it at or above `max` (so a panel's scale follows its
+/// own data, not a coarse power of ten that two panels can share).
+pub fn axis(max: Decimal) -> (Decimal, Decimal) {
+    let max = max.max(Decimal::ONE);
+    let raw = max / Decimal::from(5);
+    let mut power = Decimal::ONE;
+    while power * Decimal::from(10) <= raw {
+        power *= Decimal::from(10);
     }
-    for m in [1, 2, 5, 10] {
-        if step * Decimal::from(m) >= max {
-            return step * Decimal::from(m);
-        }
-    }
-    step * Decimal::from(10)
+    let step = [Decimal::ONE, Decimal::TWO, Decimal::new(25, 1), Decimal::from(5), Decimal::TEN]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|s| *s >= raw)
+        .unwrap_or(power * Decimal::TEN);
+    (step, (max / step).ceil() * step)
 }
 
-pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<String> {
-    let bound = ledger.bound(None, None, None)?;
+/// Text drawn over the plot keeps a white halo, so no grid line or series runs through it.
+const HALO: &str = r##"paint-order="stroke" stroke="#ffffff" stroke-width="4" stroke-linejoin="round""##;
+
+/// The chart of the window `[from, to]` at `bound` (its `known_at` decides which flags count).
+pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bound) -> Result<String> {
+    let bound = *bound;
     let (start, rows) = ledger.replay(from, to, &bound, ReplayOrder::Valid)?;
     let windows: Vec<(Timestamp, Option<Timestamp>)> = {
         let mut w = Vec::new();
@@ -89,15 +100,16 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
     )?;
     writeln!(
         svg,
-        r##"<text x="{LEFT}" y="48" font-size="12" fill="#555">{} to {} UTC (valid time), as known to the ledger at seq {} ({}).</text>"##,
-        from,
-        to,
-        bound.known_seq,
-        bound.known_at.to_datetime().format("%Y-%m-%d %H:%M UTC")
+        r##"<text x="{LEFT}" y="48" font-size="12" fill="#555">{} to {} UTC (valid time), as known to the ledger at seq {}.</text>"##,
+        from, to, bound.known_seq,
     )?;
     writeln!(
         svg,
-        r##"<text x="{LEFT}" y="64" font-size="12" fill="#555">Shaded: withdrawals suspended. Completed = attempted - prevented; outstanding = completed - reimbursed. Each panel has its own scale.</text>"##
+        r##"<text x="{LEFT}" y="64" font-size="12" fill="#555">Shaded: withdrawals suspended. Ticks under each panel: when a flag was recorded. Each panel has its own scale.</text>"##
+    )?;
+    writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="80" font-size="12" fill="#555">Completed = attempted - prevented; outstanding = completed - reimbursed.</text>"##
     )?;
     for (gi, group) in groups.iter().enumerate() {
         let top = TOP + gi as f64 * (PANEL_HEIGHT + GAP);
@@ -119,8 +131,10 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
             }
         }
         let max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).max().unwrap_or_default();
-        let ymax = nice_max(max.max(Decimal::ONE));
+        let (ystep, ymax) = axis(max);
+        writeln!(svg, r#"<g class="panel" data-group="{group}" data-max-usd="{max}" data-axis-max-usd="{ymax}">"#)?;
         let y = |v: Decimal| bottom - PANEL_HEIGHT * (v / ymax).to_f64().unwrap_or(0.0);
+        let mut labels = String::new();
         for (s, r) in &windows {
             let (a, b) = (x(s.nanos().max(t0)), x(r.map_or(t1, |r| r.nanos()).min(t1)));
             writeln!(
@@ -130,16 +144,32 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
             )?;
             if gi == 0 {
                 writeln!(
-                    svg,
-                    r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#a04000" text-anchor="middle">withdrawals suspended {} h</text>"##,
+                    labels,
+                    r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#a04000" text-anchor="middle" {HALO}>withdrawals suspended {} h</text>"##,
                     (a + b) / 2.0,
                     top + 14.0,
                     r.map_or("open".into(), |r| ((r.nanos() - s.nanos()) / 3_600_000_000_000).to_string())
                 )?;
             }
         }
-        for k in 0..=4 {
-            let v = ymax * Decimal::from(k) / Decimal::from(4);
+        // Where each flag of this group's withdrawals was recorded: a tick under the panel.
+        for r in rows.iter().filter(|r| r.kind == EventKind::Flag) {
+            let in_group = r.asset.is_some_and(|a| a.group().name() == *group);
+            let t = r.recorded_at.nanos();
+            if in_group && (t0..=t1).contains(&t) {
+                writeln!(
+                    svg,
+                    r##"<line class="flag" x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#117a65" stroke-width="1"/>"##,
+                    x(t),
+                    bottom + 17.0,
+                    bottom + 25.0
+                )?;
+            }
+        }
+        let mut k = 0u32;
+        while Decimal::from(k) * ystep <= ymax {
+            let v = Decimal::from(k) * ystep;
+            k += 1;
             let yy = y(v);
             writeln!(
                 svg,
@@ -168,7 +198,7 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                 writeln!(
                     svg,
                     r##"<text x="{xx:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="middle">{label}</text>"##,
-                    bottom + 14.0
+                    bottom + 13.0
                 )?;
             }
             day += chrono::Duration::days(1);
@@ -219,15 +249,19 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp) -> Result<S
                 writeln!(svg, r#"<path d="{d}" fill="none" stroke="{}" stroke-width="2.5"{dash}/>"#, s.color)?;
             }
         }
+        // Labels last, over the grid and the series.
+        svg.push_str(&labels);
+        writeln!(svg, "</g>")?;
     }
     let ly = height - 22.0;
     let names = [
         ("completed (went out)", "#c0392b"),
         ("prevented (reversed)", "#2e86c1"),
         ("outstanding (customers' loss)", "#7d3c98"),
+        ("flag recorded", "#117a65"),
     ];
     for (i, (name, color)) in names.iter().enumerate() {
-        let lx = LEFT + i as f64 * 250.0;
+        let lx = LEFT + i as f64 * 205.0;
         writeln!(
             svg,
             r#"<line x1="{lx}" x2="{:.1}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
