@@ -407,3 +407,96 @@ fn the_log_filters_by_kind_account_valid_time_and_recorded_time() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids_of(&body), ["w2"]);
 }
+
+/// `custos --server URL ARGS` with the read token.
+fn remote(url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(custos_tests::custos_bin())
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env("CUSTOS_TOKEN", READ_TOKEN)
+        .env_remove("CUSTOS_DB")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn balances_of_several_accounts_from_options_or_a_file_and_never_seen_names_said_everywhere() {
+    let dir = small_ledger();
+    let d = dir.path();
+    run_ok(d, &["deposit --id b1 --account acct-b --asset BTC --amount 0.5 --at 2022-01-18T06:00:00Z"]);
+    let accounts = |o: &std::process::Output| -> Vec<(String, String)> {
+        json(o)["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["account"].as_str().unwrap().to_string(), r["balance"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let both = [("acct-b".to_string(), "0.5".to_string()), ("acct-a".to_string(), "10".to_string())];
+    // In the order named, each once.
+    let out = custos(
+        d,
+        &["balances", "--account", "acct-b", "--account", "acct-a", "--account", "acct-b", "--format", "json"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(accounts(&out), both);
+    let file = d.join("accounts.txt");
+    std::fs::write(&file, "\u{feff}# the two customers\nacct-b\n\n  acct-a  \n").unwrap();
+    let out = custos(d, &["balances", "--accounts-file", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(accounts(&out), both);
+    // A bad id is named with its line; a file naming nobody is not "every account".
+    std::fs::write(&file, "acct-a\nnot an id\n").unwrap();
+    let out = custos(d, &["balances", "--accounts-file", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("accounts.txt line 2"), "{}", stderr(&out));
+    std::fs::write(&file, "# nobody\n\n").unwrap();
+    let out = custos(d, &["balances", "--accounts-file", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("names no account"), "{}", stderr(&out));
+    // One typo among known accounts: the others answered, the typo said, exit 1.
+    let out = custos(d, &["balances", "--account", "acct-a", "--account", "acct-zz", "--format", "json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(accounts(&out), [("acct-a".to_string(), "10".to_string())]);
+    assert!(stderr(&out).contains("never seen account acct-zz (no event up to seq 5)"), "{}", stderr(&out));
+
+    // The server: several accounts; never-seen names are 404 when nothing else is shown, else
+    // named in a header; the CLI through --server says the same and exits the same.
+    // (The local answers first: the server holds the folder while it runs.)
+    std::fs::write(&file, "acct-b\nacct-a\n").unwrap();
+    let file_args = ["balances", "--accounts-file", file.to_str().unwrap(), "--format", "csv"];
+    let asked: [&[&str]; 4] = [
+        &["balances", "--account", "acct-zz"],
+        &["history", "--account", "acct-zz"],
+        &["balances", "--account", "acct-a", "--account", "acct-zz"],
+        &file_args,
+    ];
+    let local: Vec<std::process::Output> = asked.iter().map(|args| custos(d, args)).collect();
+    let server = TestServer::start(d, None);
+    let get = |q: &str| http("GET", &format!("{}/v1/balances?{q}", server.url), Some(READ_TOKEN), None);
+    let (status, body) = get("accounts=acct-b,acct-a");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 2, "{body}");
+    for q in ["account=acct-zz", "asset=DOGE"] {
+        let (status, body) = get(q);
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("never_seen")), "{q}: {body}");
+    }
+    for path in ["/v1/history?account=acct-zz", "/v1/withdrawals?account=acct-zz", "/v1/log?account=acct-zz"] {
+        let (status, body) = http("GET", &format!("{}{path}", server.url), Some(READ_TOKEN), None);
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("never_seen")), "{path}: {body}");
+    }
+    let partial = ureq::get(&format!("{}/v1/balances?accounts=acct-a,acct-zz", server.url))
+        .set("Authorization", &format!("Bearer {READ_TOKEN}"))
+        .call()
+        .unwrap();
+    assert!(partial.header("custos-never-seen").unwrap().contains("account acct-zz"));
+    for (args, local) in asked.iter().zip(&local) {
+        let via = remote(&server.url, args);
+        assert_eq!(code(&via), code(local), "{args:?}: {}", stderr(&via));
+        assert_eq!(stderr(&via), stderr(local), "{args:?}");
+    }
+    // The same rows (CSV carries no bound stamped with the wall clock).
+    assert_eq!(stdout(&remote(&server.url, &file_args)), stdout(&local[3]));
+    assert_eq!(local.iter().map(code).collect::<Vec<_>>(), [1, 1, 1, 0]);
+}

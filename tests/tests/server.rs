@@ -490,6 +490,8 @@ fn a_bounded_load_of_writers_and_readers_keeps_every_promise() {
                 lat.lock().unwrap().push(started.elapsed());
                 match r {
                     Ok(_) | Err(ureq::Error::Status(400, _)) => {} // at_seq beyond a young head
+                    // acct-3 before its first deposit: never seen, said so.
+                    Err(ureq::Error::Status(404, _)) if n % 3 == 0 => {}
                     Err(e) => panic!("{path}: {e}"),
                 }
             }

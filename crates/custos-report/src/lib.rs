@@ -6,7 +6,7 @@ mod queries;
 mod report;
 
 pub use queries::{
-    assets, balances, history, log, loss_cells, losses, parse_digest, parse_replay_order, replay, with_bound,
-    withdrawals, LogFilter, ReportError, Result, LOSS_COLUMNS,
+    assets, balances, history, log, loss_cells, losses, never_seen, never_seen_message, parse_digest,
+    parse_replay_order, replay, with_bound, withdrawals, LogFilter, ReportError, Result, LOSS_COLUMNS,
 };
 pub use report::{Cell, Format, Report};

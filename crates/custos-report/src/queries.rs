@@ -52,22 +52,66 @@ pub fn with_bound(report: Report, bound: &Bound) -> Report {
     }
 }
 
+/// Balances at the bound: of every account (`accounts` empty), or of the accounts named, in
+/// the order named, each from its own events.
 pub fn balances(
     ledger: &Ledger,
     bound: &Bound,
-    account: Option<&AccountId>,
+    accounts: &[AccountId],
     asset: Option<&Asset>,
     all: bool,
 ) -> Result<Report> {
-    let state = match account {
-        Some(a) => ledger.account_balances_at(a, bound)?,
-        None => ledger.balances_at(bound)?,
-    };
     let mut report = with_bound(Report::new("Balances", &["account", "asset", "balance"]), bound);
-    for row in state.rows(account, asset, all) {
-        report.push(vec![row.account.to_string().into(), row.asset.to_string().into(), row.balance.into()]);
+    let mut push = |state: &custos_projection::Balances, account: Option<&AccountId>| {
+        for row in state.rows(account, asset, all) {
+            report.push(vec![row.account.to_string().into(), row.asset.to_string().into(), row.balance.into()]);
+        }
+    };
+    if accounts.is_empty() {
+        push(&ledger.balances_at(bound)?, None);
+    }
+    for a in accounts {
+        push(&ledger.account_balances_at(a, bound)?, Some(a));
     }
     Ok(report)
+}
+
+/// The accounts and asset a query named that the ledger has never seen up to `known_seq`
+/// ("account X", "asset S"). With one name and rows to show, the name is known: nothing to
+/// look up.
+pub fn never_seen(
+    ledger: &Ledger,
+    known_seq: Seq,
+    report: &Report,
+    accounts: &[AccountId],
+    asset: Option<&Asset>,
+) -> Result<Vec<String>> {
+    let names = accounts.len() + usize::from(asset.is_some());
+    if names == 0 || (names == 1 && !report.rows.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let mut unknown = Vec::new();
+    for a in accounts {
+        if !ledger.knows_account(a, known_seq)? {
+            unknown.push(format!("account {a}"));
+        }
+    }
+    if let Some(s) = asset {
+        if !ledger.assets(known_seq)?.iter().any(|r| &r.asset == s) {
+            unknown.push(format!("asset {s}"));
+        }
+    }
+    Ok(unknown)
+}
+
+/// What the CLI and the server say about names the ledger has never seen.
+pub fn never_seen_message(unknown: &[String], known_seq: Seq) -> String {
+    let hint = if unknown.iter().any(|u| u.starts_with("asset")) {
+        "; `custos assets` lists the symbols it knows"
+    } else {
+        "; check the id (`custos log --account ID` lists an account's events)"
+    };
+    format!("the ledger has never seen {} (no event up to seq {known_seq}){hint}", unknown.join(", "))
 }
 
 pub const LOSS_COLUMNS: [&str; 12] = [

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub import_lines_max: u64,
     /// Rows of one `GET /v1/log` page.
     pub log_limit_max: u64,
+    /// The most accounts one `balances` query may name.
+    pub accounts_per_query_max: usize,
     /// The widest `replay` window, in seconds.
     pub replay_window_seconds_max: i64,
     /// How long a connection may take to send a request's headers, and how long an idle
@@ -71,6 +73,7 @@ impl ServerConfig {
             import_bytes_max: 64 * 1024 * 1024,
             import_lines_max: 250_000,
             log_limit_max: 10_000,
+            accounts_per_query_max: 10_000,
             replay_window_seconds_max: 31 * 86_400,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
@@ -392,7 +395,42 @@ fn format_param(v: &Option<String>) -> ApiResult<Format> {
 /// channel the response body reads, so the whole answer never sits in memory as text. The
 /// query's turn is held until the last piece is sent, or until the client has not taken one
 /// for `body_idle_timeout` (then the answer is cut off and the turn freed).
+/// The header that names what a query asked about that the ledger has never seen, on an
+/// answer that has rows for the rest.
+pub const NEVER_SEEN_HEADER: &str = "custos-never-seen";
+
+/// `report`, checked for the names the query gave that the ledger has never seen up to
+/// `known_seq`: 404 `never_seen` when nothing is shown, else the report and what to say.
+fn checked(
+    l: &Ledger,
+    known_seq: Seq,
+    report: Report,
+    accounts: &[AccountId],
+    asset: Option<&Asset>,
+) -> ApiResult<(Report, Option<String>)> {
+    let unknown = custos_report::never_seen(l, known_seq, &report, accounts, asset)?;
+    if unknown.is_empty() {
+        return Ok((report, None));
+    }
+    let message = custos_report::never_seen_message(&unknown, known_seq);
+    if report.rows.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "never_seen", message));
+    }
+    Ok((report, Some(message)))
+}
+
 fn respond(report: Report, format: Format, turn: tokio::sync::OwnedSemaphorePermit, app: &App) -> Response {
+    respond_noting(report, format, turn, app, None)
+}
+
+/// [`respond`], with the [`NEVER_SEEN_HEADER`] when there is something to say.
+fn respond_noting(
+    report: Report,
+    format: Format,
+    turn: tokio::sync::OwnedSemaphorePermit,
+    app: &App,
+    never_seen: Option<String>,
+) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (handle, wait) = (tokio::runtime::Handle::current(), app.config.body_idle_timeout);
     tokio::task::spawn_blocking(move || {
@@ -405,7 +443,11 @@ fn respond(report: Report, format: Format, turn: tokio::sync::OwnedSemaphorePerm
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|piece| (piece, rx))
     }));
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if let Some(v) = never_seen.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        response.headers_mut().insert(NEVER_SEEN_HEADER, v);
+    }
+    response
 }
 
 /// The size of the pieces an answer is sent in.
@@ -485,6 +527,8 @@ async fn health(State(app): State<App>) -> Response {
 #[serde(deny_unknown_fields)]
 struct BalancesQ {
     account: Option<String>,
+    /// Several accounts, comma-separated (an id holds no comma).
+    accounts: Option<String>,
     asset: Option<String>,
     as_of: Option<String>,
     known_at: Option<String>,
@@ -501,17 +545,30 @@ async fn balances(
     app.require(&headers, Role::Read)?;
     let Query(q) = q?;
     let format = format_param(&q.format)?;
-    let account = account_param(&q.account)?;
+    let mut accounts: Vec<AccountId> = account_param(&q.account)?.into_iter().collect();
+    for a in q.accounts.as_deref().into_iter().flat_map(|s| s.split(',')) {
+        let a = AccountId::new(a.trim()).map_err(|e| ApiError::bad("bad_account", format!("accounts: {e}")))?;
+        if !accounts.contains(&a) {
+            accounts.push(a);
+        }
+    }
+    if accounts.len() > app.config.accounts_per_query_max {
+        return Err(ApiError::bad(
+            "range_too_large",
+            format!("at most {} accounts in one query", app.config.accounts_per_query_max),
+        ));
+    }
     let asset =
         q.asset.as_deref().map(Asset::new).transpose().map_err(|e| ApiError::bad("bad_asset", e.to_string()))?;
     let (as_of, known_at) = (time_param("as_of", &q.as_of)?, time_param("known_at", &q.known_at)?);
-    let (report, turn) = app
+    let ((report, never_seen), turn) = app
         .query(move |l| {
             let bound = bound_of(l, as_of, known_at, q.at_seq)?;
-            Ok(custos_report::balances(l, &bound, account.as_ref(), asset.as_ref(), q.all.unwrap_or(false))?)
+            let report = custos_report::balances(l, &bound, &accounts, asset.as_ref(), q.all.unwrap_or(false))?;
+            checked(l, bound.known_seq, report, &accounts, asset.as_ref())
         })
         .await?;
-    Ok(respond(report, format, turn, &app))
+    Ok(respond_noting(report, format, turn, &app, never_seen))
 }
 
 #[derive(Deserialize)]
@@ -572,10 +629,11 @@ async fn history(
     let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, as_of, known_at, q.at_seq)?;
-            Ok(custos_report::history(l, &account, asset.as_ref(), from, to, &bound)?)
+            let report = custos_report::history(l, &account, asset.as_ref(), from, to, &bound)?;
+            checked(l, bound.known_seq, report, std::slice::from_ref(&account), asset.as_ref())
         })
         .await?;
-    Ok(respond(report, format, turn, &app))
+    Ok(respond_noting(report.0, format, turn, &app, report.1))
 }
 
 #[derive(Deserialize)]
@@ -628,10 +686,11 @@ async fn withdrawals(
     let (report, turn) = app
         .query(move |l| {
             let bound = bound_of(l, as_of, known_at, q.at_seq)?;
-            Ok(custos_report::withdrawals(l, &bound, account.as_ref(), q.unauthorized.unwrap_or(false))?)
+            let report = custos_report::withdrawals(l, &bound, account.as_ref(), q.unauthorized.unwrap_or(false))?;
+            checked(l, bound.known_seq, report, account.as_slice(), None)
         })
         .await?;
-    Ok(respond(report, format, turn, &app))
+    Ok(respond_noting(report.0, format, turn, &app, report.1))
 }
 
 #[derive(Deserialize)]
@@ -719,8 +778,13 @@ async fn log(
         occurred: (time_param("from", &q.from)?, time_param("to", &q.to)?),
         recorded: (time_param("recorded_from", &q.recorded_from)?, time_param("recorded_to", &q.recorded_to)?),
     };
-    let (report, turn) = app.query(move |l| Ok(custos_report::log(l, from, limit, &filter)?)).await?;
-    Ok(respond(report, format, turn, &app))
+    let (report, turn) = app
+        .query(move |l| {
+            let report = custos_report::log(l, from, limit, &filter)?;
+            checked(l, l.head().seq, report, filter.account.as_slice(), None)
+        })
+        .await?;
+    Ok(respond_noting(report.0, format, turn, &app, report.1))
 }
 
 async fn digest(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {

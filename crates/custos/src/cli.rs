@@ -209,9 +209,12 @@ pub enum Cmd {
     },
     /// Balances per account and asset at a moment
     Balances {
-        /// The account (customer) id, e.g. acct-000042
+        /// An account (customer) id, e.g. acct-000042; repeat it for several
         #[arg(long)]
-        account: Option<String>,
+        account: Vec<String>,
+        /// A file of account ids, one per line (blank lines and lines starting with # are skipped)
+        #[arg(long)]
+        accounts_file: Option<PathBuf>,
         /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
         #[arg(long)]
         asset: Option<String>,
@@ -492,7 +495,7 @@ pub async fn run(args: Args) -> Result<Exit> {
             }
             let report = report::log(&ledger, from_seq, limit, &filter)?;
             report.write(format, out)?;
-            unknown_names(&ledger, ledger.head().seq, &report, filter.account.as_ref(), None)?
+            unknown_names(&ledger, ledger.head().seq, &report, filter.account.as_slice(), None)?
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
         Cmd::Digest { format } => {
@@ -508,13 +511,13 @@ pub async fn run(args: Args) -> Result<Exit> {
             }
             Exit::Ok
         }
-        Cmd::Balances { account, asset, moment, all, format } => {
-            let account = account.as_deref().map(AccountId::new).transpose()?;
+        Cmd::Balances { account, accounts_file, asset, moment, all, format } => {
+            let accounts = accounts_named(&account, accounts_file.as_deref())?;
             let asset = asset.as_deref().map(Asset::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
-            let report = report::balances(&ledger, &bound, account.as_ref(), asset.as_ref(), all)?;
+            let report = report::balances(&ledger, &bound, &accounts, asset.as_ref(), all)?;
             report.write(format, out)?;
-            unknown_names(&ledger, bound.known_seq, &report, account.as_ref(), asset.as_ref())?
+            unknown_names(&ledger, bound.known_seq, &report, &accounts, asset.as_ref())?
         }
         Cmd::Losses { moment, detail, format } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
@@ -532,14 +535,14 @@ pub async fn run(args: Args) -> Result<Exit> {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let report = report::history(&ledger, &account, asset.as_ref(), from, to, &bound)?;
             report.write(format, out)?;
-            unknown_names(&ledger, bound.known_seq, &report, Some(&account), asset.as_ref())?
+            unknown_names(&ledger, bound.known_seq, &report, std::slice::from_ref(&account), asset.as_ref())?
         }
         Cmd::Withdrawals { unauthorized, account, moment, format } => {
             let account = account.as_deref().map(AccountId::new).transpose()?;
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let report = report::withdrawals(&ledger, &bound, account.as_ref(), unauthorized)?;
             report.write(format, out)?;
-            unknown_names(&ledger, bound.known_seq, &report, account.as_ref(), None)?
+            unknown_names(&ledger, bound.known_seq, &report, account.as_slice(), None)?
         }
         Cmd::Assets { known_at, at_seq, format } => {
             let bound = ledger.bound(None, known_at, at_seq)?;
@@ -723,35 +726,53 @@ pub fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
 /// After a query that found no rows: says (on stderr) when it named an account or asset the
 /// ledger has never seen up to the bound, and answers exit 1 then (so a mistyped name is not
 /// an empty answer). A known name with no rows at that moment is an answer: exit 0.
+/// Says which of the names a query gave the ledger has never seen (exit 1), after the answer.
 fn unknown_names(
     ledger: &Ledger,
     known_seq: Seq,
     report: &Report,
-    account: Option<&AccountId>,
+    accounts: &[AccountId],
     asset: Option<&Asset>,
 ) -> Result<Exit> {
-    if !report.rows.is_empty() {
-        return Ok(Exit::Ok);
-    }
-    let mut unknown = Vec::new();
-    if let Some(a) = account.filter(|a| !ledger.knows_account(a, known_seq).unwrap_or(true)) {
-        unknown.push(format!("account {a}"));
-    }
-    if let Some(s) = asset {
-        if !ledger.assets(known_seq)?.iter().any(|r| &r.asset == s) {
-            unknown.push(format!("asset {s}"));
-        }
-    }
+    let unknown = report::never_seen(ledger, known_seq, report, accounts, asset)?;
     if unknown.is_empty() {
         return Ok(Exit::Ok);
     }
-    let hint = if unknown.iter().any(|u| u.starts_with("asset")) {
-        "; `custos assets` lists the symbols it knows"
-    } else {
-        "; check the id (`custos log --account ID` lists an account's events)"
-    };
-    eprintln!("the ledger has never seen {} (no event up to seq {}){hint}", unknown.join(" or "), known_seq);
+    eprintln!("{}", report::never_seen_message(&unknown, known_seq));
     Ok(Exit::Refused)
+}
+
+/// The accounts of `--account` (repeated) and `--accounts-file`, in order, each once. A bad id
+/// is named with its line.
+pub fn accounts_named(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<AccountId>> {
+    let mut out: Vec<AccountId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |a: AccountId| {
+        if seen.insert(a.clone()) {
+            out.push(a);
+        }
+    };
+    for a in given {
+        add(AccountId::new(a).with_context(|| format!("--account {a:?}"))?);
+    }
+    if let Some(path) = file {
+        let mut named = 0u64;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim().trim_start_matches('\u{feff}');
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let n = i.saturating_add(1);
+            add(AccountId::new(line).with_context(|| format!("{} line {n}", path.display()))?);
+            named += 1;
+        }
+        if named == 0 {
+            // Not "every account": a list that names none is a mistake.
+            bail!("{} names no account (one id per line)", path.display());
+        }
+    }
+    Ok(out)
 }
 
 async fn submit_one(ledger: &Arc<Ledger>, cmd: Cmd, out: &mut impl Write) -> Result<Exit> {

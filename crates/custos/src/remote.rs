@@ -24,6 +24,8 @@ struct Client {
 struct Answer {
     status: u16,
     body: String,
+    /// What the query named that the ledger has never seen, on an answer with rows.
+    never_seen: Option<String>,
 }
 
 impl Answer {
@@ -52,9 +54,10 @@ impl Client {
             Err(ureq::Error::Transport(t)) => bail!("cannot reach the server at {}: {t}", self.base),
         };
         let status = response.status();
+        let never_seen = response.header(custos_server::NEVER_SEEN_HEADER).map(str::to_string);
         let mut body = String::new();
         response.into_reader().take(256 << 20).read_to_string(&mut body)?;
-        Ok(Answer { status, body })
+        Ok(Answer { status, body, never_seen })
     }
 
     fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Answer> {
@@ -90,13 +93,26 @@ fn moment_params(m: &Moment) -> Vec<(&'static str, String)> {
 }
 
 /// Prints a report answer; a refused query is a usage error, as it is locally.
+/// Prints a query's answer. Names the ledger has never seen are said on stderr, exit 1, as
+/// the CLI does on a local ledger.
 fn print_report(answer: Answer) -> Result<Exit> {
+    if answer.status == 404 && answer.json().is_ok_and(|v| v["error"]["code"] == "never_seen") {
+        eprintln!("{}", answer.error_message());
+        return Ok(Exit::Refused);
+    }
     if answer.status != 200 {
         bail!("{}", answer.error_message());
     }
     let mut out = std::io::stdout().lock();
     out.write_all(answer.body.as_bytes())?;
-    Ok(Exit::Ok)
+    drop(out);
+    match answer.never_seen {
+        Some(message) => {
+            eprintln!("{message}");
+            Ok(Exit::Refused)
+        }
+        None => Ok(Exit::Ok),
+    }
 }
 
 /// A command as a JSON object of the import format.
@@ -182,9 +198,12 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
     let client = Client { base: url.trim_end_matches('/').to_string(), token };
     let fmt = |f: Format| ("format", f.name().to_string());
     match cmd {
-        Cmd::Balances { account, asset, moment, all, format } => {
+        Cmd::Balances { account, accounts_file, asset, moment, all, format } => {
             let mut p = moment_params(&moment);
-            p.extend(account.map(|a| ("account", a)));
+            let accounts = crate::cli::accounts_named(&account, accounts_file.as_deref())?;
+            if !accounts.is_empty() {
+                p.push(("accounts", accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",")));
+            }
             p.extend(asset.map(|a| ("asset", a)));
             if all {
                 p.push(("all", "true".into()));
