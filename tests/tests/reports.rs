@@ -131,6 +131,79 @@ fn hledger_reads_the_journal_export_and_computes_the_same_balances() {
     assert_eq!(theirs, ours, "hledger's balances:\n{text}");
 }
 
+/// `hledger bal custody QUERY` per asset, as exact decimals (the custody side of each entry).
+fn hledger_custody(
+    journal: &std::path::Path,
+    query: &str,
+) -> std::collections::BTreeMap<String, rust_decimal::Decimal> {
+    let out = std::process::Command::new("hledger")
+        .arg("-f")
+        .arg(journal)
+        .args(["balance", "custody", query, "--flat", "-O", "csv"])
+        .output()
+        .expect("hledger is installed (the CI script installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("\"custody:"))
+        .map(|l| {
+            let f: Vec<&str> = l.split("\",\"").map(|s| s.trim_matches('"')).collect();
+            let (number, _) = f[1].split_once(' ').expect("amount and commodity");
+            (f[0].trim_start_matches("custody:").to_string(), number.parse::<rust_decimal::Decimal>().unwrap())
+        })
+        .collect()
+}
+
+/// The journal's tags, queried by hledger, give the loss report's attempted, prevented and
+/// reimbursed units per asset (`losses --detail` at the same moment).
+fn journal_tags_agree_with_losses(d: &std::path::Path, as_of: &str) {
+    let journal = d.join("tags.journal");
+    run(d, &["export", "--format", "ledger", "--as-of", as_of, "--output", journal.to_str().unwrap()]);
+    let v: Value =
+        serde_json::from_str(&run(d, &["losses", "--detail", "--as-of", as_of, "--format", "json"])).unwrap();
+    let mut want: [std::collections::BTreeMap<String, rust_decimal::Decimal>; 3] = Default::default();
+    for r in v["rows"].as_array().unwrap() {
+        let asset = match (r["group"].as_str().unwrap(), r["asset"].as_str(), r["account"].is_null()) {
+            ("ETH" | "BTC", None, true) => r["group"].as_str().unwrap().to_string(),
+            ("misc", Some(a), true) => a.to_string(),
+            _ => continue,
+        };
+        for (i, col) in ["attempted", "prevented", "reimbursed"].iter().enumerate() {
+            let x: rust_decimal::Decimal = r[*col].as_str().unwrap().parse().unwrap();
+            if !x.is_zero() {
+                want[i].insert(asset.clone(), x);
+            }
+        }
+    }
+    assert!(!want[0].is_empty(), "the log has losses to compare");
+    let negate = |m: std::collections::BTreeMap<String, rust_decimal::Decimal>| {
+        m.into_iter().map(|(k, v)| (k, -v)).filter(|(_, v)| !v.is_zero()).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    // The custody side: a withdrawal credits it, a reversal or reimbursement debits it.
+    assert_eq!(hledger_custody(&journal, "tag:unauthorized"), want[0], "attempted");
+    assert_eq!(negate(hledger_custody(&journal, "tag:prevented")), want[1], "prevented");
+    assert_eq!(negate(hledger_custody(&journal, "tag:reimbursed")), want[2], "reimbursed");
+}
+
+#[test]
+fn the_journal_tags_let_hledger_compute_the_loss_report() {
+    let dir = small();
+    journal_tags_agree_with_losses(dir.path(), "2022-01-31");
+    let text = run(dir.path(), &["export", "--format", "ledger"]);
+    let entry = text.lines().find(|l| l.contains(" Withdrawn w-alice-x ")).expect("the entry");
+    assert!(
+        entry.ends_with("; seq:7, event_id:w-alice-x, occurred_at:2022-01-17T21:00:00Z, recorded_at:2022-01-17T21:00:01Z, unauthorized:flagged, classified_at:2022-01-18T04:00:01Z"),
+        "{entry}"
+    );
+    let incident = tempfile::tempdir().unwrap();
+    let fixture = workspace().join("fixtures/incident-2022-01/commands.csv");
+    assert_eq!(code(&custos(incident.path(), &["import", fixture.to_str().unwrap()])), 0);
+    // Mid-incident (reversals under way, nothing reimbursed yet) and after it.
+    journal_tags_agree_with_losses(incident.path(), "2022-01-18T12:00:00Z");
+    journal_tags_agree_with_losses(incident.path(), "2022-01-31");
+}
+
 #[test]
 fn an_exported_log_reimports_into_the_same_ledger() {
     let dir = small();

@@ -7,8 +7,10 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use custos_domain::{Envelope, Event, Timestamp};
-use custos_ledger::{Ledger, IMPORT_FIELDS};
+use std::collections::HashMap;
+
+use custos_domain::{Envelope, Event, Seq, Timestamp};
+use custos_ledger::{Classification, Ledger, IMPORT_FIELDS};
 use rust_decimal::Decimal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,6 +92,14 @@ pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, outp
     };
     let mut out = BufWriter::new(sink);
     let mut failure: Option<anyhow::Error> = None;
+    // The journal tags each withdrawal, reversal and reimbursement with the classification of
+    // its withdrawal as the log knows it now (the register: one entry per withdrawal).
+    let classified: HashMap<Seq, Classification> = if format == ExportFormat::Ledger {
+        let bound = ledger.bound(Some(as_of.unwrap_or(Timestamp::MAX)), None, Some(ledger.head().seq))?;
+        ledger.withdrawals(&bound, None)?.into_iter().filter_map(|w| Some((w.seq, w.classified?))).collect()
+    } else {
+        HashMap::new()
+    };
     match format {
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
@@ -101,6 +111,19 @@ pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, outp
             writeln!(
                 out,
                 "; customers:<account>:<asset> holds each customer's balance; custody:<asset> is the other side."
+            )?;
+            writeln!(
+                out,
+                "; Tags: seq, event_id, occurred_at, recorded_at on every entry; a withdrawal known unauthorized at seq {}",
+                ledger.head().seq
+            )?;
+            writeln!(
+                out,
+                "; has unauthorized:marked|flagged and classified_at; its reversal prevented:ID, its reimbursements reimbursed:ID."
+            )?;
+            writeln!(
+                out,
+                "; So `hledger bal custody tag:unauthorized` is the attempted amount per asset, tag:prevented the prevented."
             )?;
             if let Some(t) = as_of {
                 writeln!(out, "; events that happened at or before {t}")?;
@@ -134,7 +157,7 @@ pub fn run(ledger: &Ledger, format: ExportFormat, as_of: Option<Timestamp>, outp
                 }
                 ExportFormat::Ledger => {
                     if as_of.is_none_or(|t| env.occurred_at <= t) {
-                        journal_entry(&mut out, &env)?;
+                        journal_entry(&mut out, &env, &classified)?;
                     }
                 }
             }
@@ -164,7 +187,32 @@ fn commodity(symbol: &str) -> String {
     }
 }
 
-fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
+/// The hledger tags of an entry (`name:value`, comma-separated).
+fn journal_tags(env: &Envelope, classified: &HashMap<Seq, Classification>) -> String {
+    let mut tags = format!(
+        "seq:{}, event_id:{}, occurred_at:{}, recorded_at:{}",
+        env.seq, env.event_id, env.occurred_at, env.recorded_at
+    );
+    let (withdrawal, marker) = match &env.event {
+        Event::Withdrawn { .. } => (env.seq, None),
+        Event::Reversed { withdrawal, withdrawal_seq, .. } => (*withdrawal_seq, Some(("prevented", withdrawal))),
+        Event::Reimbursed { withdrawal, withdrawal_seq, .. } => (*withdrawal_seq, Some(("reimbursed", withdrawal))),
+        _ => return tags,
+    };
+    if let Some((_, w)) = marker {
+        tags.push_str(&format!(", withdrawal:{w}"));
+    }
+    if let Some((at, how)) = classified.get(&withdrawal) {
+        match marker {
+            None => tags.push_str(&format!(", unauthorized:{}", how.name())),
+            Some((name, w)) => tags.push_str(&format!(", {name}:{w}")),
+        }
+        tags.push_str(&format!(", classified_at:{at}"));
+    }
+    tags
+}
+
+fn journal_entry(out: &mut impl Write, env: &Envelope, classified: &HashMap<Seq, Classification>) -> Result<()> {
     let date = env.occurred_at.to_datetime().format("%Y-%m-%d");
     let Some((asset, amount)) = env.event.asset_amount() else {
         writeln!(out, "; {date} seq {} {} {}\n", env.seq, env.event.kind().event_name(), env.event_id)?;
@@ -188,14 +236,7 @@ fn journal_entry(out: &mut impl Write, env: &Envelope) -> Result<()> {
     };
     let account = env.stream.account().expect("balance events are on account streams");
     let c = commodity(asset.as_str());
-    writeln!(
-        out,
-        "{date} {} {}  ; seq:{}, occurred_at:{}",
-        env.event.kind().event_name(),
-        env.event_id,
-        env.seq,
-        env.occurred_at
-    )?;
+    writeln!(out, "{date} {} {}  ; {}", env.event.kind().event_name(), env.event_id, journal_tags(env, classified))?;
     writeln!(out, "    customers:{account}:{asset}    {change} {c}")?;
     writeln!(out, "    custody:{asset}    {} {c}", custos_domain::money::negate(change))?;
     writeln!(out)?;
