@@ -9,4 +9,4 @@ pub use queries::{
     assets, balances, history, log, loss_cells, losses, never_seen, never_seen_message, parse_digest,
     parse_replay_order, replay, with_bound, withdrawals, LogFilter, ReportError, Result, LOSS_COLUMNS,
 };
-pub use report::{Cell, Format, Report};
+pub use report::{html_escape, Cell, Format, Report};

@@ -259,6 +259,33 @@ impl Report {
         out.write_all(b"}\n")
     }
 
+    /// The table as HTML (escaped): a caption, then one row per row; each cell names its
+    /// column (`data-col`), so a reader (or a test) can find a figure without counting.
+    pub fn html_table(&self, id: &str) -> String {
+        let mut out =
+            format!("<table id=\"{}\">\n<caption>{}</caption>\n<thead><tr>", html_escape(id), html_escape(&self.title));
+        for c in &self.columns {
+            out.push_str(&format!("<th>{}</th>", html_escape(c)));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for r in &self.rows {
+            out.push_str("<tr>");
+            for (c, cell) in self.columns.iter().zip(r) {
+                let class = match cell {
+                    Cell::Dec(_) | Cell::Usd(_) | Cell::Int(_) => " class=\"num\"",
+                    _ => "",
+                };
+                out.push_str(&format!("<td data-col=\"{}\"{class}>{}</td>", html_escape(c), html_escape(&cell.text())));
+            }
+            out.push_str("</tr>\n");
+        }
+        if self.rows.is_empty() {
+            out.push_str(&format!("<tr><td colspan=\"{}\">(no rows)</td></tr>\n", self.columns.len().max(1)));
+        }
+        out.push_str("</tbody>\n</table>\n");
+        out
+    }
+
     pub fn write(&self, format: Format, out: &mut impl Write) -> std::io::Result<()> {
         match format {
             Format::Table => out.write_all(self.render_table().as_bytes()),
@@ -273,6 +300,22 @@ impl Report {
             }
         }
     }
+}
+
+/// Text made safe inside HTML elements and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The writer's own IO error, unwrapped (so that a closed pipe is seen as one), else the

@@ -10,7 +10,7 @@ use custos_domain::{AccountId, Amount, Asset, AuthFactor, Command, CommandBody, 
 use custos_ledger::{Ledger, LedgerConfig, Outcome, ReplayOrder};
 use rust_decimal::Decimal;
 
-use crate::{demo, export, import, reports, Exit};
+use crate::{demo, export, html, import, reports, Exit};
 use custos_report as report;
 use custos_report::{Format, Report};
 
@@ -322,9 +322,21 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// One self-contained HTML page to hand over: losses, chart, knowledge timeline, register, digest
+    Report {
+        #[command(flatten)]
+        moment: Moment,
+        /// The page to write (a .html file)
+        #[arg(long)]
+        html: PathBuf,
+        #[arg(long, value_parser = parse_query_start, help = format!("The window's first moment [default: the hour before the first unauthorized withdrawal]; {FROM_HELP}"))]
+        from: Option<Timestamp>,
+        #[arg(long, value_parser = parse_query_time, help = format!("The window's last moment [default: the hour after the last reversal, reimbursement or resumption, at most --as-of]; {TIME_HELP}"))]
+        to: Option<Timestamp>,
+    },
     /// Export the log (csv, jsonl: re-importable) or a journal for hledger / ledger-cli
     Export {
-        /// Output: table, csv or json
+        /// Output: csv or jsonl (the import format, to re-import) or ledger (a journal)
         #[arg(long, value_enum)]
         format: export::ExportFormat,
         /// Journal only: events that happened at or before this moment
@@ -439,6 +451,9 @@ pub async fn run(args: Args) -> Result<Exit> {
     // Options are checked before any work, locally or through a server.
     if let Cmd::Export { format, as_of, .. } = &args.command {
         export::check_options(*format, *as_of)?;
+    }
+    if let Cmd::Report { html, from, to, .. } = &args.command {
+        html::check_options(html, *from, *to)?;
     }
     if let Cmd::Demo { format, plot } = &args.command {
         // The demo keeps its ledger only in a folder named on its command line (never in
@@ -558,6 +573,13 @@ pub async fn run(args: Args) -> Result<Exit> {
             Exit::Ok
         }
         Cmd::Rebuild { projection, dry_run } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
+        Cmd::Report { moment, html, from, to } => {
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            let page = html::incident_html(&ledger, &bound, (from, to))?;
+            std::fs::write(&html, page).with_context(|| format!("cannot write the report to {}", html.display()))?;
+            writeln!(out, "wrote the incident report to {} (computed at seq {})", html.display(), bound.known_seq)?;
+            Exit::Ok
+        }
         Cmd::Export { format, as_of, output } => {
             export::run(&ledger, format, as_of, output.as_deref())?;
             Exit::Ok

@@ -8,6 +8,7 @@
 mod cli;
 mod demo;
 mod export;
+mod html;
 mod import;
 mod plot;
 mod remote;

@@ -337,7 +337,7 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             );
             Ok(if v["rejected"] == 0 { Exit::Ok } else { Exit::Refused })
         }
-        Cmd::Rebuild { .. } | Cmd::Export { .. } | Cmd::Demo { .. } | Cmd::Serve { .. } => {
+        Cmd::Rebuild { .. } | Cmd::Export { .. } | Cmd::Report { .. } | Cmd::Demo { .. } | Cmd::Serve { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
         }
         write => {
