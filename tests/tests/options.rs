@@ -500,3 +500,37 @@ fn balances_of_several_accounts_from_options_or_a_file_and_never_seen_names_said
     assert_eq!(stdout(&remote(&server.url, &file_args)), stdout(&local[3]));
     assert_eq!(local.iter().map(code).collect::<Vec<_>>(), [1, 1, 1, 0]);
 }
+
+#[test]
+fn usage_errors_name_the_option_and_the_exact_limits() {
+    let dir = small_ledger();
+    let d = dir.path();
+    for (args, says) in [
+        (&["balances", "--asset", "eth"][..], "'--asset <ASSET>'"),
+        (&["balances", "--asset", "eth"], "did you mean ETH?"),
+        (&["deposit", "--account", "", "--asset", "ETH", "--amount", "1"], "'--account <ACCOUNT>'"),
+        (&["history", "--account", "a b"], "'--account <ACCOUNT>'"),
+        (&["balances", "--as-of", "1600-01-01"], "1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z"),
+        (&["log", "--from-seq", "99"], "--from-seq 99 is past the head of the log (seq 4)"),
+        (&["log", "--kind", "Deposit"], "deposit (Deposited)"),
+    ] {
+        let out = custos(d, args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    // The next seq after the head is where a follower waits: empty, not an error.
+    assert_eq!(code(&custos(d, &["log", "--from-seq", "5"])), 0);
+    // The kind as the tables name it filters the same as the import name.
+    let by = |k: &str| ids_of(&json(&custos(d, &["log", "--kind", k, "--format", "json"])));
+    assert_eq!(by("Withdrawn"), by("withdrawal"));
+    assert_eq!(by("Withdrawn"), ["w1", "w2"]);
+    // assets takes no --as-of, so it does not print one.
+    let assets = json(&custos(d, &["assets", "--format", "json"]));
+    assert!(assets.get("as_of").is_none() && assets["known_seq"] == 4, "{assets}");
+    let server = TestServer::start(d, None);
+    let (status, body) = http("GET", &format!("{}/v1/log?from_seq=99", server.url), Some(READ_TOKEN), None);
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("out_of_range")), "{body}");
+    let (status, body) = http("GET", &format!("{}/v1/log?kind=Withdrawn", server.url), Some(READ_TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids_of(&body), ["w1", "w2"]);
+}

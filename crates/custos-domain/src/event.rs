@@ -155,6 +155,14 @@ impl EventKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == s)
     }
+    /// A kind to filter a listing by: the import name (`deposit`) or the event name the
+    /// tables show (`Deposited`).
+    pub fn parse_filter(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s || k.event_name() == s).ok_or_else(|| {
+            let names: Vec<String> = Self::ALL.iter().map(|k| format!("{} ({})", k.name(), k.event_name())).collect();
+            format!("unknown kind {s:?} (expected one of {})", names.join(", "))
+        })
+    }
     /// The past-tense event name.
     pub fn event_name(self) -> &'static str {
         match self {

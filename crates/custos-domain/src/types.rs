@@ -33,7 +33,7 @@ pub enum DomainError {
     Overflow(String, String),
     #[error("time {0:?} is not RFC3339 (e.g. 2022-01-18T03:46:00Z) or a date YYYY-MM-DD")]
     BadTime(String),
-    #[error("time {0:?} is outside the supported range (years 1678-2261)")]
+    #[error("time {0:?} is outside the supported range, 1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z (nanoseconds since 1970 in 64 bits)")]
     TimeOutOfRange(String),
     #[error("time {0:?} cannot be kept exactly: a leap second (:60) or more than 9 fractional digits (nanoseconds)")]
     TimeNotExact(String),

@@ -43,9 +43,14 @@ pub fn parse_replay_order(s: &str) -> Result<ReplayOrder, String> {
 
 /// The facts every point-in-time report states.
 pub fn with_bound(report: Report, bound: &Bound) -> Report {
+    with_known(report.meta("as_of", time(bound.as_of)), bound)
+}
+
+/// The transaction-time half of the bound, for a report that takes no `as_of` (assets).
+fn with_known(report: Report, bound: &Bound) -> Report {
     // Known at the beginning of time (`at_seq` 0: an empty log) has no moment to show.
     let known_at = if bound.known_at == Timestamp::MIN { Value::Null } else { time(bound.known_at) };
-    let r = report.meta("as_of", time(bound.as_of)).meta("known_at", known_at);
+    let r = report.meta("known_at", known_at);
     match bound.at_seq {
         Some(s) => r.meta("at_seq", s),
         None => r.meta("known_seq", bound.known_seq),
@@ -475,7 +480,7 @@ pub fn withdrawals(
 
 /// Every asset the ledger has seen up to the bound: symbol, decimal places, first event, count.
 pub fn assets(ledger: &Ledger, bound: &Bound) -> Result<Report> {
-    let mut report = with_bound(
+    let mut report = with_known(
         Report::new("Assets", &["asset", "decimal_places", "first_seq", "first_recorded_at", "events"]),
         bound,
     );

@@ -767,10 +767,7 @@ async fn log(
     let from = q.from_seq.unwrap_or(1);
     let kind = match q.kind.as_deref() {
         None => None,
-        Some(k) => Some(
-            custos_domain::EventKind::parse(k)
-                .ok_or_else(|| ApiError::bad("bad_kind", format!("unknown kind {k:?}")))?,
-        ),
+        Some(k) => Some(custos_domain::EventKind::parse_filter(k).map_err(|e| ApiError::bad("bad_kind", e))?),
     };
     let filter = custos_report::LogFilter {
         kind,
@@ -780,6 +777,13 @@ async fn log(
     };
     let (report, turn) = app
         .query(move |l| {
+            let head = l.head().seq;
+            if from > head.saturating_add(1) {
+                return Err(ApiError::bad(
+                    "out_of_range",
+                    format!("from_seq {from} is past the head of the log (seq {head}): nothing is there yet"),
+                ));
+            }
             let report = custos_report::log(l, from, limit, &filter)?;
             checked(l, l.head().seq, report, filter.account.as_slice(), None)
         })

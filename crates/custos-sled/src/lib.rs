@@ -74,6 +74,11 @@ impl StoreError {
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
+            // sled turns its own corruption into an IO error on some paths, with its Debug
+            // form (and an empty backtrace) as the message: reported as the corruption it is.
+            sled::Error::Io(source) if source.to_string().contains("Corruption {") => {
+                StoreError::corrupt(format!("sled found damaged data: {}", without_backtrace(&source.to_string())))
+            }
             sled::Error::Io(source) => StoreError::Io { what: "the embedded store (sled) failed".into(), source },
             sled::Error::Corruption { at, .. } => StoreError::corrupt(format!(
                 "sled found a damaged page{}",
@@ -81,10 +86,16 @@ impl From<sled::Error> for StoreError {
             )),
             other => StoreError::Io {
                 what: "the embedded store (sled) failed".into(),
-                source: std::io::Error::other(other.to_string()),
+                source: std::io::Error::other(without_backtrace(&other.to_string())),
             },
         }
     }
+}
+
+/// sled's messages without the backtrace it prints when it has none (`backtrace ()`,
+/// `bt: ()`): noise to an operator.
+fn without_backtrace(message: &str) -> String {
+    message.replace(" backtrace ()", "").replace(", bt: ()", "")
 }
 
 /// Beside sled, in the ledger's folder: created with the store, then holding the last seq an
@@ -1193,6 +1204,19 @@ mod tests {
 
     fn event_key(s: Seq) -> u64 {
         key_of(&IndexKey::EventId(EventId::new(&format!("e{s}")).unwrap()))
+    }
+
+    #[test]
+    fn sled_corruption_is_reported_as_corruption_without_its_empty_backtrace() {
+        let inner = sled::Error::Corruption { at: None, bt: () };
+        // The two forms sled hands back: its own variant, and that variant as an IO error.
+        let as_io = sled::Error::Io(std::io::Error::from(inner.clone()));
+        for e in [inner, as_io] {
+            let shown = StoreError::from(e);
+            let text = shown.to_string();
+            assert!(matches!(shown, StoreError::Corruption { .. }), "{text}");
+            assert!(!text.contains("backtrace") && !text.contains("bt:"), "{text}");
+        }
     }
 
     #[test]

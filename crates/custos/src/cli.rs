@@ -78,10 +78,10 @@ pub enum Cmd {
         #[command(flatten)]
         common: Common,
         /// The account (customer) id, e.g. acct-000042
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: String,
         /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
-        #[arg(long)]
+        #[arg(long, value_parser = asset_arg)]
         asset: String,
         /// The quantity, an exact decimal within the asset's places (ETH 18, BTC 8, others 6)
         #[arg(long)]
@@ -95,10 +95,10 @@ pub enum Cmd {
         #[command(flatten)]
         common: Common,
         /// The account (customer) id, e.g. acct-000042
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: String,
         /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
-        #[arg(long)]
+        #[arg(long, value_parser = asset_arg)]
         asset: String,
         /// The quantity, an exact decimal within the asset's places (ETH 18, BTC 8, others 6)
         #[arg(long)]
@@ -174,11 +174,11 @@ pub enum Cmd {
         /// The most events to list (at least 1)
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         limit: u64,
-        /// Only events of this kind: deposit, withdrawal, reversal, reimbursement, flag, suspend, resume
+        /// Only events of this kind: deposit, withdrawal, reversal, reimbursement, flag, suspend, resume (or the event name the tables show, e.g. Deposited)
         #[arg(long, value_parser = parse_kind)]
         kind: Option<custos_domain::EventKind>,
         /// Only events of this account (customer) id
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: Option<String>,
         #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
         from: Option<Timestamp>,
@@ -210,13 +210,13 @@ pub enum Cmd {
     /// Balances per account and asset at a moment
     Balances {
         /// An account (customer) id, e.g. acct-000042; repeat it for several
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: Vec<String>,
         /// A file of account ids, one per line (blank lines and lines starting with # are skipped)
         #[arg(long)]
         accounts_file: Option<PathBuf>,
         /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
-        #[arg(long)]
+        #[arg(long, value_parser = asset_arg)]
         asset: Option<String>,
         #[command(flatten)]
         moment: Moment,
@@ -241,10 +241,10 @@ pub enum Cmd {
     /// Every event of an account with the balance after it
     History {
         /// The account (customer) id, e.g. acct-000042
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: String,
         /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
-        #[arg(long)]
+        #[arg(long, value_parser = asset_arg)]
         asset: Option<String>,
         #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
         from: Option<Timestamp>,
@@ -263,7 +263,7 @@ pub enum Cmd {
         #[arg(long)]
         unauthorized: bool,
         /// The account (customer) id, e.g. acct-000042
-        #[arg(long)]
+        #[arg(long, value_parser = account_arg)]
         account: Option<String>,
         #[command(flatten)]
         moment: Moment,
@@ -401,10 +401,7 @@ fn parse_query_time(s: &str) -> Result<Timestamp, String> {
 }
 
 fn parse_kind(s: &str) -> Result<custos_domain::EventKind, String> {
-    custos_domain::EventKind::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = custos_domain::EventKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown kind {s:?} (expected one of {})", names.join(", "))
-    })
+    custos_domain::EventKind::parse_filter(s)
 }
 
 fn parse_query_start(s: &str) -> Result<Timestamp, String> {
@@ -501,6 +498,10 @@ pub async fn run(args: Args) -> Result<Exit> {
                 occurred: (from, to),
                 recorded: (recorded_from, recorded_to),
             };
+            let head = ledger.head().seq;
+            if from_seq > head.saturating_add(1) {
+                bail!("--from-seq {from_seq} is past the head of the log (seq {head}): nothing is there yet");
+            }
             for (name, (lo, hi)) in [("--from", filter.occurred), ("--recorded-from", filter.recorded)] {
                 if let (Some(lo), Some(hi)) = (lo, hi) {
                     if lo > hi {
@@ -748,6 +749,23 @@ pub fn command_of(cmd: Cmd) -> Result<(Command, Format)> {
 /// After a query that found no rows: says (on stderr) when it named an account or asset the
 /// ledger has never seen up to the bound, and answers exit 1 then (so a mistyped name is not
 /// an empty answer). A known name with no rows at that moment is an answer: exit 0.
+/// An `--account` value: a valid account id (clap names the option when it is not).
+fn account_arg(s: &str) -> Result<String, String> {
+    AccountId::new(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+/// An `--asset` value: a valid symbol, e.g. ETH (clap names the option when it is not).
+fn asset_arg(s: &str) -> Result<String, String> {
+    Asset::new(s).map(|_| s.to_string()).map_err(|e| {
+        let upper = s.to_ascii_uppercase();
+        if upper != s && Asset::new(&upper).is_ok() {
+            format!("{e} (did you mean {upper}?)")
+        } else {
+            e.to_string()
+        }
+    })
+}
+
 /// Says which of the names a query gave the ledger has never seen (exit 1), after the answer.
 fn unknown_names(
     ledger: &Ledger,
