@@ -1,10 +1,15 @@
-"""DuckDB as a second peer for custos-bench: the same workload CSV, the same four questions.
+"""DuckDB as a second peer for custos-bench: the same workload CSV, the same five questions.
 
 Usage: python3 duckdb_peer.py WORKLOAD.csv MOMENTS.json  ->  JSON on stdout.
-MOMENTS.json is a list of [t_nanos, account] pairs chosen by custos-bench. Amounts are exact
-DECIMAL(38, 6) (the workload's assets have at most 6 decimals); times are nanoseconds. Each
-timing is the wall time of execute + fetchall (DuckDB's engine plus handing rows to Python).
+MOMENTS.json is a list of [t_nanos, account] pairs chosen by custos-bench (known now). Amounts
+are exact DECIMAL(38, 6) (the workload's assets have at most 6 decimals), USD DECIMAL(38, 2),
+times nanoseconds, seq the CSV line order. Each question is timed in its own loop over the
+moments with its statement prepared once (PREPARE / EXECUTE); a timing is the wall time of
+EXECUTE + fetchall (DuckDB's engine plus handing the rows to Python). Every answer is then
+reduced to the canonical text of custos-bench's answers.rs and hashed with SHA-256, so that
+custos-bench compares it value by value with Custos's.
 """
+import hashlib
 import json
 import sys
 import time
@@ -14,6 +19,7 @@ import duckdb
 csv_path, moments_path = sys.argv[1], sys.argv[2]
 moments = json.load(open(moments_path))
 con = duckdb.connect()
+con.execute("SET preserve_insertion_order = true")
 started = time.perf_counter()
 con.execute(f"""
 CREATE TABLE raw AS SELECT * FROM read_csv('{csv_path}', all_varchar = true, header = true);
@@ -21,7 +27,7 @@ CREATE TABLE w AS SELECT id, asset, CAST(amount AS DECIMAL(38, 6)) AS amount,
     CAST(COALESCE(NULLIF(usd_value, ''), '0') AS DECIMAL(38, 2)) AS usd
   FROM raw WHERE kind = 'withdrawal';
 CREATE TABLE events AS SELECT
-    r.id, epoch_ns(CAST(r.occurred_at AS TIMESTAMPTZ)) AS occurred_at,
+    r.rowid + 1 AS seq, r.id, epoch_ns(CAST(r.occurred_at AS TIMESTAMPTZ)) AS occurred_at,
     epoch_ns(CAST(r.recorded_at AS TIMESTAMPTZ)) AS recorded_at, r.account,
     CASE r.kind WHEN 'deposit' THEN 0 WHEN 'withdrawal' THEN 1 WHEN 'reversal' THEN 2
                 WHEN 'reimbursement' THEN 3 ELSE 4 END AS kind,
@@ -29,32 +35,136 @@ CREATE TABLE events AS SELECT
     COALESCE(CAST(NULLIF(r.amount, '') AS DECIMAL(38, 6)), w.amount) AS amount,
     COALESCE(CAST(NULLIF(r.usd_value, '') AS DECIMAL(38, 2)), w.usd, 0) AS usd,
     NULLIF(r.ref, '') AS ref, r.unauthorized = 'true' AS unauthorized
-  FROM raw r LEFT JOIN w ON w.id = r.ref;
+  FROM raw r LEFT JOIN w ON w.id = r.ref ORDER BY seq;
+CREATE INDEX events_account ON events(account);
 """)
 load_seconds = time.perf_counter() - started
 
-Q_ONE = """SELECT asset, SUM(CASE kind WHEN 1 THEN -amount ELSE amount END) FROM events
-  WHERE account = ? AND occurred_at <= ? AND kind IN (0, 1, 2, 3) GROUP BY asset"""
-Q_ALL = """SELECT account, asset, SUM(CASE kind WHEN 1 THEN -amount ELSE amount END) AS b FROM events
-  WHERE occurred_at <= ? AND kind IN (0, 1, 2, 3) GROUP BY account, asset HAVING b <> 0 ORDER BY account, asset"""
-Q_LOSSES = """WITH flagged AS (SELECT ref FROM events WHERE kind = 4),
-  unauth AS (SELECT id FROM events WHERE kind = 1 AND (unauthorized OR id IN (SELECT ref FROM flagged)))
+CHANGE = "CASE kind WHEN 1 THEN -amount WHEN 4 THEN 0 ELSE amount END"
+UNAUTH = """unauth AS (SELECT id FROM events WHERE kind = 1 AND recorded_at <= $k
+  AND (unauthorized OR id IN (SELECT ref FROM events WHERE kind = 4 AND recorded_at <= $k)))"""
+LOSSES = f"""WITH {UNAUTH}
   SELECT asset, kind, SUM(amount), SUM(usd) FROM events
-  WHERE occurred_at <= ? AND ((kind = 1 AND id IN (SELECT id FROM unauth))
-     OR (kind IN (2, 3) AND ref IN (SELECT id FROM unauth)))
-  GROUP BY asset, kind"""
-Q_REPLAY = """SELECT id, occurred_at, recorded_at, account, kind, asset, amount, usd, ref FROM events
-  WHERE occurred_at BETWEEN ? AND ? ORDER BY occurred_at"""
+  WHERE occurred_at <= $t AND recorded_at <= $k AND ((kind = 1 AND id IN (SELECT id FROM unauth))
+     OR (kind = 2 AND ref IN (SELECT id FROM unauth)) OR kind = 3)
+  GROUP BY asset, kind ORDER BY asset, kind"""
+QUERIES = {
+    "one": f"""SELECT asset, SUM({CHANGE}) AS b FROM events
+      WHERE account = $a AND occurred_at <= $t AND recorded_at <= $k GROUP BY asset HAVING b <> 0 ORDER BY asset""",
+    "all": f"""SELECT account, asset, SUM({CHANGE}) AS b FROM events
+      WHERE occurred_at <= $t AND recorded_at <= $k GROUP BY account, asset HAVING b <> 0 ORDER BY account, asset""",
+    "losses": LOSSES,
+    "replay": f"""WITH {UNAUTH},
+      win AS (SELECT seq, occurred_at, account, asset, kind, amount, usd, {CHANGE} AS change,
+                (kind = 1 AND id IN (SELECT id FROM unauth)) AS att,
+                (kind = 2 AND ref IN (SELECT id FROM unauth)) AS prev,
+                (kind = 3) AS reimb
+              FROM events WHERE occurred_at BETWEEN $f AND $t AND recorded_at <= $k),
+      before AS (SELECT account, asset, SUM({CHANGE}) AS b FROM events
+                 WHERE account IN (SELECT account FROM win) AND occurred_at < $f AND recorded_at <= $k
+                 GROUP BY account, asset)
+      SELECT w.seq,
+        COALESCE(b.b, 0) + SUM(w.change) OVER (PARTITION BY w.account, w.asset ORDER BY w.occurred_at, w.seq
+                                               ROWS UNBOUNDED PRECEDING),
+        SUM(CASE WHEN w.asset = 'ETH' AND att THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN w.asset = 'ETH' AND prev THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN w.asset = 'ETH' AND reimb THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN w.asset = 'BTC' AND att THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN w.asset = 'BTC' AND prev THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN w.asset = 'BTC' AND reimb THEN w.amount ELSE 0 END) OVER o,
+        SUM(CASE WHEN att THEN w.usd ELSE 0 END) OVER o,
+        SUM(CASE WHEN prev THEN w.usd ELSE 0 END) OVER o,
+        SUM(CASE WHEN reimb THEN w.usd ELSE 0 END) OVER o
+      FROM win w LEFT JOIN before b ON b.account = w.account AND b.asset = w.asset
+      WINDOW o AS (ORDER BY w.occurred_at, w.seq ROWS UNBOUNDED PRECEDING)
+      ORDER BY w.occurred_at, w.seq""",
+    "replay_rows": """SELECT seq FROM events WHERE occurred_at BETWEEN $f AND $t AND recorded_at <= $k
+      ORDER BY occurred_at, seq""",
+}
+KNOWN = 2**63 - 1
+WINDOW = 14 * 3600 * 10**9
 
-def timed(query, params):
-    s = time.perf_counter()
-    rows = con.execute(query, params).fetchall()
-    return time.perf_counter() - s, len(rows)
 
-out = {"load_seconds": load_seconds, "one": [], "all": [], "losses": [], "replay": []}
-for t, account in moments:
-    out["one"].append(timed(Q_ONE, [account, t])[0])
-    out["all"].append(timed(Q_ALL, [t])[0])
-    out["losses"].append(timed(Q_LOSSES, [t])[0])
-    out["replay"].append(timed(Q_REPLAY, [t - 14 * 3600 * 10**9, t])[0])
+def micro(x):
+    return str(int(x * 1000000))
+
+
+def cents(x):
+    return str(int(x * 100))
+
+
+def digest(lines):
+    h = hashlib.sha256()
+    for cells in lines:
+        h.update(("|".join(cells) + "\n").encode())
+    return h.hexdigest()
+
+
+def loss_lines(rows):
+    per = {}
+    for asset, kind, units, usd in rows:
+        col = 0 if kind == 1 else 1 if kind == 2 else 2
+        v = per.setdefault(asset, [0, 0, 0, 0, 0, 0])
+        v[col] += units
+        v[col + 3] += usd
+    return [[a] + [micro(x) for x in v[:3]] + [cents(x) for x in v[3:]]
+            for a, v in sorted(per.items()) if any(x != 0 for x in v)]
+
+
+def loss_sums(rows):
+    out = [0] * 9
+    for asset, kind, units, usd in rows:
+        col = 0 if kind == 1 else 1 if kind == 2 else 2
+        if asset == "ETH":
+            out[col] += units
+        elif asset == "BTC":
+            out[3 + col] += units
+        out[6 + col] += usd
+    return out
+
+
+for name, sql in QUERIES.items():
+    con.execute(f"PREPARE q_{name} AS {sql}")
+
+
+def execute(name, **params):
+    args = ", ".join(f"{k} := {v!r}" if isinstance(v, str) else f"{k} := {v}" for k, v in params.items())
+    return con.execute(f"EXECUTE q_{name}({args})").fetchall()
+
+
+out = {"load_seconds": load_seconds}
+for name in QUERIES:
+    times, digests = [], []
+    for t, account in moments:
+        if name == "one":
+            s = time.perf_counter()
+            rows = execute("one", a=account, t=t, k=KNOWN)
+            times.append(time.perf_counter() - s)
+            digests.append(digest([[a, micro(b)] for a, b in rows]))
+        elif name == "all":
+            s = time.perf_counter()
+            rows = execute("all", t=t, k=KNOWN)
+            times.append(time.perf_counter() - s)
+            digests.append(digest([[a, s_, micro(b)] for a, s_, b in rows]))
+        elif name == "losses":
+            s = time.perf_counter()
+            rows = execute("losses", t=t, k=KNOWN)
+            times.append(time.perf_counter() - s)
+            digests.append(digest(loss_lines(rows)))
+        elif name == "replay":
+            s = time.perf_counter()
+            start = loss_sums(execute("losses", t=t - WINDOW - 1, k=KNOWN))
+            rows = execute("replay", f=t - WINDOW, t=t, k=KNOWN)
+            times.append(time.perf_counter() - s)
+            lines = [["start"] + [micro(x) for x in start[:6]] + [cents(x) for x in start[6:]]]
+            for r in rows:
+                totals = [base + x for base, x in zip(start, r[2:])]
+                lines.append([str(r[0]), micro(r[1])] + [micro(x) for x in totals[:6]] + [cents(x) for x in totals[6:]])
+            digests.append(digest(lines))
+        else:
+            s = time.perf_counter()
+            rows = execute("replay_rows", f=t - WINDOW, t=t, k=KNOWN)
+            times.append(time.perf_counter() - s)
+            digests.append(digest([[str(r[0])] for r in rows]))
+    out[name] = {"times": times, "digests": digests}
 print(json.dumps(out))

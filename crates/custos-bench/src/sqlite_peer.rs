@@ -1,18 +1,22 @@
 //! The peer an auditor would pick instead: the same events loaded into SQLite (rusqlite,
-//! bundled; WAL; `synchronous=FULL`; indexed on account, time and reference), asked the same
-//! questions in SQL with DESIGN.md's semantics.
+//! bundled; WAL; `synchronous=FULL`), asked the same questions in SQL with DESIGN.md's
+//! semantics, with the indexes an expert would give each question and `ANALYZE` after the
+//! load. Each question is timed in its own loop over the moments, its statement prepared
+//! once, and every answer is reduced to the same canonical text as Custos's (see
+//! [`crate::answers`]) so that the two are compared value by value, not counted.
 //!
 //! The peer gets it easier than the ledger: amounts are stored as integers (millionths: the
-//! workload's assets have at most 6 decimals), reversal and reimbursement amounts are resolved
-//! at load time, nothing is validated, hashed or indexed for idempotency, and a replay returns
-//! the window's rows without running totals.
+//! workload's assets have at most 6 decimals), reversal, flag and reimbursement amounts are
+//! resolved at load time, nothing is validated, hashed or indexed for idempotency.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection};
+use rusqlite::{named_params, params, Connection};
+
+use crate::answers::Canon;
 
 const DEPOSIT: i64 = 0;
 const WITHDRAWAL: i64 = 1;
@@ -43,7 +47,17 @@ pub struct Peer {
     conn: Connection,
 }
 
-/// Loads the workload CSV; returns the peer and the load rate (rows/s, durable per batch).
+/// The indexes, one per question: a covering index in (account, asset) order (one account's
+/// balances, and all balances grouped without a sort), time for windows, kind+ref for flags
+/// and the events that refer to a withdrawal.
+const INDEXES: &str = "
+    CREATE INDEX events_balance ON events(account, asset, occurred_at, kind, amount, recorded_at);
+    CREATE INDEX events_time ON events(occurred_at);
+    CREATE INDEX events_kind_ref ON events(kind, ref, recorded_at);
+    ANALYZE;";
+
+/// Loads the workload CSV; returns the peer and the load rate (rows/s, durable per batch,
+/// the indexes and ANALYZE included).
 pub fn load(csv_path: &Path, db_path: &Path) -> Result<(Peer, f64)> {
     let conn = Connection::open(db_path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -51,10 +65,7 @@ pub fn load(csv_path: &Path, db_path: &Path) -> Result<(Peer, f64)> {
     conn.execute_batch(
         "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, occurred_at INTEGER NOT NULL,
            recorded_at INTEGER NOT NULL, account TEXT NOT NULL, kind INTEGER NOT NULL, asset TEXT NOT NULL,
-           amount INTEGER NOT NULL, usd INTEGER NOT NULL, ref TEXT, unauthorized INTEGER NOT NULL);
-         CREATE INDEX events_account ON events(account, occurred_at);
-         CREATE INDEX events_time ON events(occurred_at);
-         CREATE INDEX events_ref ON events(ref);",
+           amount INTEGER NOT NULL, usd INTEGER NOT NULL, ref TEXT, unauthorized INTEGER NOT NULL);",
     )?;
     let mut rdr = csv::Reader::from_path(csv_path)?;
     let mut withdrawals: HashMap<String, (String, i64, i64)> = HashMap::new();
@@ -87,6 +98,8 @@ pub fn load(csv_path: &Path, db_path: &Path) -> Result<(Peer, f64)> {
                             "reimbursement" => REIMBURSEMENT,
                             _ => FLAG,
                         };
+                        // A partial reimbursement carries its own amount.
+                        let amount = if r[6].is_empty() { amount } else { micro(&r[6]) };
                         (k, asset, amount, usd)
                     }
                 };
@@ -114,61 +127,224 @@ pub fn load(csv_path: &Path, db_path: &Path) -> Result<(Peer, f64)> {
             break;
         }
     }
+    conn.execute_batch(INDEXES)?;
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     Ok((Peer { conn }, rate))
 }
 
+pub fn open_existing(db_path: &Path) -> Result<Peer> {
+    Ok(Peer { conn: Connection::open(db_path).context("sqlite")? })
+}
+
+/// The signed change an event makes to its balance, in SQL.
+const CHANGE: &str = "CASE kind WHEN 1 THEN -amount WHEN 4 THEN 0 ELSE amount END";
+
+/// Withdrawals unauthorized as known at :k: marked, or flagged by a flag recorded by then.
+const UNAUTH: &str = "unauth AS (SELECT id FROM events WHERE kind = 1 AND recorded_at <= :k AND (unauthorized = 1
+     OR id IN (SELECT ref FROM events WHERE kind = 4 AND recorded_at <= :k)))";
+
+/// One question over the moments: each answer's time (the statement run and its rows
+/// fetched), and its canonical digest (made after the clock stops).
+type Timed = (Vec<Duration>, Vec<String>);
+
 impl Peer {
-    pub fn time_one_account(&self, account: &str, t: i64) -> Result<Duration> {
-        let s = Instant::now();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT asset, SUM(CASE kind WHEN 1 THEN -amount ELSE amount END) FROM events
-             WHERE account = ?1 AND occurred_at <= ?2 AND recorded_at <= ?3 AND kind IN (0, 1, 2, 3) GROUP BY asset",
-        )?;
-        let n = stmt.query_map(params![account, t, i64::MAX], |r| r.get::<_, i64>(1))?.count();
-        let _ = n;
-        Ok(s.elapsed())
+    /// Each of `moments` (as_of nanos, account): one account's balances (known now).
+    pub fn one_account(&self, moments: &[(i64, String)]) -> Result<Timed> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT asset, SUM({CHANGE}) AS b FROM events
+             WHERE account = :account AND occurred_at <= :t AND recorded_at <= :k GROUP BY asset HAVING b != 0 ORDER BY asset"
+        ))?;
+        let mut out: Timed = Default::default();
+        for (t, account) in moments {
+            let s = Instant::now();
+            let rows: Vec<(String, i64)> = stmt
+                .query_map(named_params! {":account": account, ":t": t, ":k": i64::MAX}, |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            out.0.push(s.elapsed());
+            let mut c = Canon::default();
+            for (asset, b) in rows {
+                c.line(&[asset, b.to_string()]);
+            }
+            out.1.push(c.digest());
+        }
+        Ok(out)
     }
 
-    pub fn time_all_balances(&self, t: i64) -> Result<(Duration, usize)> {
-        let s = Instant::now();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT account, asset, SUM(CASE kind WHEN 1 THEN -amount ELSE amount END) AS b FROM events
-             WHERE occurred_at <= ?1 AND recorded_at <= ?2 AND kind IN (0, 1, 2, 3)
-             GROUP BY account, asset HAVING b != 0 ORDER BY account, asset",
-        )?;
-        let n = stmt.query_map(params![t, i64::MAX], |r| r.get::<_, i64>(2))?.count();
-        Ok((s.elapsed(), n))
+    /// All balances at each moment; also the number of rows at the last.
+    pub fn all_balances(&self, moments: &[(i64, String)]) -> Result<(Timed, usize)> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT account, asset, SUM({CHANGE}) AS b FROM events
+             WHERE occurred_at <= :t AND recorded_at <= :k GROUP BY account, asset HAVING b != 0 ORDER BY account, asset"
+        ))?;
+        let mut out: Timed = Default::default();
+        let mut n = 0;
+        for (t, _) in moments {
+            let s = Instant::now();
+            let rows: Vec<(String, String, i64)> = stmt
+                .query_map(named_params! {":t": t, ":k": i64::MAX}, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            out.0.push(s.elapsed());
+            n = rows.len();
+            let mut c = Canon::default();
+            for (account, asset, b) in rows {
+                c.line(&[account, asset, b.to_string()]);
+            }
+            out.1.push(c.digest());
+        }
+        Ok((out, n))
     }
 
-    pub fn time_losses(&self, t: i64) -> Result<Duration> {
-        let s = Instant::now();
-        let mut stmt = self.conn.prepare_cached(
-            "WITH flagged AS (SELECT ref FROM events WHERE kind = 4 AND recorded_at <= ?2),
-                  unauth AS (SELECT id FROM events WHERE kind = 1 AND recorded_at <= ?2
-                             AND (unauthorized = 1 OR id IN (SELECT ref FROM flagged)))
-             SELECT asset, kind, SUM(amount), SUM(usd) FROM events
-             WHERE occurred_at <= ?1 AND recorded_at <= ?2 AND (
-                   (kind = 1 AND id IN (SELECT id FROM unauth))
-                OR (kind IN (2, 3) AND ref IN (SELECT id FROM unauth)))
-             GROUP BY asset, kind",
-        )?;
-        let n = stmt.query_map(params![t, i64::MAX], |r| r.get::<_, i64>(2))?.count();
-        let _ = n;
-        Ok(s.elapsed())
+    /// Loss sums per asset at each moment (attempted, prevented, reimbursed; units and USD).
+    pub fn losses(&self, moments: &[(i64, String)]) -> Result<Timed> {
+        let mut stmt = self.conn.prepare(&losses_sql())?;
+        let mut out: Timed = Default::default();
+        for (t, _) in moments {
+            let s = Instant::now();
+            let rows = loss_rows(&mut stmt, *t)?;
+            out.0.push(s.elapsed());
+            out.1.push(losses_canon(&rows).digest());
+        }
+        Ok(out)
     }
 
-    pub fn time_replay(&self, from: i64, to: i64) -> Result<(Duration, usize)> {
-        let s = Instant::now();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, id, occurred_at, recorded_at, account, kind, asset, amount, usd, ref FROM events
-             WHERE occurred_at BETWEEN ?1 AND ?2 AND recorded_at <= ?3 ORDER BY occurred_at, seq",
+    /// The 14-hour window ending at each moment: rows only (`like = false`), or the same
+    /// question Custos answers (`like = true`): the totals before the window, each row's
+    /// account balance after it and the running loss totals, by window functions. Also the
+    /// number of rows in the last window.
+    pub fn replay(&self, moments: &[(i64, String)], like: bool) -> Result<(Timed, usize)> {
+        let mut rows_only = self.conn.prepare(
+            "SELECT seq FROM events WHERE occurred_at BETWEEN :from AND :to AND recorded_at <= :k ORDER BY occurred_at, seq",
         )?;
-        let n = stmt.query_map(params![from, to, i64::MAX], |r| r.get::<_, i64>(0))?.count();
-        Ok((s.elapsed(), n))
+        let mut before = self.conn.prepare(&losses_sql())?;
+        let mut full = self.conn.prepare(&format!(
+            "WITH {UNAUTH},
+             win AS (SELECT seq, occurred_at, account, asset, kind, amount, usd, {CHANGE} AS change,
+                       (kind = 1 AND id IN (SELECT id FROM unauth)) AS att,
+                       (kind = 2 AND ref IN (SELECT id FROM unauth)) AS prev,
+                       (kind = 3) AS reimb
+                     FROM events WHERE occurred_at BETWEEN :from AND :to AND recorded_at <= :k),
+             before AS (SELECT account, asset, SUM({CHANGE}) AS b FROM events
+                        WHERE account IN (SELECT account FROM win) AND occurred_at < :from AND recorded_at <= :k
+                        GROUP BY account, asset)
+             SELECT w.seq,
+               COALESCE(b.b, 0) + SUM(w.change) OVER (PARTITION BY w.account, w.asset ORDER BY w.occurred_at, w.seq
+                                                      ROWS UNBOUNDED PRECEDING),
+               SUM(CASE WHEN w.asset = 'ETH' AND att THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN w.asset = 'ETH' AND prev THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN w.asset = 'ETH' AND reimb THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN w.asset = 'BTC' AND att THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN w.asset = 'BTC' AND prev THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN w.asset = 'BTC' AND reimb THEN w.amount ELSE 0 END) OVER o,
+               SUM(CASE WHEN att THEN w.usd ELSE 0 END) OVER o,
+               SUM(CASE WHEN prev THEN w.usd ELSE 0 END) OVER o,
+               SUM(CASE WHEN reimb THEN w.usd ELSE 0 END) OVER o
+             FROM win w LEFT JOIN before b ON b.account = w.account AND b.asset = w.asset
+             WINDOW o AS (ORDER BY w.occurred_at, w.seq ROWS UNBOUNDED PRECEDING)
+             ORDER BY w.occurred_at, w.seq"
+        ))?;
+        let mut out: Timed = Default::default();
+        let mut n = 0;
+        for (t, _) in moments {
+            let from = t - 14 * 3_600_000_000_000;
+            let p = named_params! {":from": from, ":to": t, ":k": i64::MAX};
+            let s = Instant::now();
+            let mut c = Canon::default();
+            if like {
+                // The totals before the window, then each row's running totals on top.
+                let start = losses_sums(&loss_rows(&mut before, from - 1)?);
+                let rows: Vec<[i64; 11]> = full
+                    .query_map(p, |r| {
+                        let mut v = [0i64; 11];
+                        for (i, x) in v.iter_mut().enumerate() {
+                            *x = r.get(i)?;
+                        }
+                        Ok(v)
+                    })?
+                    .collect::<Result<_, _>>()?;
+                out.0.push(s.elapsed());
+                n = rows.len();
+                let mut first = vec!["start".to_string()];
+                first.extend(start.iter().map(i64::to_string));
+                c.line(&first);
+                for v in rows {
+                    let mut cells = vec![v[0].to_string(), v[1].to_string()];
+                    cells.extend(start.iter().zip(&v[2..]).map(|(base, x)| (base + x).to_string()));
+                    c.line(&cells);
+                }
+            } else {
+                let rows: Vec<i64> = rows_only.query_map(p, |r| r.get(0))?.collect::<Result<_, _>>()?;
+                out.0.push(s.elapsed());
+                n = rows.len();
+                for seq in rows {
+                    c.line(&[seq.to_string()]);
+                }
+            }
+            out.1.push(c.digest());
+        }
+        Ok((out, n))
     }
 }
 
-pub fn open_existing(db_path: &Path) -> Result<Peer> {
-    Ok(Peer { conn: Connection::open(db_path).context("sqlite")? })
+/// Per asset and kind: the summed units and USD of the events a loss total counts at :t.
+fn losses_sql() -> String {
+    format!(
+        "WITH {UNAUTH}
+         SELECT asset, kind, SUM(amount), SUM(usd) FROM events
+         WHERE occurred_at <= :t AND recorded_at <= :k AND (
+               (kind = 1 AND id IN (SELECT id FROM unauth))
+            OR (kind = 2 AND ref IN (SELECT id FROM unauth))
+            OR kind = 3)
+         GROUP BY asset, kind ORDER BY asset, kind"
+    )
+}
+
+/// The loss query's rows: (asset, kind, units, USD).
+fn loss_rows(stmt: &mut rusqlite::Statement<'_>, t: i64) -> Result<Vec<(String, i64, i64, i64)>> {
+    Ok(stmt
+        .query_map(named_params! {":t": t, ":k": i64::MAX}, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
+fn column(kind: i64) -> usize {
+    match kind {
+        WITHDRAWAL => 0,
+        REVERSAL => 1,
+        _ => 2,
+    }
+}
+
+/// The loss rows in canonical lines: asset, then attempted, prevented, reimbursed units, then
+/// their USD.
+fn losses_canon(rows: &[(String, i64, i64, i64)]) -> Canon {
+    let mut per: std::collections::BTreeMap<&str, [i64; 6]> = Default::default();
+    for (asset, kind, units, usd) in rows {
+        let (e, col) = (per.entry(asset).or_default(), column(*kind));
+        e[col] += units;
+        e[col + 3] += usd;
+    }
+    let mut c = Canon::default();
+    for (asset, v) in per.iter().filter(|(_, v)| v.iter().any(|x| *x != 0)) {
+        let mut cells = vec![asset.to_string()];
+        cells.extend(v.iter().map(i64::to_string));
+        c.line(&cells);
+    }
+    c
+}
+
+/// The replay's starting totals from the loss rows: ETH and BTC attempted, prevented,
+/// reimbursed units, then the USD of all three over every asset.
+fn losses_sums(rows: &[(String, i64, i64, i64)]) -> [i64; 9] {
+    let mut out = [0i64; 9];
+    for (asset, kind, units, usd) in rows {
+        let col = column(*kind);
+        match asset.as_str() {
+            "ETH" => out[col] += units,
+            "BTC" => out[3 + col] += units,
+            _ => {}
+        }
+        out[6 + col] += usd;
+    }
+    out
 }
