@@ -310,4 +310,28 @@ fn the_recorded_order_replay_shows_the_investigation_unfold() {
             .map(|c| r[c].clone())
     };
     assert_eq!(last(&recorded), last(&valid));
+
+    // The window an investigator picks: from just before the first flag. Its flags are of
+    // withdrawals made before it; the totals still start from what was known then (nothing)
+    // and grow at each flag's row to the attack's attempted total.
+    let out = custos(
+        d,
+        &[
+            "replay",
+            "--order",
+            "recorded",
+            "--from",
+            "2022-01-18T03:50:00Z",
+            "--to",
+            "2022-01-18T08:00:00Z",
+            "--format",
+            "json",
+        ],
+    );
+    let rows = json(&out)["rows"].as_array().unwrap().clone();
+    let at = |i: usize| rows[i]["total_attempted_usd"].as_str().unwrap().to_string();
+    let first_flag = rows.iter().position(|r| r["kind"] == "WithdrawalFlagged").unwrap();
+    assert!(first_flag == 0 || at(first_flag - 1) == "0.00", "nothing known before the first flag");
+    assert_eq!(at(first_flag), usd[rows[first_flag]["ref"].as_str().unwrap()].to_string());
+    assert_eq!(at(rows.len() - 1), "82003610.45", "every flag recorded by 08:00 counted");
 }

@@ -534,3 +534,104 @@ fn usage_errors_name_the_option_and_the_exact_limits() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids_of(&body), ["w1", "w2"]);
 }
+
+/// A second newcomer's findings, each checked: conflicting bounds on replay, seq 0 and the
+/// empty log's digest, a report page cut at as_of with its chart saying when, csv refused
+/// where it means nothing, and --server saying what the local CLI says.
+#[test]
+fn a_second_review_bounds_the_empty_log_the_report_page_and_the_server_say_what_they_mean() {
+    let dir = small_ledger();
+    let d = dir.path();
+    let out = custos(
+        d,
+        &["replay", "--from", "2022-01-18", "--to", "2022-01-18", "--known-at", "2022-01-18", "--at-seq", "2"],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+    let v = json(&custos(
+        d,
+        &["replay", "--from", "2022-01-17", "--to", "2022-01-18", "--at-seq", "0", "--format", "json"],
+    ));
+    assert_eq!((v["known_at"].clone(), v["at_seq"].clone()), (Value::Null, Value::from(0)), "{v}");
+    // The empty log's digest is where every chain starts: it verifies.
+    let zero = format!("0:{}", "0".repeat(64));
+    let out = custos(d, &["verify", "--digest", &zero]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("the given digest is the chain's link at seq 0"), "{}", stdout(&out));
+    assert_eq!(code(&custos(d, &["verify", "--format", "csv"])), 2, "csv means nothing for verify");
+    // A data field's time is RFC3339: the error does not offer a date.
+    let out = custos(d, &["deposit", "--account", "acct-a", "--asset", "ETH", "--amount", "1", "--at", "2022-01-31"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("is not RFC3339") && !stderr(&out).contains("YYYY-MM-DD"), "{}", stderr(&out));
+    // The log's unauthorized column is a withdrawal's own marker: none on other events.
+    let log = json(&custos(d, &["log", "--format", "json"]));
+    let row = |id: &str| log["rows"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(
+        (row("d1")["unauthorized"].clone(), row("w1")["unauthorized"].clone()),
+        (Value::Null, Value::Bool(false))
+    );
+    // An accounts file may comment after an id.
+    let file = d.join("who.txt");
+    std::fs::write(&file, "acct-a   # the one with two withdrawals\n").unwrap();
+    assert_eq!(code(&custos(d, &["balances", "--accounts-file", file.to_str().unwrap()])), 0);
+
+    // The report: a window past as_of is cut there, and the chart says when its totals are.
+    let page = d.join("cut.html");
+    let args = [
+        "report",
+        "--html",
+        page.to_str().unwrap(),
+        "--as-of",
+        "2022-01-18T06:00:00Z",
+        "--from",
+        "2022-01-17",
+        "--to",
+        "2022-01-19",
+    ];
+    assert_eq!(code(&custos(d, &args)), 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("to <code>2022-01-18T06:00:00Z</code> (cut at as of)"), "the window is cut at as_of");
+    assert!(html.contains("ETH at 2022-01-18 06:00 UTC: completed"), "the chart says when its totals are");
+    let page = d.join("zero.html");
+    assert_eq!(code(&custos(d, &["report", "--html", page.to_str().unwrap(), "--at-seq", "0"])), 0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("the log as it stood at seq 0: empty") && !html.contains("1677-"), "no sentinel date");
+    assert!(!html.contains("custos verify --digest"), "nothing to verify at seq 0");
+
+    // --server: the same words as the local CLI. (Local answers first: the server holds the folder.)
+    let csv = d.join("two.csv");
+    std::fs::write(
+        &csv,
+        "id,occurred_at,account,kind,asset,amount,usd_value,ref,unauthorized\n\
+         n1,2022-02-01T00:00:00Z,acct-n,deposit,DOGE,1,,,\n\
+         n2,2022-02-01T00:00:01Z,acct-n,withdrawal,DOGE,5,,,\n",
+    )
+    .unwrap();
+    let head = stdout(&custos(d, &["digest"]));
+    let local_verify = custos(d, &["verify", "--digest", head.trim()]);
+    let server = TestServer::start(d, None);
+    let write = |args: &[&str]| {
+        std::process::Command::new(custos_tests::custos_bin())
+            .arg("--server")
+            .arg(&server.url)
+            .args(args)
+            .env("CUSTOS_TOKEN", custos_tests::WRITE_TOKEN)
+            .env_remove("CUSTOS_DB")
+            .output()
+            .unwrap()
+    };
+    let via = write(&["verify", "--digest", head.trim()]);
+    assert_eq!((code(&via), stdout(&via)), (code(&local_verify), stdout(&local_verify)), "verify says the same");
+    let out = write(&["import", csv.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 3: "), "the file's own line numbers: {}", stderr(&out));
+    assert!(stdout(&out).contains("new assets: DOGE (6 decimal places, line 2)"), "{}", stdout(&out));
+    let out = write(&["deposit", "--account", "acct-n", "--asset", "SHIB", "--amount", "1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("note: SHIB is a new asset in this ledger (6 decimal places)"), "{}", stderr(&out));
+    for args in [&["demo"][..], &["migrate", "--from", "a", "--to", "b"]] {
+        let out = write(args);
+        assert_eq!(code(&out), 2, "{args:?}");
+        assert!(stderr(&out).contains("not through --server"), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -231,10 +231,10 @@ fn expected_by_group(per_asset: BTreeMap<String, [Decimal; 6]>) -> BTreeMap<Stri
     out
 }
 
-/// A replay in recorded order: the window's events and the flags of its withdrawals, in seq
-/// order; after each row, the totals as of the window's end over the log with the window's
-/// facts recorded after that row left out (a flag of a withdrawal before the window is not a
-/// fact of the window: it counts in the totals before it).
+/// A replay in recorded order: the window's events and the flags of its withdrawals, plus
+/// anything else recorded between the first of them and the last that changes the loss totals
+/// as of the window's end, in seq order; after each row, the loss totals as of the window's
+/// end over the log up to that row (the first totals: up to just before the first row).
 fn recorded_order_replay_agrees(
     ledger: &Ledger,
     log: &[Envelope],
@@ -244,23 +244,37 @@ fn recorded_order_replay_agrees(
 ) -> Result<(), TestCaseError> {
     let (start, rows) = ledger.replay(from, to, window, ReplayOrder::Recorded).unwrap();
     let known: Vec<Envelope> = log.iter().filter(|e| e.seq <= window.known_seq).cloned().collect();
-    let in_window = |e: &Envelope| e.occurred_at >= from && e.occurred_at <= to;
-    let window_fact = |e: &Envelope| match &e.event {
-        Event::WithdrawalFlagged(f) => f.withdrawal_occurred_at >= from && f.withdrawal_occurred_at <= to,
-        _ => in_window(e),
+    let in_window = |t: Timestamp| t >= from && t <= to;
+    let fact = |e: &Envelope| {
+        in_window(e.occurred_at)
+            || matches!(&e.event, Event::WithdrawalFlagged(f) if in_window(f.withdrawal_occurred_at))
     };
-    let want_seqs: Vec<u64> = known.iter().filter(|e| in_window(e) || window_fact(e)).map(|e| e.seq).collect();
+    // What can change a loss total as of `to` (DESIGN.md): a marked withdrawal, a reversal or
+    // a reimbursement by then, a flag of a withdrawal by then.
+    let changes_losses = |e: &Envelope| match &e.event {
+        Event::WithdrawalFlagged(f) => f.withdrawal_occurred_at <= to,
+        Event::Withdrawn { unauthorized: true, .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
+            e.occurred_at <= to
+        }
+        _ => false,
+    };
+    let facts: Vec<u64> = known.iter().filter(|e| fact(e)).map(|e| e.seq).collect();
+    let (Some(&first), Some(&last)) = (facts.first(), facts.last()) else {
+        prop_assert!(rows.is_empty());
+        return Ok(());
+    };
+    let want_seqs: Vec<u64> = known
+        .iter()
+        .filter(|e| fact(e) || (e.seq > first && e.seq <= last && changes_losses(e)))
+        .map(|e| e.seq)
+        .collect();
     prop_assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), want_seqs, "recorded replay {} .. {}", from, to);
-    let before: Vec<Envelope> = known.iter().filter(|e| !window_fact(e)).cloned().collect();
-    prop_assert_eq!(
-        by_group(&start),
-        expected_by_group(expected_losses(&before, Timestamp::from_nanos(from.nanos() - 1), u64::MAX))
-    );
+    let upto = |n: u64| known.iter().filter(|e| e.seq <= n).cloned().collect::<Vec<_>>();
+    prop_assert_eq!(by_group(&start), expected_by_group(expected_losses(&upto(first - 1), to, u64::MAX)));
     for r in &rows {
-        let upto: Vec<Envelope> = known.iter().filter(|e| !window_fact(e) || e.seq <= r.seq).cloned().collect();
         prop_assert_eq!(
             by_group(&r.totals),
-            expected_by_group(expected_losses(&upto, to, u64::MAX)),
+            expected_by_group(expected_losses(&upto(r.seq), to, u64::MAX)),
             "totals after seq {} in recorded replay {} .. {}",
             r.seq,
             from,
@@ -437,5 +451,54 @@ fn a_withdrawal_flagged_later_is_unauthorized_only_as_known_after_the_flag() {
             .unwrap()
             .balance(&custos_tests::account("acct-v"), &custos_tests::asset("ETH")),
         Decimal::from(6)
+    );
+}
+
+/// A replay in recorded order over the investigation: the window holds flags of withdrawals
+/// made before it, and a flag recorded during it that says it happened before it. The totals
+/// (as of the window's end) start from what was known before the first row and change only at
+/// a row, the early-dated flag included.
+#[test]
+fn a_recorded_order_replay_changes_its_totals_only_at_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(
+        dir.path(),
+        LedgerConfig { checkpoint_every: 2, balances_checkpoint_multiple: 1, holder: "recorded order".into() },
+    )
+    .unwrap();
+    let with_rec = |mut c: Command, rec: &str| {
+        c.recorded_at = Some(t(rec));
+        l.submit_batch_blocking(vec![c]).unwrap().pop().unwrap().unwrap();
+    };
+    with_rec(deposit("d0", "2022-01-17T10:00:00Z", "acct-v", "ETH", "10"), "2022-01-17T10:00:01Z");
+    with_rec(deposit("d00", "2022-01-17T10:00:00Z", "acct-w", "ETH", "1"), "2022-01-17T10:00:02Z");
+    with_rec(
+        withdraw("w1", "2022-01-17T21:00:00Z", "acct-v", "ETH", "4", Some("12000"), false),
+        "2022-01-17T21:00:01Z",
+    );
+    with_rec(withdraw("w2", "2022-01-17T22:00:00Z", "acct-w", "ETH", "1", Some("3000"), false), "2022-01-17T22:00:01Z");
+    // The window 03:50 .. 08:00 on the 18th: a flag of w1 in it, a deposit, a flag of w2 dated
+    // 03:40 (before the window) but recorded at 04:10, another deposit.
+    with_rec(reference("flag", "f1", "2022-01-18T03:56:00Z", "w1"), "2022-01-18T03:56:01Z");
+    with_rec(deposit("d1", "2022-01-18T04:00:00Z", "acct-x", "BTC", "1"), "2022-01-18T04:00:01Z");
+    with_rec(reference("flag", "f2", "2022-01-18T03:40:00Z", "w2"), "2022-01-18T04:10:00Z");
+    with_rec(deposit("d2", "2022-01-18T05:00:00Z", "acct-x", "BTC", "1"), "2022-01-18T05:00:01Z");
+    let bound = l.bound(None, None, None).unwrap();
+    let (start, rows) =
+        l.replay(t("2022-01-18T03:50:00Z"), t("2022-01-18T08:00:00Z"), &bound, ReplayOrder::Recorded).unwrap();
+    let usd = |rows: &[custos_projection::LossRow]| {
+        rows.iter().find(|r| r.group == "total").unwrap().cols.attempted_usd.to_string()
+    };
+    assert_eq!(usd(&start), "0", "nothing was known unauthorized before the first row");
+    let got: Vec<(String, String, bool)> =
+        rows.iter().map(|r| (r.event_id.to_string(), usd(&r.totals), r.unauthorized)).collect();
+    assert_eq!(
+        got,
+        [
+            ("f1".to_string(), "12000".to_string(), true),
+            ("d1".to_string(), "12000".to_string(), false),
+            ("f2".to_string(), "15000".to_string(), true),
+            ("d2".to_string(), "15000".to_string(), false),
+        ]
     );
 }

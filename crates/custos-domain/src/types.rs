@@ -33,6 +33,9 @@ pub enum DomainError {
     Overflow(String, String),
     #[error("time {0:?} is not RFC3339 (e.g. 2022-01-18T03:46:00Z) or a date YYYY-MM-DD")]
     BadTime(String),
+    /// A data field's time (when something happened or was recorded): RFC3339 only.
+    #[error("time {0:?} is not RFC3339 (e.g. 2022-01-18T03:46:00Z): when something happened is written to the second at least, not as a date")]
+    NotRfc3339(String),
     #[error("time {0:?} is outside the supported range, 1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z (nanoseconds since 1970 in 64 bits)")]
     TimeOutOfRange(String),
     #[error("time {0:?} cannot be kept exactly: a leap second (:60) or more than 9 fractional digits (nanoseconds)")]
@@ -443,7 +446,7 @@ impl Timestamp {
     }
     /// RFC3339 with an offset (converted to UTC). Data fields accept only this form.
     pub fn parse_rfc3339(s: &str) -> Result<Self, DomainError> {
-        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::BadTime(shown(s)))?;
+        let dt = DateTime::parse_from_rfc3339(s).map_err(|_| DomainError::NotRfc3339(shown(s)))?;
         // chrono accepts a leap second (kept as a nanosecond past 1e9, which becomes the next
         // minute) and drops fractional digits past the ninth: neither is the time written.
         let fraction = s.split_once('.').map(|(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
@@ -470,7 +473,10 @@ impl Timestamp {
                     .ok_or_else(|| DomainError::TimeOutOfRange(shown(s)));
             }
         }
-        Self::parse_rfc3339(s)
+        Self::parse_rfc3339(s).map_err(|e| match e {
+            DomainError::NotRfc3339(s) => DomainError::BadTime(s),
+            e => e,
+        })
     }
     /// RFC3339 in UTC with `Z`, with as many fractional digits as needed (none for whole seconds).
     pub fn to_rfc3339(self) -> String {

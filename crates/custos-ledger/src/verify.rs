@@ -89,7 +89,8 @@ impl Ledger {
         let mut expected_seq: Seq = 1;
         let mut last: Option<(Seq, Hash, Timestamp)> = None;
         let mut indexes: Vec<IndexEntry> = Vec::new();
-        let mut digest_found_at = None;
+        // The empty log's digest (seq 0, the genesis hash) is where every chain starts.
+        let mut digest_found_at = digest.filter(|(s, h)| s.unwrap_or(0) == 0 && *h == GENESIS_HASH).map(|_| 0);
         let mut balances = Balances::default();
         let mut losses = Losses::default();
         let checkpoints = self.checkpoint_seqs()?;

@@ -175,12 +175,6 @@ impl Losses {
         self.flagged.insert(withdrawal_seq);
     }
 
-    /// Forgets that the withdrawal at `withdrawal_seq` is flagged (its flag will be folded
-    /// again: a replay in recorded order learns it at the flag's row).
-    pub fn unmark_flagged(&mut self, withdrawal_seq: Seq) {
-        self.flagged.remove(&withdrawal_seq);
-    }
-
     /// Whether the withdrawal at `seq` has been flagged by the events folded so far.
     pub fn is_flagged(&self, withdrawal_seq: Seq) -> bool {
         self.flagged.contains(&withdrawal_seq)

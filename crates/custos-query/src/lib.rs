@@ -194,7 +194,9 @@ pub enum ReplayOrder {
     #[default]
     Valid,
     /// As the ledger learned them (seq), flags of the window's withdrawals included: each row's
-    /// totals are the totals before the window plus the window's facts recorded up to that row.
+    /// totals are the loss totals as of the window's end as known right after that row (the
+    /// first totals: as known just before the window's first fact). Anything else recorded
+    /// between the first fact and the last that changes those totals is a row too.
     Recorded,
 }
 
@@ -580,27 +582,45 @@ impl<S: Source> Query<'_, S> {
             }
             return Ok((start_rows, rows));
         }
-        // Recorded order. Each balance is the one right after the event in valid time.
+        // Recorded order. Each balance is the one right after the event in valid time (none for
+        // a row that is not in the window's valid-time flow).
         for env in &events {
             balances.apply(env, Timestamp::MAX)?;
             rows.push(row(env, &balances, &Losses::default()));
         }
         let mut by_seq: Vec<(ReplayRow, &Envelope)> = rows.drain(..).zip(events.iter()).collect();
-        by_seq.extend(context.late_flags.iter().map(|env| (row(env, &balances, &Losses::default()), env)));
+        by_seq.extend(
+            context
+                .late_flags
+                .iter()
+                .map(|env| (ReplayRow { balance_after: None, ..row(env, &balances, &Losses::default()) }, env)),
+        );
         by_seq.sort_by_key(|(r, _)| r.seq);
-        // The window's withdrawals count from the facts of this window as they come: not
-        // flagged until their flag's row. A flag of an earlier withdrawal is already in the
-        // totals before the window.
-        for w in events.iter().filter(|e| matches!(e.event, Event::Withdrawn { .. })) {
-            losses.unmark_flagged(w.seq);
+        let (Some(first), Some(last)) = (by_seq.first().map(|r| r.0.seq), by_seq.last().map(|r| r.0.seq)) else {
+            return Ok((start_rows, rows));
+        };
+        // The totals as of the window's end, as known just before its first fact was recorded.
+        let mut known = self.losses_at(&Bound { as_of: to, known_seq: first.saturating_sub(1), ..*bound })?;
+        let start_rows = known.rows(false);
+        // Anything else recorded between the first fact and the last that changes those totals
+        // (an earlier withdrawal's flag, reversal or reimbursement, a backfill) is a row too:
+        // otherwise a total would change between two rows with no row saying why.
+        let facts: FastSet<Seq> = by_seq.iter().map(|(r, _)| r.seq).collect();
+        let mut extra = self.0.log().time_seqs(TimeIndex::LossTime, Timestamp::MIN, to)?;
+        extra.retain(|s| *s > first && *s <= last && !facts.contains(s));
+        let extra = self.read_envelopes(&extra)?;
+        let extra_classified = self.window_context(bound, &extra)?.classified;
+        for env in &extra {
+            let mut r = row(env, &balances, &Losses::default());
+            r.balance_after = None;
+            r.classified = withdrawal_of(env).and_then(|w| extra_classified.get(&w).copied());
+            by_seq.push((r, env));
         }
+        by_seq.sort_by_key(|(r, _)| r.seq);
         for (mut r, env) in by_seq {
-            let earlier = matches!(&env.event, Event::WithdrawalFlagged(f) if f.withdrawal_occurred_at < from);
-            if !earlier {
-                losses.apply(env, to)?;
-            }
-            r.unauthorized = unauthorized_as_known(env, &losses);
-            r.totals = losses.rows(false);
+            known.apply(env, to)?;
+            r.unauthorized = unauthorized_as_known(env, &known);
+            r.totals = known.rows(false);
             rows.push(r);
         }
         Ok((start_rows, rows))

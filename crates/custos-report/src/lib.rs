@@ -7,6 +7,7 @@ mod report;
 
 pub use queries::{
     assets, balances, history, log, loss_cells, losses, never_seen, never_seen_message, parse_digest,
-    parse_replay_order, replay, with_bound, withdrawals, LogFilter, ReportError, Result, LOSS_COLUMNS,
+    parse_replay_order, replay, verify_json, verify_text, with_bound, withdrawals, LogFilter, ReportError, Result,
+    LOSS_COLUMNS,
 };
 pub use report::{html_escape, Cell, Format, Report};

@@ -268,14 +268,15 @@ pub fn replay(
             (format!("Replay of {from} .. {to} in the order the ledger learned it (recorded order)"), "recorded")
         }
     };
-    let mut report = Report::new(title, &columns)
-        .meta("order", order_name)
-        .meta("known_at", time(bound.known_at))
-        .meta("known_seq", bound.known_seq)
+    let mut report = with_known(Report::new(title, &columns).meta("order", order_name), bound)
         .meta("from", time(from))
         .meta("to", time(to))
-        .meta("events", rows.len() as u64)
-        .meta("completed_usd_before_window", format!("{start_total:.2}"));
+        .meta("events", rows.len() as u64);
+    report = match order {
+        ReplayOrder::Valid => report.meta("completed_usd_before_window", format!("{start_total:.2}")),
+        // The first totals in recorded order: as of the window's end, known before its first row.
+        ReplayOrder::Recorded => report.meta("completed_usd_known_before_first_row", format!("{start_total:.2}")),
+    };
     for r in rows {
         let mut cells: Vec<Cell> = vec![
             r.seq.into(),
@@ -382,7 +383,11 @@ fn log_row(env: &Envelope) -> Vec<Cell> {
         Some((a, m)) => (Cell::from(a.to_string()), Cell::from(m.value())),
         None => (Cell::Null, Cell::Null),
     };
-    let unauthorized = matches!(env.event, Event::Withdrawn { unauthorized: true, .. });
+    // The withdrawal's own marker (set when it was recorded); other events have none.
+    let unauthorized = match env.event {
+        Event::Withdrawn { unauthorized, .. } => Cell::Bool(unauthorized),
+        _ => Cell::Null,
+    };
     vec![
         env.seq.into(),
         env.recorded_at.to_rfc3339().into(),
@@ -395,7 +400,7 @@ fn log_row(env: &Envelope) -> Vec<Cell> {
         amount,
         env.event.usd_value().map(|u| Cell::Usd(u.value())).into(),
         env.event.withdrawal_ref().map(|(id, _)| id.to_string()).into(),
-        unauthorized.into(),
+        unauthorized,
         u64::from(env.schema_version).into(),
         short_hash(&env.hash).into(),
     ]
@@ -494,4 +499,46 @@ pub fn assets(ledger: &Ledger, bound: &Bound) -> Result<Report> {
         ]);
     }
     Ok(report)
+}
+
+/// A verification's outcome as JSON: the CLI's `--format json`, the server's finished job,
+/// and what [`verify_text`] prints.
+pub fn verify_json(r: &custos_ledger::VerifyReport) -> Value {
+    serde_json::json!({
+        "clean": r.clean(),
+        "events": r.events,
+        "head_seq": r.head.seq,
+        "digest": format!("{}:{}", r.head.seq, hex::encode(r.head.hash)),
+        "first_bad_seq": r.first_bad_seq(),
+        "digest_found_at": r.digest_found_at,
+        "discrepancies_not_listed": r.omitted,
+        "discrepancies": r.discrepancies.iter().map(|d| serde_json::json!({"seq": d.seq, "what": d.what})).collect::<Vec<_>>(),
+    })
+}
+
+/// The text of a verification, from [`verify_json`] (locally or from the server: the same).
+pub fn verify_text(v: &Value) -> String {
+    let mut out = String::new();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    if v["clean"].as_bool().unwrap_or(false) {
+        out.push_str(&format!("verified {} events: hash chain, invariants and indexes are clean\n", n("events")));
+        if let Some(s) = v["digest_found_at"].as_u64() {
+            out.push_str(&format!("the given digest is the chain's link at seq {s}: nothing up to it has changed\n"));
+        }
+        out.push_str(&format!("digest {}\n", v["digest"].as_str().unwrap_or_default()));
+        return out;
+    }
+    let listed = v["discrepancies"].as_array().map_or(0, Vec::len) as u64;
+    let omitted = n("discrepancies_not_listed");
+    out.push_str(&format!("verify found {} discrepancies in {} events\n", listed.saturating_add(omitted), n("events")));
+    if omitted > 0 {
+        out.push_str(&format!("(the first {listed} are listed; {omitted} more are not)\n"));
+    }
+    if let Some(s) = v["first_bad_seq"].as_u64() {
+        out.push_str(&format!("first bad seq: {s}\n"));
+    }
+    for d in v["discrepancies"].as_array().into_iter().flatten() {
+        out.push_str(&format!("- {}\n", d["what"].as_str().unwrap_or_default()));
+    }
+    out
 }

@@ -853,16 +853,12 @@ async fn verify_status(State(app): State<App>, headers: HeaderMap, Path(job): Pa
     let body = match result.as_ref().map(|(r, _)| r) {
         None => json!({"job": id, "state": "running", "done": job.done.load(Ordering::Relaxed), "total": job.total}),
         Some(Err(e)) => json!({"job": id, "state": "failed", "error": e}),
-        Some(Ok(r)) => json!({
-            "job": id,
-            "state": "done",
-            "clean": r.clean(),
-            "events": r.events,
-            "first_bad_seq": r.first_bad_seq(),
-            "digest": format!("{}:{}", r.head.seq, hex::encode(r.head.hash)),
-            "discrepancies": r.discrepancies.iter().map(|d| json!({"seq": d.seq, "what": d.what})).collect::<Vec<_>>(),
-            "discrepancies_not_listed": r.omitted,
-        }),
+        Some(Ok(r)) => {
+            let mut v = custos_report::verify_json(r);
+            v["job"] = json!(id);
+            v["state"] = json!("done");
+            v
+        }
     };
     Ok(Json(body).into_response())
 }
@@ -1047,6 +1043,8 @@ struct ImportSummary {
     duplicates: u64,
     rejected: u64,
     rejections: Vec<Value>,
+    /// Symbols first used by this import, with the line that used them.
+    new_assets: Vec<Value>,
 }
 
 /// Refusals an import's answer lists (all are counted).
@@ -1071,7 +1069,13 @@ impl ImportSummary {
         for (n, o) in numbers.into_iter().zip(outcomes) {
             match o {
                 Ok(a) if a.duplicate => self.duplicates += 1,
-                Ok(_) => self.appended += 1,
+                Ok(a) => {
+                    self.appended += 1;
+                    if let Some(asset) = a.new_asset {
+                        self.new_assets
+                            .push(json!({"asset": asset.to_string(), "decimal_places": asset.scale(), "line": n}));
+                    }
+                }
                 Err(r) => self.reject(json!({"line": n, "code": r.code(), "message": format!("line {n}: {r}")})),
             }
         }
@@ -1086,6 +1090,7 @@ impl ImportSummary {
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "rejections_shown": self.rejections.len(),
+            "new_assets": self.new_assets,
             "seconds": started.elapsed().as_millis() as u64 / 1000,
             "rejections": self.rejections,
         })

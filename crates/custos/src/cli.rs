@@ -24,7 +24,7 @@ const FROM_HELP: &str = "RFC3339 (2022-01-18T03:46:00Z), or a date YYYY-MM-DD me
     about = "An event-sourced custody ledger: exact, reproducible, provable balances and losses"
 )]
 #[command(
-    after_help = "Exit codes: 0 done (an idempotent replay included); 1 the ledger said no (a rejected command or line, a check that found discrepancies); 2 could not run (IO, usage)."
+    after_help = "Exit codes: 0 done (an idempotent replay included); 1 the ledger said no (a rejected command or line, a check that found discrepancies, a query naming an account or asset it has never seen); 2 could not run (IO, usage, a ledger held by another process)."
 )]
 pub struct Args {
     /// The ledger: a folder (the embedded store), or a PostgreSQL database as
@@ -158,6 +158,7 @@ pub enum Cmd {
     },
     /// Import a command file (.csv or .jsonl) with the columns id, occurred_at, kind and, as the kind needs, account, asset, amount, usd_value, ref, unauthorized, recorded_at, auth_factor, destination, reason, expected_version
     Import {
+        /// The file: .csv or .jsonl (any case), columns as README.md lists
         file: PathBuf,
         /// Append nothing unless every line is valid
         #[arg(long)]
@@ -197,14 +198,14 @@ pub enum Cmd {
         /// A digest taken earlier with `custos digest` (SEQ:HEX or HEX) that must still be in the chain
         #[arg(long)]
         digest: Option<String>,
-        /// Output: table, csv or json
-        #[arg(long, value_parser = parse_format, default_value = "table")]
+        /// Output: table (text) or json
+        #[arg(long, value_parser = parse_text_or_json, default_value = "table")]
         format: Format,
     },
     /// Print the log's digest: the head seq and its hash, as SEQ:HEX
     Digest {
-        /// Output: table, csv or json
-        #[arg(long, value_parser = parse_format, default_value = "table")]
+        /// Output: table (text) or json
+        #[arg(long, value_parser = parse_text_or_json, default_value = "table")]
         format: Format,
     },
     /// Balances per account and asset at a moment
@@ -215,7 +216,7 @@ pub enum Cmd {
         /// A file of account ids, one per line (blank lines and lines starting with # are skipped)
         #[arg(long)]
         accounts_file: Option<PathBuf>,
-        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
+        /// The asset symbol, e.g. ETH, BTC, USDC
         #[arg(long, value_parser = asset_arg)]
         asset: Option<String>,
         #[command(flatten)]
@@ -243,7 +244,7 @@ pub enum Cmd {
         /// The account (customer) id, e.g. acct-000042
         #[arg(long, value_parser = account_arg)]
         account: String,
-        /// The asset symbol, e.g. ETH, BTC, USDC (a new symbol is said when first used)
+        /// The asset symbol, e.g. ETH, BTC, USDC
         #[arg(long, value_parser = asset_arg)]
         asset: Option<String>,
         #[arg(long, value_parser = parse_query_start, help = format!("Only events that happened at or after it; {FROM_HELP}"))]
@@ -294,9 +295,9 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_query_time)]
         known_at: Option<Timestamp>,
         /// Answer as the log stood right after this seq (exact reproduction)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "known_at")]
         at_seq: Option<Seq>,
-        /// Row order: valid (as things happened; totals as of each row) or recorded (as the ledger learned them, flags of the window's withdrawals included; totals before the window plus the window's facts recorded so far)
+        /// Row order: valid (as things happened; totals as of each row) or recorded (as the ledger learned them, flags of the window's withdrawals included; totals as of the window's end, as known right after each row)
         #[arg(long, value_parser = report::parse_replay_order, default_value = "valid")]
         order: ReplayOrder,
         /// Output: table, csv or json
@@ -376,6 +377,16 @@ fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s).ok_or_else(|| format!("unknown format {s:?} (expected table, csv or json)"))
 }
 
+/// A format for a command whose answer is not a table (verify, digest): table (its text) or
+/// json; csv is refused rather than ignored.
+fn parse_text_or_json(s: &str) -> Result<Format, String> {
+    match Format::parse(s) {
+        Some(Format::Csv) => Err("this command prints text or json, not a table: csv does not apply".into()),
+        Some(f) => Ok(f),
+        None => Err(format!("{s:?} is not a format: table or json")),
+    }
+}
+
 fn parse_demo_format(s: &str) -> Result<Format, String> {
     match Format::parse(s) {
         Some(f) if f != Format::Csv => Ok(f),
@@ -452,6 +463,9 @@ pub async fn run(args: Args) -> Result<Exit> {
     if let Cmd::Report { html, from, to, .. } = &args.command {
         html::check_options(html, *from, *to)?;
     }
+    if let Some(url) = args.server.clone() {
+        return crate::remote::run(&url, args.token_file.as_deref(), args.command);
+    }
     if let Cmd::Demo { format, plot } = &args.command {
         // The demo keeps its ledger only in a folder named on its command line (never in
         // $CUSTOS_DB, which may be a real ledger).
@@ -460,9 +474,6 @@ pub async fn run(args: Args) -> Result<Exit> {
     }
     if let Cmd::Migrate { from, to } = &args.command {
         return migrate(from, to);
-    }
-    if let Some(url) = args.server.clone() {
-        return crate::remote::run(&url, args.token_file.as_deref(), args.command);
     }
     if let Cmd::Serve { addr, read_token_file, write_token_file } = &args.command {
         return serve(&dir, *addr, read_token_file.as_deref(), write_token_file.as_deref()).await;
@@ -799,7 +810,8 @@ pub fn accounts_named(given: &[String], file: Option<&std::path::Path>) -> Resul
         let mut named = 0u64;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         for (i, line) in text.lines().enumerate() {
-            let line = line.trim().trim_start_matches('\u{feff}');
+            // A `#` starts a comment, on a line of its own or after the id.
+            let line = line.trim_start_matches('\u{feff}').split('#').next().unwrap_or_default().trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }

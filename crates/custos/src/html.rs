@@ -45,8 +45,9 @@ fn window(
     bound: &Bound,
     given: (Option<Timestamp>, Option<Timestamp>),
 ) -> Result<Option<(Timestamp, Timestamp)>> {
+    // Nothing after as_of counts on this page: the window ends there at the latest.
     if let (Some(f), Some(t)) = given {
-        return Ok(Some((f, t)));
+        return Ok((f <= bound.as_of).then(|| (f, t.min(bound.as_of))));
     }
     let rows = ledger.withdrawals(bound, None)?;
     let unauthorized: Vec<_> = rows.iter().filter(|r| r.classified.is_some()).collect();
@@ -68,8 +69,8 @@ fn window(
     let floor = |t: Timestamp| Timestamp::from_nanos(t.nanos().div_euclid(HOUR).saturating_sub(1).saturating_mul(HOUR));
     let ceil = |t: Timestamp| Timestamp::from_nanos(t.nanos().div_euclid(HOUR).saturating_add(2).saturating_mul(HOUR));
     let from = given.0.unwrap_or_else(|| floor(first));
-    let to = given.1.unwrap_or_else(|| ceil(last).min(bound.as_of.max(from)));
-    Ok(Some((from, to)))
+    let to = given.1.unwrap_or_else(|| ceil(last)).min(bound.as_of);
+    Ok((from <= to).then_some((from, to)))
 }
 
 /// The window's facts in the order the ledger learned them, the rows that changed what was
@@ -143,10 +144,7 @@ code,pre{background:#f6f6f6;padding:.1em .3em}pre{padding:.6em;overflow-x:auto}.
 /// The page.
 pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, Option<Timestamp>)) -> Result<String> {
     let known_seq = bound.known_seq;
-    let digest = match chain_hash_at(ledger, known_seq)? {
-        Some(hash) => format!("{known_seq}:{hash}"),
-        None => "0 (an empty log)".to_string(),
-    };
+    let digest = chain_hash_at(ledger, known_seq)?.map(|hash| format!("{known_seq}:{hash}"));
     let loss_state = ledger.losses_at(bound)?;
     let loss_table = losses(&loss_state, bound, false);
     let register = withdrawals(ledger, bound, None, true)?;
@@ -164,6 +162,7 @@ pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, 
     fact(
         "known at",
         match bound.at_seq {
+            Some(0) => "the log as it stood at seq 0: empty".to_string(),
             Some(s) => format!(
                 "the log as it stood at seq {s} (recorded up to <code>{}</code>)",
                 esc(&bound.known_at.to_rfc3339())
@@ -171,11 +170,23 @@ pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, 
             None => format!("<code>{}</code> (the log up to seq {known_seq})", esc(&bound.known_at.to_rfc3339())),
         },
     );
-    fact("digest at that seq", format!("<code id=\"digest\">{}</code>", esc(&digest)));
+    fact(
+        "digest at that seq",
+        match &digest {
+            Some(d) => format!("<code id=\"digest\">{}</code>", esc(d)),
+            None => "none: the log was empty at that bound".to_string(),
+        },
+    );
     fact(
         "window",
         match window {
-            Some((f, t)) => format!("<code>{}</code> to <code>{}</code>", esc(&f.to_rfc3339()), esc(&t.to_rfc3339())),
+            Some((f, t)) => format!(
+                "<code>{}</code> to <code>{}</code>{}",
+                esc(&f.to_rfc3339()),
+                esc(&t.to_rfc3339()),
+                if given.1.is_some_and(|g| g > t) { " (cut at as of)" } else { "" }
+            ),
+            None if given.0.is_some() => "none: the window starts after as of".to_string(),
             None => "none: no withdrawal is known unauthorized at this bound".to_string(),
         },
     );
@@ -199,10 +210,12 @@ pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, 
 
     let as_of = bound.as_of.to_rfc3339();
     h.push_str("<h2>How to check this report</h2>\n<ol>\n");
-    h.push_str(&format!(
-        "<li>On the ledger, <code>custos verify --digest {}</code> re-reads the whole log and checks that it still holds, at seq {known_seq}, exactly the events this report was computed from (the hash chain, the invariants and the indexes).</li>\n",
-        esc(digest.split(' ').next().unwrap_or_default())
-    ));
+    if let Some(d) = &digest {
+        h.push_str(&format!(
+            "<li>On the ledger, <code>custos verify --digest {}</code> re-reads the whole log and checks that it still holds, at seq {known_seq}, exactly the events this report was computed from (the hash chain, the invariants and the indexes).</li>\n",
+            esc(d)
+        ));
+    }
     h.push_str(&format!(
         "<li><code>custos report --as-of {} --at-seq {known_seq} --html FILE</code> computes this page again from the log as it stood at that seq; <code>custos losses --as-of {} --at-seq {known_seq} --format json</code> gives the loss table alone.</li>\n",
         esc(&as_of),

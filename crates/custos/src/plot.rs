@@ -214,8 +214,9 @@ pub fn incident_svg(ledger: &Ledger, from: Timestamp, to: Timestamp, bound: &Bou
         )?;
         writeln!(
             svg,
-            r##"<text x="{LEFT}" y="{:.1}" font-size="14" font-weight="bold" fill="#222">{group}: completed {}, prevented {}, outstanding {}</text>"##,
+            r##"<text x="{LEFT}" y="{:.1}" font-size="14" font-weight="bold" fill="#222">{group} at {}: completed {}, prevented {}, outstanding {}</text>"##,
             top - 8.0,
+            to.to_datetime().format("%Y-%m-%d %H:%M UTC"),
             usd_label(series[0].points.last().map(|p| p.1).unwrap_or_default()),
             usd_label(series[1].points.last().map(|p| p.1).unwrap_or_default()),
             usd_label(series[2].points.last().map(|p| p.1).unwrap_or_default())

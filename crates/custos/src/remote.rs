@@ -173,12 +173,21 @@ fn command_json(c: &Command) -> Value {
 }
 
 /// A CSV command file as JSON Lines (the server validates every field).
-fn csv_to_jsonl(path: &Path) -> Result<Vec<u8>> {
+/// A CSV import file as the JSON lines the server takes, one per record (an empty line for a
+/// blank one), and the CSV line number of each JSON line (so that what the server says about
+/// its line N is said about the file's line).
+fn csv_to_jsonl(path: &Path) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
     let headers = rdr.headers()?.clone();
     let mut out = Vec::new();
+    let mut lines = Vec::new();
     for record in rdr.records() {
         let record = record?;
+        lines.push(record.position().map_or(0, |p| p.line()));
+        if record.iter().all(|v| v.trim().is_empty()) {
+            out.push(b'\n');
+            continue;
+        }
         let mut m = Map::new();
         for (h, v) in headers.iter().zip(record.iter()) {
             if !v.is_empty() {
@@ -188,7 +197,7 @@ fn csv_to_jsonl(path: &Path) -> Result<Vec<u8>> {
         serde_json::to_writer(&mut out, &Value::Object(m))?;
         out.push(b'\n');
     }
-    Ok(out)
+    Ok((out, lines))
 }
 
 pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
@@ -288,21 +297,16 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                     Some("running") => std::thread::sleep(Duration::from_millis(200)),
                     Some("done") => {
                         let clean = v["clean"].as_bool().unwrap_or(false);
+                        // The job's own fields aside, the answer is the local one.
+                        let mut v = v;
+                        if let Some(m) = v.as_object_mut() {
+                            m.remove("job");
+                            m.remove("state");
+                        }
                         if format == Format::Json {
                             crate::say!("{}", serde_json::to_string_pretty(&v)?);
-                        } else if clean {
-                            crate::say!(
-                                "verified {} events: hash chain, invariants and indexes are clean",
-                                v["events"]
-                            );
-                            crate::say!("digest {}", v["digest"].as_str().unwrap_or_default());
                         } else {
-                            let d = v["discrepancies"].as_array().cloned().unwrap_or_default();
-                            crate::say!("verify found {} discrepancies in {} events", d.len(), v["events"]);
-                            crate::say!("first bad seq: {}", v["first_bad_seq"]);
-                            for x in d {
-                                crate::say!("- {}", x["what"].as_str().unwrap_or_default());
-                            }
+                            crate::say!("{}", custos_report::verify_text(&v).trim_end_matches('\n'));
                         }
                         return Ok(if clean { Exit::Ok } else { Exit::Refused });
                     }
@@ -314,8 +318,8 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             if strict {
                 bail!("import --strict checks the whole file against the ledger first; run it on the ledger's machine");
             }
-            let body = match custos_ledger::ImportFormat::from_path(&file) {
-                Some(custos_ledger::ImportFormat::Jsonl) => std::fs::read(&file)?,
+            let (body, csv_lines) = match custos_ledger::ImportFormat::from_path(&file) {
+                Some(custos_ledger::ImportFormat::Jsonl) => (std::fs::read(&file)?, Vec::new()),
                 Some(custos_ledger::ImportFormat::Csv) => csv_to_jsonl(&file)?,
                 None => bail!("{}: the file name must end in .csv or .jsonl", file.display()),
             };
@@ -324,11 +328,40 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                 bail!("{}", answer.error_message());
             }
             let v = answer.json()?;
+            // The server numbers the lines it was sent; a CSV file's are its own.
+            let file_line = |n: u64| match n.checked_sub(1).and_then(|i| csv_lines.get(i as usize)) {
+                Some(l) => *l,
+                None => n,
+            };
             for r in v["rejections"].as_array().cloned().unwrap_or_default() {
-                eprintln!("{}", r["message"].as_str().unwrap_or_default());
+                let message = r["message"].as_str().unwrap_or_default();
+                match r["line"].as_u64() {
+                    Some(n) => {
+                        let rest = message
+                            .strip_prefix(&format!("line {n}: "))
+                            .or_else(|| message.strip_prefix(&format!("line {n}, ")))
+                            .unwrap_or(message);
+                        eprintln!("line {}: {rest}", file_line(n));
+                    }
+                    None => eprintln!("{message}"),
+                }
             }
+            let new: Vec<String> = v["new_assets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let line = file_line(a["line"].as_u64().unwrap_or(0));
+                    format!(
+                        "{} ({} decimal places, line {line})",
+                        a["asset"].as_str().unwrap_or(""),
+                        a["decimal_places"]
+                    )
+                })
+                .collect();
+            let new = if new.is_empty() { String::new() } else { format!("; new assets: {}", new.join(", ")) };
             crate::say!(
-                "import {} via {}: {} appended, {} duplicates, {} rejected",
+                "import {} via {}: {} appended, {} duplicates, {} rejected{new}",
                 file.display(),
                 client.base,
                 v["appended"],
@@ -337,7 +370,12 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             );
             Ok(if v["rejected"] == 0 { Exit::Ok } else { Exit::Refused })
         }
-        Cmd::Rebuild { .. } | Cmd::Export { .. } | Cmd::Report { .. } | Cmd::Demo { .. } | Cmd::Serve { .. } => {
+        Cmd::Rebuild { .. }
+        | Cmd::Export { .. }
+        | Cmd::Report { .. }
+        | Cmd::Demo { .. }
+        | Cmd::Serve { .. }
+        | Cmd::Migrate { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
         }
         write => {
@@ -352,7 +390,12 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
                     v["id"].as_str().unwrap_or_default(),
                     v["seq"]
                 ),
-                (200, _) => crate::say!("appended {} at seq {}", v["id"].as_str().unwrap_or_default(), v["seq"]),
+                (200, _) => {
+                    crate::say!("appended {} at seq {}", v["id"].as_str().unwrap_or_default(), v["seq"]);
+                    if let Some(asset) = v["new_asset"].as_str().and_then(|a| custos_domain::Asset::new(a).ok()) {
+                        eprintln!("note: {asset} is a new asset in this ledger ({} decimal places)", asset.scale());
+                    }
+                }
                 (409, _) => eprintln!("rejected: {}", answer.error_message()),
                 _ => bail!("{}", answer.error_message()),
             }

@@ -10,7 +10,6 @@ use custos_ledger::Ledger;
 use custos_projection::{Balances, Losses, Projection};
 use custos_report::{parse_digest, Format, Report};
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 use crate::Exit;
 
@@ -19,47 +18,10 @@ pub fn verify(ledger: &Ledger, digest: Option<&str>, format: Format, out: &mut i
     let bar = crate::import::bar(ledger.head().seq, "verifying");
     let report = ledger.verify(digest, &mut |done, _| bar.set_position(done))?;
     bar.finish_and_clear();
-    let digest_token = format!("{}:{}", report.head.seq, hex::encode(report.head.hash));
+    let v = custos_report::verify_json(&report);
     match format {
-        Format::Json => {
-            let d: Vec<Value> =
-                report.discrepancies.iter().map(|d| serde_json::json!({"seq": d.seq, "what": d.what})).collect();
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "clean": report.clean(),
-                    "events": report.events,
-                    "head_seq": report.head.seq,
-                    "digest": digest_token,
-                    "first_bad_seq": report.first_bad_seq(),
-                    "digest_found_at": report.digest_found_at,
-                    "discrepancies_not_listed": report.omitted,
-                    "discrepancies": d,
-                }))?
-            )?;
-        }
-        _ => {
-            if report.clean() {
-                writeln!(out, "verified {} events: hash chain, invariants and indexes are clean", report.events)?;
-                if let Some(s) = report.digest_found_at {
-                    writeln!(out, "the given digest is the chain's link at seq {s}: nothing up to it has changed")?;
-                }
-                writeln!(out, "digest {digest_token}")?;
-            } else {
-                let listed = report.discrepancies.len() as u64;
-                writeln!(out, "verify found {} discrepancies in {} events", listed + report.omitted, report.events)?;
-                if report.omitted > 0 {
-                    writeln!(out, "(the first {listed} are listed; {} more are not)", report.omitted)?;
-                }
-                if let Some(s) = report.first_bad_seq() {
-                    writeln!(out, "first bad seq: {s}")?;
-                }
-                for d in &report.discrepancies {
-                    writeln!(out, "- {}", d.what)?;
-                }
-            }
-        }
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        _ => write!(out, "{}", custos_report::verify_text(&v))?,
     }
     Ok(if report.clean() { Exit::Ok } else { Exit::Refused })
 }
