@@ -11,6 +11,8 @@ custos-bench compares it value by value with Custos's.
 """
 import hashlib
 import json
+import os
+import re
 import sys
 import time
 
@@ -34,53 +36,29 @@ CREATE TABLE events AS SELECT
     COALESCE(NULLIF(r.asset, ''), w.asset) AS asset,
     COALESCE(CAST(NULLIF(r.amount, '') AS DECIMAL(38, 6)), w.amount) AS amount,
     COALESCE(CAST(NULLIF(r.usd_value, '') AS DECIMAL(38, 2)), w.usd, 0) AS usd,
-    NULLIF(r.ref, '') AS ref, r.unauthorized = 'true' AS unauthorized
+    NULLIF(r.ref, '') AS ref, CAST(r.unauthorized = 'true' AS INTEGER) AS unauthorized
   FROM raw r LEFT JOIN w ON w.id = r.ref ORDER BY seq;
 CREATE INDEX events_account ON events(account);
 """)
 load_seconds = time.perf_counter() - started
 
-CHANGE = "CASE kind WHEN 1 THEN -amount WHEN 4 THEN 0 ELSE amount END"
-UNAUTH = """unauth AS (SELECT id FROM events WHERE kind = 1 AND recorded_at <= $k
-  AND (unauthorized OR id IN (SELECT ref FROM events WHERE kind = 4 AND recorded_at <= $k)))"""
-LOSSES = f"""WITH {UNAUTH}
-  SELECT asset, kind, SUM(amount), SUM(usd) FROM events
-  WHERE occurred_at <= $t AND recorded_at <= $k AND ((kind = 1 AND id IN (SELECT id FROM unauth))
-     OR (kind = 2 AND ref IN (SELECT id FROM unauth)) OR kind = 3)
-  GROUP BY asset, kind ORDER BY asset, kind"""
-QUERIES = {
-    "one": f"""SELECT asset, SUM({CHANGE}) AS b FROM events
-      WHERE account = $a AND occurred_at <= $t AND recorded_at <= $k GROUP BY asset HAVING b <> 0 ORDER BY asset""",
-    "all": f"""SELECT account, asset, SUM({CHANGE}) AS b FROM events
-      WHERE occurred_at <= $t AND recorded_at <= $k GROUP BY account, asset HAVING b <> 0 ORDER BY account, asset""",
-    "losses": LOSSES,
-    "replay": f"""WITH {UNAUTH},
-      win AS (SELECT seq, occurred_at, account, asset, kind, amount, usd, {CHANGE} AS change,
-                (kind = 1 AND id IN (SELECT id FROM unauth)) AS att,
-                (kind = 2 AND ref IN (SELECT id FROM unauth)) AS prev,
-                (kind = 3) AS reimb
-              FROM events WHERE occurred_at BETWEEN $f AND $t AND recorded_at <= $k),
-      before AS (SELECT account, asset, SUM({CHANGE}) AS b FROM events
-                 WHERE account IN (SELECT account FROM win) AND occurred_at < $f AND recorded_at <= $k
-                 GROUP BY account, asset)
-      SELECT w.seq,
-        COALESCE(b.b, 0) + SUM(w.change) OVER (PARTITION BY w.account, w.asset ORDER BY w.occurred_at, w.seq
-                                               ROWS UNBOUNDED PRECEDING),
-        SUM(CASE WHEN w.asset = 'ETH' AND att THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN w.asset = 'ETH' AND prev THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN w.asset = 'ETH' AND reimb THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN w.asset = 'BTC' AND att THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN w.asset = 'BTC' AND prev THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN w.asset = 'BTC' AND reimb THEN w.amount ELSE 0 END) OVER o,
-        SUM(CASE WHEN att THEN w.usd ELSE 0 END) OVER o,
-        SUM(CASE WHEN prev THEN w.usd ELSE 0 END) OVER o,
-        SUM(CASE WHEN reimb THEN w.usd ELSE 0 END) OVER o
-      FROM win w LEFT JOIN before b ON b.account = w.account AND b.asset = w.asset
-      WINDOW o AS (ORDER BY w.occurred_at, w.seq ROWS UNBOUNDED PRECEDING)
-      ORDER BY w.occurred_at, w.seq""",
-    "replay_rows": """SELECT seq FROM events WHERE occurred_at BETWEEN $f AND $t AND recorded_at <= $k
-      ORDER BY occurred_at, seq""",
-}
+def sections(path):
+    """peers/queries.sql by section name, {change} and {unauth} filled in, :name as $name."""
+    out, name = {}, None
+    for line in open(path):
+        if line.startswith("-- name: "):
+            name = line[len("-- name: "):].strip()
+            out[name] = ""
+        elif name is not None:
+            out[name] += line
+    out = {k: v.strip() for k, v in out.items()}
+    for k in out:
+        out[k] = out[k].replace("{change}", out["change"]).replace("{unauth}", out["unauth"])
+    return {k: re.sub(r":([a-z]+)", r"$\1", v) for k, v in out.items()}
+
+
+SQL = sections(os.path.join(os.path.dirname(os.path.abspath(__file__)), "queries.sql"))
+QUERIES = {name: SQL[name] for name in ["one", "all", "losses", "replay", "replay_rows"]}
 KNOWN = 2**63 - 1
 WINDOW = 14 * 3600 * 10**9
 
@@ -138,7 +116,7 @@ for name in QUERIES:
     for t, account in moments:
         if name == "one":
             s = time.perf_counter()
-            rows = execute("one", a=account, t=t, k=KNOWN)
+            rows = execute("one", account=account, t=t, k=KNOWN)
             times.append(time.perf_counter() - s)
             digests.append(digest([[a, micro(b)] for a, b in rows]))
         elif name == "all":
@@ -154,7 +132,7 @@ for name in QUERIES:
         elif name == "replay":
             s = time.perf_counter()
             start = loss_sums(execute("losses", t=t - WINDOW - 1, k=KNOWN))
-            rows = execute("replay", f=t - WINDOW, t=t, k=KNOWN)
+            rows = execute("replay", lo=t - WINDOW, hi=t, k=KNOWN)
             times.append(time.perf_counter() - s)
             lines = [["start"] + [micro(x) for x in start[:6]] + [cents(x) for x in start[6:]]]
             for r in rows:
@@ -163,7 +141,7 @@ for name in QUERIES:
             digests.append(digest(lines))
         else:
             s = time.perf_counter()
-            rows = execute("replay_rows", f=t - WINDOW, t=t, k=KNOWN)
+            rows = execute("replay_rows", lo=t - WINDOW, hi=t, k=KNOWN)
             times.append(time.perf_counter() - s)
             digests.append(digest([[str(r[0])] for r in rows]))
     out[name] = {"times": times, "digests": digests}

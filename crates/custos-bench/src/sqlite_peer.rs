@@ -136,12 +136,18 @@ pub fn open_existing(db_path: &Path) -> Result<Peer> {
     Ok(Peer { conn: Connection::open(db_path).context("sqlite")? })
 }
 
-/// The signed change an event makes to its balance, in SQL.
-const CHANGE: &str = "CASE kind WHEN 1 THEN -amount WHEN 4 THEN 0 ELSE amount END";
+/// The peers' SQL (peers/queries.sql, shared with the DuckDB peer).
+const QUERIES: &str = include_str!("../peers/queries.sql");
 
-/// Withdrawals unauthorized as known at :k: marked, or flagged by a flag recorded by then.
-const UNAUTH: &str = "unauth AS (SELECT id FROM events WHERE kind = 1 AND recorded_at <= :k AND (unauthorized = 1
-     OR id IN (SELECT ref FROM events WHERE kind = 4 AND recorded_at <= :k)))";
+/// The query `name` of peers/queries.sql, with its {change} and {unauth} filled in.
+pub fn query(name: &str) -> String {
+    let section = |n: &str| -> String {
+        let start = QUERIES.find(&format!("-- name: {n}\n")).unwrap_or_else(|| panic!("queries.sql has no {n}"));
+        let body = QUERIES[start..].split_once('\n').map_or("", |x| x.1);
+        body.split("\n-- name: ").next().unwrap_or_default().trim().to_string()
+    };
+    section(name).replace("{change}", &section("change")).replace("{unauth}", &section("unauth"))
+}
 
 /// One question over the moments: each answer's time (the statement run and its rows
 /// fetched), and its canonical digest (made after the clock stops).
@@ -150,10 +156,7 @@ type Timed = (Vec<Duration>, Vec<String>);
 impl Peer {
     /// Each of `moments` (as_of nanos, account): one account's balances (known now).
     pub fn one_account(&self, moments: &[(i64, String)]) -> Result<Timed> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT asset, SUM({CHANGE}) AS b FROM events
-             WHERE account = :account AND occurred_at <= :t AND recorded_at <= :k GROUP BY asset HAVING b != 0 ORDER BY asset"
-        ))?;
+        let mut stmt = self.conn.prepare(&query("one"))?;
         let mut out: Timed = Default::default();
         for (t, account) in moments {
             let s = Instant::now();
@@ -174,10 +177,7 @@ impl Peer {
 
     /// All balances at each moment; also the number of rows at the last.
     pub fn all_balances(&self, moments: &[(i64, String)]) -> Result<(Timed, usize)> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT account, asset, SUM({CHANGE}) AS b FROM events
-             WHERE occurred_at <= :t AND recorded_at <= :k GROUP BY account, asset HAVING b != 0 ORDER BY account, asset"
-        ))?;
+        let mut stmt = self.conn.prepare(&query("all"))?;
         let mut out: Timed = Default::default();
         let mut n = 0;
         for (t, _) in moments {
@@ -198,7 +198,7 @@ impl Peer {
 
     /// Loss sums per asset at each moment (attempted, prevented, reimbursed; units and USD).
     pub fn losses(&self, moments: &[(i64, String)]) -> Result<Timed> {
-        let mut stmt = self.conn.prepare(&losses_sql())?;
+        let mut stmt = self.conn.prepare(&query("losses"))?;
         let mut out: Timed = Default::default();
         for (t, _) in moments {
             let s = Instant::now();
@@ -214,41 +214,14 @@ impl Peer {
     /// account balance after it and the running loss totals, by window functions. Also the
     /// number of rows in the last window.
     pub fn replay(&self, moments: &[(i64, String)], like: bool) -> Result<(Timed, usize)> {
-        let mut rows_only = self.conn.prepare(
-            "SELECT seq FROM events WHERE occurred_at BETWEEN :from AND :to AND recorded_at <= :k ORDER BY occurred_at, seq",
-        )?;
-        let mut before = self.conn.prepare(&losses_sql())?;
-        let mut full = self.conn.prepare(&format!(
-            "WITH {UNAUTH},
-             win AS (SELECT seq, occurred_at, account, asset, kind, amount, usd, {CHANGE} AS change,
-                       (kind = 1 AND id IN (SELECT id FROM unauth)) AS att,
-                       (kind = 2 AND ref IN (SELECT id FROM unauth)) AS prev,
-                       (kind = 3) AS reimb
-                     FROM events WHERE occurred_at BETWEEN :from AND :to AND recorded_at <= :k),
-             before AS (SELECT account, asset, SUM({CHANGE}) AS b FROM events
-                        WHERE account IN (SELECT account FROM win) AND occurred_at < :from AND recorded_at <= :k
-                        GROUP BY account, asset)
-             SELECT w.seq,
-               COALESCE(b.b, 0) + SUM(w.change) OVER (PARTITION BY w.account, w.asset ORDER BY w.occurred_at, w.seq
-                                                      ROWS UNBOUNDED PRECEDING),
-               SUM(CASE WHEN w.asset = 'ETH' AND att THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN w.asset = 'ETH' AND prev THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN w.asset = 'ETH' AND reimb THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN w.asset = 'BTC' AND att THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN w.asset = 'BTC' AND prev THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN w.asset = 'BTC' AND reimb THEN w.amount ELSE 0 END) OVER o,
-               SUM(CASE WHEN att THEN w.usd ELSE 0 END) OVER o,
-               SUM(CASE WHEN prev THEN w.usd ELSE 0 END) OVER o,
-               SUM(CASE WHEN reimb THEN w.usd ELSE 0 END) OVER o
-             FROM win w LEFT JOIN before b ON b.account = w.account AND b.asset = w.asset
-             WINDOW o AS (ORDER BY w.occurred_at, w.seq ROWS UNBOUNDED PRECEDING)
-             ORDER BY w.occurred_at, w.seq"
-        ))?;
+        let mut rows_only = self.conn.prepare(&query("replay_rows"))?;
+        let mut before = self.conn.prepare(&query("losses"))?;
+        let mut full = self.conn.prepare(&query("replay"))?;
         let mut out: Timed = Default::default();
         let mut n = 0;
         for (t, _) in moments {
             let from = t - 14 * 3_600_000_000_000;
-            let p = named_params! {":from": from, ":to": t, ":k": i64::MAX};
+            let p = named_params! {":lo": from, ":hi": t, ":k": i64::MAX};
             let s = Instant::now();
             let mut c = Canon::default();
             if like {
@@ -285,19 +258,6 @@ impl Peer {
         }
         Ok((out, n))
     }
-}
-
-/// Per asset and kind: the summed units and USD of the events a loss total counts at :t.
-fn losses_sql() -> String {
-    format!(
-        "WITH {UNAUTH}
-         SELECT asset, kind, SUM(amount), SUM(usd) FROM events
-         WHERE occurred_at <= :t AND recorded_at <= :k AND (
-               (kind = 1 AND id IN (SELECT id FROM unauth))
-            OR (kind = 2 AND ref IN (SELECT id FROM unauth))
-            OR kind = 3)
-         GROUP BY asset, kind ORDER BY asset, kind"
-    )
 }
 
 /// The loss query's rows: (asset, kind, units, USD).
