@@ -217,6 +217,7 @@ fn main() -> Result<()> {
                 rss_max / 1024
             ),
         );
+        targets.push((format!("import peak RSS <= 300 MiB ({} MiB)", rss_max / 1024), rss_max <= 300 * 1024));
         targets.push((
             format!("import >= 2x the raw sled limit ({:.2}x)", import_rate / raw_rate),
             import_rate >= 2.0 * raw_rate,
@@ -298,6 +299,7 @@ fn main() -> Result<()> {
             run_measured(Process::new(&bin).arg("--db").arg(&db).arg("rebuild").stdout(std::process::Stdio::null()))?;
         let rebuild_rate = args.events as f64 / elapsed.as_secs_f64();
         targets.push((format!("rebuild >= 1,000,000 events/s ({rebuild_rate:.0})"), rebuild_rate >= 1e6));
+        targets.push((format!("rebuild peak RSS <= 200 MiB ({} MiB)", rss / 1024), rss <= 200 * 1024));
         push(
             "rebuild (both projections in one scan, whole process)",
             format!("{rebuild_rate:.0} events/s"),
@@ -314,7 +316,12 @@ fn main() -> Result<()> {
         (0..args.moments).map(|_| Timestamp::from_nanos(t0 + (rng() % (t1 - t0) as u64) as i64)).collect();
     let opened = Instant::now();
     let _ = ledger.balances_at(&ledger.bound(None, None, None)?)?;
-    push("first query after open (loads the head state)", fmt_us(opened.elapsed()), String::new());
+    let first_query = opened.elapsed();
+    push("first query after open (loads the head state)", fmt_us(first_query), String::new());
+    targets.push((
+        format!("first query after open <= 50 ms ({})", fmt_us(first_query)),
+        first_query <= Duration::from_millis(50),
+    ));
     let pg_ledger = match &pg_ledger_url {
         Some(url) if !args.reuse => {
             let l = Ledger::open_at(url, LedgerConfig { holder: "custos-bench".into(), ..LedgerConfig::default() })?;
@@ -509,14 +516,16 @@ fn main() -> Result<()> {
         ("custos balances --account (process)", vec!["balances", "--account", "acct-000001", "--as-of", &t]),
         ("custos losses (process)", vec!["losses", "--as-of", &t]),
     ] {
-        let mut samples = Vec::new();
+        let (mut samples, mut rss_max) = (Vec::new(), 0);
         for _ in 0..10 {
-            let (d, _) =
+            let (d, rss) =
                 run_measured(Process::new(&bin).arg("--db").arg(&db).args(&query).stdout(std::process::Stdio::null()))?;
             samples.push(d);
+            rss_max = rss_max.max(rss);
         }
         let (p50, _, max) = stats(samples);
-        push(name, format!("median {}", fmt_us(p50)), format!("max {}", fmt_us(max)));
+        push(name, format!("median {}", fmt_us(p50)), format!("max {}; peak RSS {} MiB", fmt_us(max), rss_max / 1024));
+        targets.push((format!("{name}: peak RSS <= 100 MiB ({} MiB)", rss_max / 1024), rss_max <= 100 * 1024));
     }
 
     for (target, met) in &targets {
