@@ -39,7 +39,9 @@ impl Canon {
 }
 
 fn scaled(d: Decimal, places: u32) -> Result<String> {
-    let x = d * Decimal::from(10i64.pow(places));
+    let Some(x) = d.checked_mul(Decimal::from(10i64.pow(places))) else {
+        bail!("{d} is too large for the canonical form");
+    };
     if !x.fract().is_zero() {
         bail!("{d} has more than {places} decimals: the canonical form cannot hold it");
     }
