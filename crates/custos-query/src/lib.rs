@@ -541,13 +541,13 @@ impl<S: Source> Query<'_, S> {
         order: ReplayOrder,
     ) -> Result<(Vec<LossRow>, Vec<ReplayRow>), QueryError> {
         let before = Bound { as_of: Timestamp::from_nanos(from.nanos().saturating_sub(1)), ..*bound };
-        let mut losses = self.losses_at(&before)?;
-        let start_rows = losses.rows(false);
         let mut seqs = self.0.log().time_seqs(TimeIndex::OccurredAt, from, to)?;
         seqs.retain(|s| *s <= bound.known_seq);
         let mut events = self.read_envelopes(&seqs)?;
         events.sort_by_key(|e| (e.occurred_at, e.seq));
-        let context = self.window_context(bound, &events)?;
+        // The flag index, read once for every classification this replay makes.
+        let flags = self.0.log().flags()?;
+        let context = self.window_context(bound, &events, &flags)?;
         // Only the window's accounts need a balance before it, not all of them.
         let accounts: FastSet<&str> = events.iter().filter_map(|e| e.stream.account()).map(AccountId::as_str).collect();
         let mut balances = self.balances_of_at(&before, &accounts)?;
@@ -575,6 +575,9 @@ impl<S: Source> Query<'_, S> {
             }
         };
         if order == ReplayOrder::Valid {
+            // The totals just before the window (only valid order starts from them).
+            let mut losses = self.losses_at(&before)?;
+            let start_rows = losses.rows(false);
             for env in &events {
                 losses.apply_in_window(env)?;
                 balances.apply(env, Timestamp::MAX)?;
@@ -597,7 +600,8 @@ impl<S: Source> Query<'_, S> {
         );
         by_seq.sort_by_key(|(r, _)| r.seq);
         let (Some(first), Some(last)) = (by_seq.first().map(|r| r.0.seq), by_seq.last().map(|r| r.0.seq)) else {
-            return Ok((start_rows, rows));
+            // No fact in the window: the totals as of its end, as known at the bound.
+            return Ok((self.losses_at(&Bound { as_of: to, ..*bound })?.rows(false), rows));
         };
         // The totals as of the window's end, as known just before its first fact was recorded.
         let mut known = self.losses_at(&Bound { as_of: to, known_seq: first.saturating_sub(1), ..*bound })?;
@@ -609,7 +613,7 @@ impl<S: Source> Query<'_, S> {
         let mut extra = self.0.log().time_seqs(TimeIndex::LossTime, Timestamp::MIN, to)?;
         extra.retain(|s| *s > first && *s <= last && !facts.contains(s));
         let extra = self.read_envelopes(&extra)?;
-        let extra_classified = self.window_context(bound, &extra)?.classified;
+        let extra_classified = self.window_context(bound, &extra, &flags)?.classified;
         for env in &extra {
             let mut r = row(env, &balances, &Losses::default());
             r.balance_after = None;
@@ -630,12 +634,17 @@ impl<S: Source> Query<'_, S> {
     /// of the window's withdrawals that occurred outside it, and the classification of every
     /// withdrawal the window's events concern, including earlier ones a reversal or
     /// reimbursement in the window refers to.
-    fn window_context(&self, bound: &Bound, events: &[Envelope]) -> Result<WindowContext, QueryError> {
+    fn window_context(
+        &self,
+        bound: &Bound,
+        events: &[Envelope],
+        flags: &[(Seq, Seq)],
+    ) -> Result<WindowContext, QueryError> {
         let in_window: FastSet<Seq> = events.iter().map(|e| e.seq).collect();
         let concerned: FastSet<Seq> = events.iter().filter_map(withdrawal_of).collect();
         // The first flag known at the bound of each withdrawal concerned.
         let mut first_flag: FastMap<Seq, Seq> = FastMap::default();
-        for (withdrawal, flag) in self.0.log().flags()? {
+        for &(withdrawal, flag) in flags {
             if flag <= bound.known_seq && concerned.contains(&withdrawal) {
                 let f = first_flag.entry(withdrawal).or_insert(flag);
                 *f = (*f).min(flag);

@@ -144,7 +144,12 @@ code,pre{background:#f6f6f6;padding:.1em .3em}pre{padding:.6em;overflow-x:auto}.
 /// The page.
 pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, Option<Timestamp>)) -> Result<String> {
     let known_seq = bound.known_seq;
-    let digest = chain_hash_at(ledger, known_seq)?.map(|hash| format!("{known_seq}:{hash}"));
+    // The chain's link at the bound's seq (none for an empty log).
+    let digest = match known_seq {
+        0 => None,
+        seq => Some(ledger.envelope(seq)?.with_context(|| format!("seq {seq} is not in the log"))?),
+    }
+    .map(|env| format!("{known_seq}:{}", hex::encode(env.hash)));
     let loss_state = ledger.losses_at(bound)?;
     let loss_table = losses(&loss_state, bound, false);
     let register = withdrawals(ledger, bound, None, true)?;
@@ -224,19 +229,4 @@ pub fn incident_html(ledger: &Ledger, bound: &Bound, given: (Option<Timestamp>, 
     h.push_str("<li>Every figure is an exact decimal from the events; none is rounded except USD values, which are recorded in cents.</li>\n</ol>\n");
     h.push_str("</body>\n</html>\n");
     Ok(h)
-}
-
-/// The chain hash at `seq`, in hex (`None` for seq 0).
-fn chain_hash_at(ledger: &Ledger, seq: custos_domain::Seq) -> Result<Option<String>> {
-    if seq == 0 {
-        return Ok(None);
-    }
-    let mut found = None;
-    ledger.for_each_envelope(seq, |env| {
-        if env.seq == seq {
-            found = Some(hex::encode(env.hash));
-        }
-        std::ops::ControlFlow::Break(())
-    })?;
-    found.map(Some).with_context(|| format!("seq {seq} is not in the log"))
 }
