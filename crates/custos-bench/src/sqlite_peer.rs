@@ -204,7 +204,7 @@ impl Peer {
             let s = Instant::now();
             let rows = loss_rows(&mut stmt, *t)?;
             out.0.push(s.elapsed());
-            out.1.push(losses_canon(&rows).digest());
+            out.1.push(losses_canon(&rows)?.digest());
         }
         Ok(out)
     }
@@ -226,7 +226,7 @@ impl Peer {
             let mut c = Canon::default();
             if like {
                 // The totals before the window, then each row's running totals on top.
-                let start = losses_sums(&loss_rows(&mut before, from - 1)?);
+                let start = losses_sums(&loss_rows(&mut before, from - 1)?)?;
                 let rows: Vec<[i64; 11]> = full
                     .query_map(p, |r| {
                         let mut v = [0i64; 11];
@@ -243,7 +243,11 @@ impl Peer {
                 c.line(&first);
                 for v in rows {
                     let mut cells = vec![v[0].to_string(), v[1].to_string()];
-                    cells.extend(start.iter().zip(&v[2..]).map(|(base, x)| (base + x).to_string()));
+                    for (base, x) in start.iter().zip(&v[2..]) {
+                        let mut total = *base;
+                        add(&mut total, *x)?;
+                        cells.push(total.to_string());
+                    }
                     c.line(&cells);
                 }
             } else {
@@ -275,16 +279,21 @@ fn column(kind: i64) -> usize {
     }
 }
 
+/// `*to += x`, checked: the peer's sums are SQLite's 64-bit integers, and a sum past i64 is
+/// said, not wrapped.
+fn add(to: &mut i64, x: i64) -> Result<()> {
+    *to = to.checked_add(x).context("a peer's loss sum passed 64 bits")?;
+    Ok(())
+}
+
 /// The loss rows in canonical lines: asset, then attempted, prevented, reimbursed units, then
-/// their USD. The peer's sums are SQLite's own 64-bit integers (SQLite's SUM fails on
-/// overflow); adding at most three of them per asset stays far inside i64 for any workload the
-/// bench makes (1e6 events of at most 1e10 millionths each).
-fn losses_canon(rows: &[(String, i64, i64, i64)]) -> Canon {
+/// their USD.
+fn losses_canon(rows: &[(String, i64, i64, i64)]) -> Result<Canon> {
     let mut per: std::collections::BTreeMap<&str, [i64; 6]> = Default::default();
     for (asset, kind, units, usd) in rows {
         let (e, col) = (per.entry(asset).or_default(), column(*kind));
-        e[col] += units;
-        e[col + 3] += usd;
+        add(&mut e[col], *units)?;
+        add(&mut e[col + 3], *usd)?;
     }
     let mut c = Canon::default();
     for (asset, v) in per.iter().filter(|(_, v)| v.iter().any(|x| *x != 0)) {
@@ -292,21 +301,21 @@ fn losses_canon(rows: &[(String, i64, i64, i64)]) -> Canon {
         cells.extend(v.iter().map(i64::to_string));
         c.line(&cells);
     }
-    c
+    Ok(c)
 }
 
 /// The replay's starting totals from the loss rows: ETH and BTC attempted, prevented,
 /// reimbursed units, then the USD of all three over every asset.
-fn losses_sums(rows: &[(String, i64, i64, i64)]) -> [i64; 9] {
+fn losses_sums(rows: &[(String, i64, i64, i64)]) -> Result<[i64; 9]> {
     let mut out = [0i64; 9];
     for (asset, kind, units, usd) in rows {
         let col = column(*kind);
         match asset.as_str() {
-            "ETH" => out[col] += units,
-            "BTC" => out[3 + col] += units,
+            "ETH" => add(&mut out[col], *units)?,
+            "BTC" => add(&mut out[3 + col], *units)?,
             _ => {}
         }
-        out[6 + col] += usd;
+        add(&mut out[6 + col], *usd)?;
     }
-    out
+    Ok(out)
 }
