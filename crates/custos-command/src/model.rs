@@ -138,7 +138,10 @@ impl NewEvent {
 /// Computed exactly; `None` only when `before + amount` exceeds `withdrawn` (a caller's bug).
 pub fn reimbursement_usd(withdrawal_usd: Usd, withdrawn: Amount, before: Decimal, amount: Amount) -> Option<Usd> {
     let share = |part: Decimal| pro_rata_cents(withdrawal_usd.value(), part, withdrawn.value());
-    let after = add_exact(before, amount.value(), withdrawn.value().scale().max(amount.value().scale()))?;
+    // `before` is a sum of parts and may be finer than the withdrawal and this part (0.5 + 0.5
+    // is 1.0): the sum is at the finest of the three, all within the asset's scale.
+    let scale = withdrawn.value().scale().max(amount.value().scale()).max(before.scale());
+    let after = add_exact(before, amount.value(), scale)?;
     // Both shares are within [0, withdrawal_usd] and the later is the larger: exact.
     #[allow(clippy::arithmetic_side_effects)]
     let usd = share(after)? - share(before)?;
@@ -433,10 +436,20 @@ impl WriteModel {
                     });
                 }
                 self.check_credit(id, &w.account, &w.asset, amount)?;
-                let usd_value = w.usd_value.map(|usd| {
-                    reimbursement_usd(usd, w.amount, w.reimbursed, amount)
-                        .expect("the reimbursement was checked to be within the withdrawal")
-                });
+                // Within the withdrawal (checked above), the share is exact; should it ever not
+                // be, the command is refused, never the writer stopped.
+                let usd_value = match w.usd_value {
+                    None => None,
+                    Some(usd) => Some(reimbursement_usd(usd, w.amount, w.reimbursed, amount).ok_or_else(|| {
+                        Rejection::InvalidAmount {
+                            id: id.clone(),
+                            reason: format!(
+                                "the USD share of {amount} {} of withdrawal {withdrawal} cannot be computed exactly",
+                                w.asset
+                            ),
+                        }
+                    })?),
+                };
                 Ok(Event::Reimbursed {
                     withdrawal: withdrawal.clone(),
                     withdrawal_seq: w.seq,
@@ -710,5 +723,29 @@ mod tests {
         assert_eq!(a.holdings, b.holdings);
         b.holdings.credit(&asset("BTC"), d("0.1"));
         assert_ne!(a.holdings, b.holdings);
+    }
+}
+
+#[cfg(test)]
+mod reimbursement_tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    /// Two halves make `1.0`, a sum finer than the withdrawal (`3`) and the last part (`2`):
+    /// the USD share of the rest was computed at the coarser scale, refused, and the writer
+    /// panicked on the `expect` (found by tests/tests/limits.rs).
+    #[test]
+    fn a_reimbursement_after_parts_finer_than_the_withdrawal_has_its_usd_share() {
+        let eth = Asset::new("ETH").unwrap();
+        let amount = |s: &str| Amount::new(d(s), &eth).unwrap();
+        let usd = Usd::new(d("300")).unwrap();
+        let before = d("0.5") + d("0.5");
+        assert_eq!(before.scale(), 1);
+        let got = reimbursement_usd(usd, amount("3"), before, amount("2")).map(Usd::value);
+        assert_eq!(got, Some(d("200")));
+        assert_eq!(reimbursement_usd(usd, amount("3"), d("0.5"), amount("0.5")).map(Usd::value), Some(d("50")));
     }
 }
