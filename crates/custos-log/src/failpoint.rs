@@ -18,6 +18,8 @@ pub const FAILPOINTS: &[&str] = &[
     "meta:after-dir-fsync",
     "meta:after-batch",
     "meta:after-file-remove",
+    "merge:after-batch",
+    "merge:before-file-remove",
     "sync:after-flush",
     "sync:after-fsync",
     "rebuild:before-swap",

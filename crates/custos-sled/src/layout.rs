@@ -7,6 +7,7 @@
 //! | `C` seq_first                                    | chunk: up to `CHUNK_EVENTS_MAX` records |
 //! | `S` kind segment_id                              | segment meta: last seq, entries         |
 //! | `S` kind segment_id part                         | segment page directory, in parts        |
+//! | `S` kind segment_id `FFFFFFFF`                   | a segment file's pointer (id, len, hash)|
 //! | `I` kind segment_id page_first_key page_first_seq | page: sorted (key, seq) entries        |
 //! | `M` name                                         | metadata blobs (projections, snapshots) |
 //!
@@ -16,6 +17,15 @@
 //! batch and merged in the background of the writer (binary-counter policy), split into pages
 //! small enough to stay inline in sled's log (sled writes larger values to blob files that it
 //! never fsyncs).
+//!
+//! A segment of `SEGMENT_FILE_ENTRIES_MIN` entries or more (only a merge writes one) keeps its
+//! pages in a file of its own under `files/` instead of sled: the entries, sorted, 16 bytes
+//! each (`u64` key, `u64` seq, big-endian), so page `i` is the `PAGE_BYTES` at `i * PAGE_BYTES`
+//! (the last one shorter); then one 8-byte [`page_checksum`] per page, little-endian. sled
+//! holds its record, its page directory and a pointer (file id, length, SHA-256 of the whole
+//! file). Merging rewrites every entry once per size class it climbs: in sled that left the
+//! rewritten pages as garbage segments that sled overwrites on every open (136 MiB on a
+//! 1M-event store); in files a merge is one sequential write and one unlink.
 
 use custos_domain::{Seq, Timestamp};
 use custos_log::{Head, IndexKey, IndexKind};
@@ -47,11 +57,19 @@ pub const DIR_PART_ENTRIES: usize = 384;
 /// Entries per index page (16 bytes each: 4 KiB pages; sled rewrites whole leaf nodes, so
 /// small values keep its node rewrites small).
 pub const PAGE_ENTRIES_MAX: usize = 256;
+/// Index segments of at least this many entries (64 KiB) live in files.
+pub const SEGMENT_FILE_ENTRIES_MIN: usize = 4096;
+/// Bytes of a full index page.
+pub const PAGE_BYTES: usize = PAGE_ENTRIES_MAX * 16;
+/// The part number of a segment file's pointer, after the page directory's parts.
+pub const SEGMENT_FILE_PART: u32 = u32::MAX;
+
 /// Bumped when the layout changes; a store written with another layout is refused.
-/// 2: metadata values may live in files; 3: the loss-time index. An older store is read as is
+/// 2: metadata values may live in files; 3: the loss-time index; 4: index segments may live in
+/// files. An older store is read as is
 /// and marked with this version on open (the ledger adds what it lacks), so that an older
 /// build refuses it instead of misreading it.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub const KEY_HEAD: &[u8] = b"H";
 pub const KEY_LAYOUT: &[u8] = b"V";
@@ -223,6 +241,34 @@ pub fn decode_page(bytes: &[u8]) -> Option<impl Iterator<Item = (u64, Seq)> + '_
     })
 }
 
+/// The checksum of an index page in a segment file, checked on every read of it (the file's
+/// SHA-256 is checked where the whole file is read: merges and `verify`). 64 bits over the
+/// page's 8-byte words, each mixed in by a multiply and a rotation, and its length: a flipped bit
+/// or a page read from the wrong place changes it; not a defence against a forger (the log's
+/// hash chain and `verify` are).
+pub fn page_checksum(page: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ page.len() as u64;
+    for w in page.chunks(8) {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+    }
+    h ^ (h >> 32)
+}
+
+/// The bytes of a segment file holding `entries` (sorted): the pages, then their checksums.
+pub fn encode_segment_file(entries: &[(u64, Seq)]) -> Vec<u8> {
+    let pages = entries.len().div_ceil(PAGE_ENTRIES_MAX);
+    let mut out = encode_page(entries);
+    out.reserve(pages * 8);
+    for i in 0..pages {
+        let page = &out[i * PAGE_BYTES..((i + 1) * PAGE_BYTES).min(entries.len() * 16)];
+        let c = page_checksum(page);
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    out
+}
+
 /// The head record: seq, hash, `recorded_at` in nanoseconds, big-endian.
 pub fn encode_head(head: &Head) -> [u8; 48] {
     let mut out = [0u8; 48];
@@ -258,6 +304,27 @@ mod tests {
         assert_eq!(view.record(2).unwrap(), b"defgh");
         assert!(view.record(3).is_none());
         assert!(ChunkView::parse(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn a_segment_file_is_its_pages_then_their_checksums() {
+        let entries: Vec<(u64, Seq)> = (0..PAGE_ENTRIES_MAX as u64 * 2 + 3).map(|i| (i / 3, i)).collect();
+        let bytes = encode_segment_file(&entries);
+        assert_eq!(bytes.len(), entries.len() * 16 + 3 * 8);
+        let page1 = &bytes[PAGE_BYTES..2 * PAGE_BYTES];
+        assert_eq!(decode_page(page1).unwrap().next(), Some(entries[PAGE_ENTRIES_MAX]));
+        let sums = &bytes[entries.len() * 16..];
+        assert_eq!(u64::from_le_bytes(sums[8..16].try_into().unwrap()), page_checksum(page1));
+        let last = &bytes[2 * PAGE_BYTES..entries.len() * 16];
+        assert_eq!(last.len(), 48);
+        assert_eq!(u64::from_le_bytes(sums[16..24].try_into().unwrap()), page_checksum(last));
+        // Any flipped bit of a page changes its checksum.
+        for bit in [0, 7, 8 * 100, 8 * PAGE_BYTES - 1] {
+            let mut p = page1.to_vec();
+            p[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(page_checksum(&p), page_checksum(page1), "bit {bit}");
+        }
+        assert_ne!(page_checksum(&page1[..16]), page_checksum(&page1[16..32]));
     }
 
     #[test]

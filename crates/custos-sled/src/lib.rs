@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use custos_domain::Seq;
@@ -179,6 +179,16 @@ struct Segment {
     /// The first entry of each page, in order: finding the page that holds a key is a binary
     /// search here and one `get`, never a reverse scan of sled (slow in 0.34).
     pages: Vec<(u64, Seq)>,
+    /// Where the pages are when not in sled (see `SEGMENT_FILE_ENTRIES_MIN`).
+    file: Option<SegmentFile>,
+}
+
+/// A segment's pages in a file: its pointer, an open handle, and each page's checksum.
+#[derive(Debug, Clone)]
+struct SegmentFile {
+    pointer: FilePointer,
+    handle: Arc<File>,
+    checksums: Arc<Vec<u64>>,
 }
 
 pub struct Store {
@@ -227,6 +237,19 @@ const REMOVE_BATCH_KEYS: usize = 1024;
 
 /// Chunks read per window of a scan (~64 x 6 KiB x 64 events).
 const SCAN_WINDOW_CHUNKS: usize = 64;
+
+/// `SEGMENT_FILE_ENTRIES_MIN`, or `CUSTOS_SEGMENT_FILE_ENTRIES_MIN` when set: the crash suite
+/// lowers it so that a small storm merges segment files (any value gives the same index).
+fn segment_file_entries_min() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("CUSTOS_SEGMENT_FILE_ENTRIES_MIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(SEGMENT_FILE_ENTRIES_MIN)
+    })
+}
 
 fn kind_slot(kind: IndexKind) -> usize {
     IndexKind::ALL.iter().position(|k| *k == kind).expect("known kind")
@@ -298,8 +321,8 @@ impl Store {
                 marker.display()
             )));
         }
-        let segments = load_segments(&db)?;
         let files = dir.join("files");
+        let segments = load_segments(&db, &files)?;
         if !files.exists() {
             std::fs::create_dir_all(&files).map_err(io)?;
             // The folder's own entry is durable before any file in it is pointed at.
@@ -331,7 +354,7 @@ impl Store {
         let removed = store.remove_unreferenced_files()?;
         if removed > 0 {
             store.notice(format!(
-                "removed {removed} checkpoint file(s) nothing pointed at (left by an interrupted write)"
+                "removed {removed} checkpoint or index file(s) nothing pointed at (left by an interrupted write)"
             ));
         }
         Ok(store)
@@ -427,7 +450,7 @@ impl Store {
             Some(v) => decode_head(&v).ok_or_else(|| StoreError::corrupt("head record is malformed"))?,
             None => Head::EMPTY,
         };
-        *segments = load_segments(&db)?;
+        *segments = load_segments(&db, &self.dir.join("files"))?;
         *slot = Some(db);
         *self.head.lock().expect("head lock") = head;
         Ok(head)
@@ -476,8 +499,8 @@ impl Store {
             entries.sort_unstable();
             let id = entries.iter().map(|e| e.1).min().expect("non-empty");
             let last_seq = entries.iter().map(|e| e.1).max().expect("non-empty");
-            let pages = write_segment(&mut sb, kind, id, last_seq, &entries);
-            new_segments.push((kind, Segment { id, last_seq, entries: entries.len() as u64, pages }));
+            let pages = write_segment(&mut sb, kind, id, last_seq, &entries, None);
+            new_segments.push((kind, Segment { id, last_seq, entries: entries.len() as u64, pages, file: None }));
         }
         sb.insert(KEY_HEAD, &encode_head(&head)[..]);
         for (name, value) in batch.meta {
@@ -577,13 +600,15 @@ impl Store {
         let mut dir = self.segments.write().expect("segments lock");
         assert!(dir[kind_slot(kind)].is_empty(), "the {} index already has segments", kind.name());
         let mut sb = sled::Batch::default();
-        let segment = (!entries.is_empty()).then(|| {
+        let mut segment = None;
+        if !entries.is_empty() {
             entries.sort_unstable();
             let id = entries.iter().map(|e| e.1).min().expect("non-empty");
             let last_seq = entries.iter().map(|e| e.1).max().expect("non-empty");
-            let pages = write_segment(&mut sb, kind, id, last_seq, &entries);
-            Segment { id, last_seq, entries: entries.len() as u64, pages }
-        });
+            let file = self.write_segment_file(&entries)?;
+            let pages = write_segment(&mut sb, kind, id, last_seq, &entries, file.as_ref().map(|f| &f.pointer));
+            segment = Some(Segment { id, last_seq, entries: entries.len() as u64, pages, file });
+        }
         for (name, value) in meta {
             insert_meta(&mut sb, &name, &value);
         }
@@ -612,14 +637,24 @@ impl Store {
     fn merge_segments(&self, kind: IndexKind, run: &[Segment]) -> Result<()> {
         let mut merged = Vec::with_capacity(run.iter().map(|s| s.entries as usize).sum());
         for seg in run {
-            merged.extend(self.segment_entries(kind, seg.id)?);
+            merged.extend(self.segment_entries(kind, seg)?);
         }
         // Sorted runs one after another: the stable sort finds and merges them in O(n log runs).
         merged.sort();
+        let file = self.write_segment_file(&merged)?;
         let mut sb = sled::Batch::default();
+        let mut old_files = Vec::new();
         for seg in run {
-            for first in &seg.pages {
-                sb.remove(&page_key(kind, seg.id, *first));
+            match &seg.file {
+                Some(f) => {
+                    old_files.push(f.pointer.id);
+                    sb.remove(&dir_part_key(kind, seg.id, SEGMENT_FILE_PART));
+                }
+                None => {
+                    for first in &seg.pages {
+                        sb.remove(&page_key(kind, seg.id, *first));
+                    }
+                }
             }
             for part in 0..seg.pages.len().div_ceil(DIR_PART_ENTRIES) {
                 sb.remove(&dir_part_key(kind, seg.id, part as u32));
@@ -628,17 +663,81 @@ impl Store {
         }
         let id = run[0].id;
         let last_seq = run.iter().map(|s| s.last_seq).max().expect("a run is not empty");
-        let pages = write_segment(&mut sb, kind, id, last_seq, &merged);
-        let mut dir = self.segments.write().expect("segments lock");
-        self.db()?.apply_batch(sb)?;
-        let segs = &mut dir[kind_slot(kind)];
-        let at = segs.iter().position(|s| s.id == id).expect("only compaction removes segments");
-        debug_assert!(segs[at..at + run.len()].iter().zip(run).all(|(a, b)| a.id == b.id), "the run is intact");
-        segs.splice(at..at + run.len(), [Segment { id, last_seq, entries: merged.len() as u64, pages }]);
+        let pages = write_segment(&mut sb, kind, id, last_seq, &merged, file.as_ref().map(|f| &f.pointer));
+        {
+            let mut dir = self.segments.write().expect("segments lock");
+            self.db()?.apply_batch(sb)?;
+            failpoint("merge:after-batch");
+            let segs = &mut dir[kind_slot(kind)];
+            let at = segs.iter().position(|s| s.id == id).expect("only compaction removes segments");
+            debug_assert!(segs[at..at + run.len()].iter().zip(run).all(|(a, b)| a.id == b.id), "the run is intact");
+            segs.splice(at..at + run.len(), [Segment { id, last_seq, entries: merged.len() as u64, pages, file }]);
+        }
+        if !old_files.is_empty() {
+            failpoint("merge:before-file-remove");
+            // The batch that stopped pointing at them is durable before they go: a crash
+            // would otherwise bring back pointers to removed files.
+            self.sync()?;
+            self.remove_meta_files(&old_files);
+        }
         Ok(())
     }
 
-    fn segment_entries(&self, kind: IndexKind, id: u64) -> Result<Vec<(u64, Seq)>> {
+    /// For `entries` (sorted) of at least `SEGMENT_FILE_ENTRIES_MIN`, their segment file,
+    /// written durably (data and directory entry) and opened; `None` for fewer (they stay in
+    /// sled).
+    fn write_segment_file(&self, entries: &[(u64, Seq)]) -> Result<Option<SegmentFile>> {
+        if entries.len() < segment_file_entries_min() {
+            return Ok(None);
+        }
+        let bytes = encode_segment_file(entries);
+        let pointer = self.write_meta_file(&bytes)?;
+        File::open(&self.files)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(format!("cannot sync {}", self.files.display())))?;
+        let path = self.meta_file_path(pointer.id);
+        let handle = File::open(&path).map_err(io_err(format!("cannot open {}", path.display())))?;
+        let checksums = decode_checksums(&bytes[entries.len() * 16..]);
+        Ok(Some(SegmentFile { pointer, handle: Arc::new(handle), checksums: Arc::new(checksums) }))
+    }
+
+    /// Page `i` of `seg`, from sled or from its file (checked against its checksum).
+    fn read_page(&self, kind: IndexKind, seg: &Segment, i: usize) -> Result<Vec<u8>> {
+        let Some(f) = &seg.file else {
+            let v = self.db()?.get(page_key(kind, seg.id, seg.pages[i]))?.ok_or_else(|| {
+                StoreError::corrupt(format!("{} index page of segment {} is missing", kind.name(), seg.id))
+            })?;
+            return Ok(v.to_vec());
+        };
+        use std::os::unix::fs::FileExt;
+        let start = i * PAGE_BYTES;
+        let end = (start + PAGE_BYTES).min(seg.entries as usize * 16);
+        let mut page = vec![0u8; end - start];
+        let path = || self.meta_file_path(f.pointer.id);
+        f.handle.read_exact_at(&mut page, start as u64).map_err(io_err(format!(
+            "cannot read the {} index from {}",
+            kind.name(),
+            path().display()
+        )))?;
+        if page_checksum(&page) != f.checksums[i] {
+            return Err(StoreError::corrupt(format!(
+                "page {i} of the {} index in {} does not match its checksum",
+                kind.name(),
+                path().display()
+            )));
+        }
+        Ok(page)
+    }
+
+    fn segment_entries(&self, kind: IndexKind, seg: &Segment) -> Result<Vec<(u64, Seq)>> {
+        if let Some(f) = &seg.file {
+            let bytes = self.read_meta_file(&format!("the {} index segment {}", kind.name(), seg.id), f.pointer)?;
+            let entries = bytes.get(..seg.entries as usize * 16).and_then(decode_page).ok_or_else(|| {
+                StoreError::corrupt(format!("the {} index segment {} is shorter than its entries", kind.name(), seg.id))
+            })?;
+            return Ok(entries.collect());
+        }
+        let id = seg.id;
         let mut out = Vec::new();
         for item in self.db()?.scan_prefix(page_prefix(kind, id)) {
             let (k, v) = item?;
@@ -665,10 +764,9 @@ impl Store {
         for seg in &dir[kind_slot(kind)] {
             // The page that may hold `lo` is the last one starting at or before it.
             let start = seg.pages.partition_point(|first| *first <= (lo, 0)).saturating_sub(1);
-            for first in seg.pages[start..].iter().take_while(|first| first.0 <= hi) {
-                let v = self.db()?.get(page_key(kind, seg.id, *first))?.ok_or_else(|| {
-                    StoreError::corrupt(format!("{} index page of segment {} is missing", kind.name(), seg.id))
-                })?;
+            let n = seg.pages[start..].iter().take_while(|first| first.0 <= hi).count();
+            for i in start..start + n {
+                let v = self.read_page(kind, seg, i)?;
                 let page = decode_page(&v)
                     .ok_or_else(|| StoreError::corrupt(format!("{} index page is malformed", kind.name())))?;
                 out.extend(page.filter(|(key, _)| *key >= lo && *key <= hi));
@@ -679,9 +777,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The whole index, sorted by key then seq (for verification).
+    /// The whole index, sorted by key then seq.
     pub fn index_all(&self, kind: IndexKind) -> Result<Vec<(u64, Seq)>> {
         self.index_range(kind, 0, u64::MAX)
+    }
+
+    /// The whole index as `index_all`, with every segment file checked against its SHA-256
+    /// (for verification).
+    pub fn index_all_verified(&self, kind: IndexKind) -> Result<Vec<(u64, Seq)>> {
+        let dir = self.segments.read().expect("segments lock");
+        let mut out = Vec::new();
+        for seg in &dir[kind_slot(kind)] {
+            out.extend(self.segment_entries(kind, seg)?);
+        }
+        drop(dir);
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// The stored record of `seq`, if it exists.
@@ -749,7 +860,7 @@ impl Store {
         for item in self.db()?.scan_prefix(meta_part_prefix(name)) {
             let (k, v) = item?;
             if let Some(pointer) = file_pointer(&k, &v) {
-                return self.read_meta_file(name, pointer?).map(Some);
+                return self.read_meta_file(&format!("metadata {name}"), pointer?).map(Some);
             }
             out.get_or_insert_with(Vec::new).extend_from_slice(&v);
         }
@@ -761,13 +872,12 @@ impl Store {
     }
 
     /// The value a file pointer stands for, checked against the length and hash it records.
-    fn read_meta_file(&self, name: &str, p: FilePointer) -> Result<Vec<u8>> {
+    fn read_meta_file(&self, what: &str, p: FilePointer) -> Result<Vec<u8>> {
         let path = self.meta_file_path(p.id);
-        let bytes =
-            std::fs::read(&path).map_err(io_err(format!("cannot read metadata {name} from {}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(io_err(format!("cannot read {what} from {}", path.display())))?;
         if bytes.len() as u64 != p.len || sha256(&bytes) != p.hash {
             return Err(StoreError::corrupt(format!(
-                "metadata {name}: {} does not match the length and SHA-256 recorded for it",
+                "{what}: {} does not match the length and SHA-256 recorded for it",
                 path.display()
             )));
         }
@@ -790,13 +900,15 @@ impl Store {
         Ok(FilePointer { id, len: value.len() as u64, hash: sha256(value) })
     }
 
-    /// Removes files under `files/` that no metadata value points at (left by a crash between
+    /// Removes files under `files/` that no metadata value or index segment points at (left by a crash between
     /// writing a file and the batch that points at it, or between a batch that dropped a
     /// pointer and the file's removal); returns how many. Reads every metadata key: call it
     /// when metadata is small (checkpoints in files, old generations removed).
     pub fn remove_unreferenced_files(&self) -> Result<usize> {
         let what = format!("cannot sweep {}", self.files.display());
         let io = |source| StoreError::Io { what: what.clone(), source };
+        // A merge's new segment file is unreferenced until its batch: none runs meanwhile.
+        let _no_merge = self.compacting.lock().expect("compaction lock");
         // Taken before the scan: a file written meanwhile has a larger id and is left alone.
         let written_before = self.next_file.load(std::sync::atomic::Ordering::Relaxed);
         let mut referenced = HashSet::new();
@@ -805,6 +917,9 @@ impl Store {
             if let Some(p) = file_pointer(&k, &v) {
                 referenced.insert(p?.id);
             }
+        }
+        for dir in self.segments.read().expect("segments lock").iter() {
+            referenced.extend(dir.iter().filter_map(|s| s.file.as_ref()).map(|f| f.pointer.id));
         }
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.files).map_err(io)? {
@@ -978,7 +1093,7 @@ impl Log for Store {
         let mut found = Vec::new();
         for (kind, mut want) in IndexKind::ALL.into_iter().zip(want) {
             want.sort_unstable();
-            let mut have = self.index_all(kind)?;
+            let mut have = self.index_all_verified(kind)?;
             have.retain(|(_, s)| *s <= up_to);
             if want != have {
                 let first =
@@ -1036,7 +1151,7 @@ impl Log for Store {
 /// The first `(key, seq)` of each page of a segment.
 type PageDirectory = Vec<(u64, Seq)>;
 
-/// Writes a segment's pages and its record (last seq, entry count, page directory); returns the
+/// Writes a segment's pages (unless they are in `file`) and its record (last seq, entry count, page directory); returns the
 /// page directory.
 fn write_segment(
     sb: &mut sled::Batch,
@@ -1044,11 +1159,17 @@ fn write_segment(
     id: u64,
     last_seq: Seq,
     entries: &[(u64, Seq)],
+    file: Option<&FilePointer>,
 ) -> Vec<(u64, Seq)> {
     let mut pages = Vec::with_capacity(entries.len().div_ceil(PAGE_ENTRIES_MAX));
     for page in entries.chunks(PAGE_ENTRIES_MAX) {
-        sb.insert(&page_key(kind, id, page[0]), encode_page(page));
+        if file.is_none() {
+            sb.insert(&page_key(kind, id, page[0]), encode_page(page));
+        }
         pages.push(page[0]);
+    }
+    if let Some(p) = file {
+        sb.insert(&dir_part_key(kind, id, SEGMENT_FILE_PART), p.encode());
     }
     let mut meta = Vec::with_capacity(16);
     meta.extend_from_slice(&last_seq.to_be_bytes());
@@ -1062,9 +1183,11 @@ fn write_segment(
 
 /// Reads every segment record with its page directory: from its parts; or, for segments
 /// written by earlier builds, from the record itself or the page keys.
-fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
-    // (kind slot, segment id) -> (record: last seq, entries, legacy directory bytes; directory parts)
-    type Found = std::collections::BTreeMap<(usize, u64), (Option<(Seq, u64, Vec<u8>)>, PageDirectory)>;
+fn load_segments(db: &sled::Db, files: &Path) -> Result<[Vec<Segment>; INDEX_KINDS]> {
+    // (kind slot, segment id) -> (record: last seq, entries, legacy directory bytes; directory
+    // parts; file pointer)
+    type Found =
+        std::collections::BTreeMap<(usize, u64), (Option<(Seq, u64, Vec<u8>)>, PageDirectory, Option<FilePointer>)>;
     let mut found = Found::new();
     for item in db.scan_prefix([PREFIX_SEGMENT]) {
         let (k, v) = item?;
@@ -1081,12 +1204,15 @@ fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
                 let entries = u64::from_be_bytes(v.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(malformed)?);
                 entry.0 = Some((last_seq, entries, v[16..].to_vec()));
             }
+            14 if k.ends_with(&SEGMENT_FILE_PART.to_be_bytes()) => {
+                entry.2 = Some(FilePointer::decode(&v).ok_or_else(malformed)?);
+            }
             14 => entry.1.extend(decode_page(&v).ok_or_else(malformed)?),
             _ => return Err(malformed()),
         }
     }
     let mut segments: [Vec<Segment>; INDEX_KINDS] = Default::default();
-    for ((slot, id), (header, mut pages)) in found {
+    for ((slot, id), (header, mut pages, pointer)) in found {
         let kind = IndexKind::ALL[slot];
         let malformed = || StoreError::corrupt(format!("{} index segment {id} has no record", kind.name()));
         let (last_seq, entries, legacy_dir) = header.ok_or_else(malformed)?;
@@ -1106,9 +1232,46 @@ fn load_segments(db: &sled::Db) -> Result<[Vec<Segment>; INDEX_KINDS]> {
                 pages.push(first);
             }
         }
-        segments[slot].push(Segment { id, last_seq, entries, pages });
+        let file = match pointer {
+            Some(p) => Some(open_segment_file(files, kind, id, p, entries, pages.len())?),
+            None => None,
+        };
+        segments[slot].push(Segment { id, last_seq, entries, pages, file });
     }
     Ok(segments)
+}
+
+/// Opens a segment's file and reads its page checksums (the tail of the file), checking that
+/// its length is what its pointer and its entries say.
+fn open_segment_file(
+    files: &Path,
+    kind: IndexKind,
+    id: u64,
+    pointer: FilePointer,
+    entries: u64,
+    pages: usize,
+) -> Result<SegmentFile> {
+    use std::os::unix::fs::FileExt;
+    let path = files.join(format!("{:016x}", pointer.id));
+    let what = || format!("cannot read the {} index segment {id} from {}", kind.name(), path.display());
+    let handle = File::open(&path).map_err(io_err(what()))?;
+    let len = handle.metadata().map_err(io_err(what()))?.len();
+    let body = entries * 16;
+    if len != pointer.len || len != body + pages as u64 * 8 {
+        return Err(StoreError::corrupt(format!(
+            "the {} index segment {id} in {} is {len} bytes, not the {} recorded for it",
+            kind.name(),
+            path.display(),
+            pointer.len
+        )));
+    }
+    let mut tail = vec![0u8; pages * 8];
+    handle.read_exact_at(&mut tail, body).map_err(io_err(what()))?;
+    Ok(SegmentFile { pointer, handle: Arc::new(handle), checksums: Arc::new(decode_checksums(&tail)) })
+}
+
+fn decode_checksums(bytes: &[u8]) -> Vec<u64> {
+    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
 }
 
 fn meta_part_prefix(name: &str) -> Vec<u8> {
@@ -1133,6 +1296,14 @@ impl FilePointer {
         v.extend_from_slice(&self.hash);
         v
     }
+    fn decode(value: &[u8]) -> Option<FilePointer> {
+        (value.len() == 48).then_some(())?;
+        Some(FilePointer {
+            id: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
+            len: u64::from_be_bytes(value.get(8..16)?.try_into().ok()?),
+            hash: value.get(16..48)?.try_into().ok()?,
+        })
+    }
 }
 
 /// The file pointer a metadata part holds, if it is one (`Some(Err)`: malformed).
@@ -1140,14 +1311,7 @@ fn file_pointer(key: &[u8], value: &[u8]) -> Option<Result<FilePointer>> {
     if !key.ends_with(&META_FILE_PART.to_be_bytes()) {
         return None;
     }
-    let parsed = (|| {
-        Some(FilePointer {
-            id: u64::from_be_bytes(value.get(..8)?.try_into().ok()?),
-            len: u64::from_be_bytes(value.get(8..16)?.try_into().ok()?),
-            hash: value.get(16..48)?.try_into().ok()?,
-        })
-    })();
-    Some(parsed.filter(|_| value.len() == 48).ok_or_else(|| {
+    Some(FilePointer::decode(value).ok_or_else(|| {
         StoreError::corrupt(format!("metadata file pointer under {:?} is malformed", String::from_utf8_lossy(key)))
     }))
 }
@@ -1309,6 +1473,76 @@ mod tests {
         store.remove_meta_prefix("cp/x/").unwrap();
         assert!(store.list_meta("cp/").unwrap().is_empty());
         assert!(meta_files(&store).is_empty());
+    }
+
+    fn segment_files(store: &Store) -> Vec<u64> {
+        let dir = store.segments.read().unwrap();
+        let mut ids: Vec<u64> = dir.iter().flatten().filter_map(|s| s.file.as_ref()).map(|f| f.pointer.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Merged segments of 4,096 entries or more live in files: one per segment, none left
+    /// behind when a merge replaces them, none swept while pointed at, every page checked.
+    #[test]
+    fn big_segments_live_in_checked_files_that_go_when_merged_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        let mut first = 1u64;
+        let mut most_files = 0;
+        // 64 batches of 600: every 8 merge into a 4,800-entry file; the 8 files into one.
+        for _ in 0..64 {
+            store.append(batch(first, 600)).unwrap();
+            store.compact().unwrap();
+            first += 600;
+            let ids = segment_files(&store);
+            most_files = most_files.max(ids.len());
+            let on_disk = std::fs::read_dir(tmp.path().join("files")).unwrap().count();
+            assert_eq!(on_disk, ids.len(), "one file per file segment, nothing left behind");
+        }
+        assert!(most_files >= 7, "merges wrote segment files ({most_files})");
+        let total = first - 1;
+        let files = segment_files(&store);
+        assert_eq!(files.len(), 2, "one file per index kind after the last merge: {files:?}");
+        drop(store);
+        let store = Store::open(tmp.path(), "test").unwrap();
+        assert_eq!(segment_files(&store), files, "reopened: the same files, none swept");
+        for key in [0, 3, 6] {
+            let want: Vec<Seq> = (1..=total).filter(|s| s % 7 == key).collect();
+            assert_eq!(store.index_get(IndexKind::Flag, key).unwrap(), want);
+        }
+        for s in [1, 4_321, total] {
+            assert_eq!(store.index_get(IndexKind::EventId, event_key(s)).unwrap(), vec![s]);
+        }
+        let mut want: Vec<(u64, Seq)> = (1..=total).map(|s| (event_key(s), s)).collect();
+        want.sort_unstable();
+        assert_eq!(store.index_all(IndexKind::EventId).unwrap(), want);
+        // A flipped bit in a page is corruption, named with its file, for a lookup and for the
+        // whole-index read (verify's), which checks the file's SHA-256.
+        let flag_file = {
+            let dir = store.segments.read().unwrap();
+            dir[kind_slot(IndexKind::Flag)][0].file.as_ref().unwrap().pointer.id
+        };
+        let path = store.meta_file_path(flag_file);
+        drop(store);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[PAGE_BYTES + 9] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let store = Store::open(tmp.path(), "test").unwrap();
+        let name = format!("{flag_file:016x}");
+        let lookups: Vec<String> =
+            (0..7u64).filter_map(|k| store.index_get(IndexKind::Flag, k).err()).map(|e| e.to_string()).collect();
+        assert!(
+            !lookups.is_empty() && lookups.iter().all(|e| e.contains(&name) && e.contains("checksum")),
+            "{lookups:?}"
+        );
+        let all = store.index_all_verified(IndexKind::Flag).unwrap_err().to_string();
+        assert!(all.contains(&name) && all.contains("SHA-256"), "{all}");
+        // A file cut short is refused when the store opens.
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        drop(store);
+        let err = Store::open(tmp.path(), "test").err().unwrap().to_string();
+        assert!(err.contains(&name) && err.contains("bytes"), "{err}");
     }
 
     #[test]
