@@ -7,7 +7,7 @@
 //! boundary records, checkpoints), every acknowledged event at its seq, no seq gap, and
 //! point-in-time answers at random moments equal to a fold of the log from scratch.
 //!
-//! The storm keeps index segments of 64 entries or more in files (`CUSTOS_SEGMENT_FILE_ENTRIES_MIN`),
+//! The storm keeps index segments of 8 entries or more in files (`CUSTOS_SEGMENT_FILE_ENTRIES_MIN`),
 //! so merges write, replace and remove segment files under every failpoint too.
 //!
 //! Each failpoint is armed for its first hit, and the test requires that the process really
@@ -42,8 +42,9 @@ fn config() -> LedgerConfig {
 fn storm(dir: &Path, failpoint: Option<&str>, prefix: &str) -> (Vec<(String, u64)>, bool) {
     let mut cmd = Process::new(env!("CARGO_BIN_EXE_storm"));
     cmd.arg(dir).args(["8", "400", prefix, "spread"]).stdout(Stdio::piped()).stderr(Stdio::null());
-    // Index segments of 64 entries or more in files, so that merges write and remove them.
-    cmd.env("CUSTOS_SEGMENT_FILE_ENTRIES_MIN", "64");
+    // Index segments of 8 entries or more in files, so that merges write and remove them
+    // (every merge past the smallest class replaces files).
+    cmd.env("CUSTOS_SEGMENT_FILE_ENTRIES_MIN", "8");
     match failpoint {
         Some(f) => cmd.env("CUSTOS_FAILPOINT", f),
         None => cmd.env_remove("CUSTOS_FAILPOINT"),

@@ -49,6 +49,20 @@ fn ledger_with_checkpoint_files() -> tempfile::TempDir {
     dir
 }
 
+/// The file that holds the balances checkpoint at `seq` (found through its pointer in sled, as
+/// the store finds it: other files hold index segments and the write-model snapshot).
+fn balances_checkpoint_file(d: &std::path::Path, seq: u64) -> std::path::PathBuf {
+    let db = custos_tests::raw_sled(d);
+    let name = format!("cp/balances/g00000001/{seq:020}");
+    let mut key = vec![b'M'];
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&u32::MAX.to_be_bytes());
+    let pointer = db.get(&key).unwrap().unwrap_or_else(|| panic!("no file pointer for {name}"));
+    let id = u64::from_be_bytes(pointer[..8].try_into().unwrap());
+    d.join("files").join(format!("{id:016x}"))
+}
+
 /// Index of the low mantissa bytes of a deposit's amount inside its record: the payload ends
 /// with the 16-byte decimal then the `usd_value` option tag, and the hash follows the body.
 fn amount_byte(record: &[u8]) -> usize {
@@ -132,10 +146,8 @@ fn a_changed_checkpoint_file_is_found_and_named() {
     let dir = ledger_with_checkpoint_files();
     let d = dir.path();
     assert_eq!(code(&custos(d, &["verify"])), 0);
-    let mut files: Vec<_> = std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty(), "the 4,096-row balances checkpoint is kept in a file");
-    let path = files.last().unwrap();
+    // The 4,096-row balances checkpoint is kept in a file.
+    let path = &balances_checkpoint_file(d, 4096);
     let mut bytes = std::fs::read(path).unwrap();
     let i = bytes.len() / 2;
     bytes[i] ^= 0x01;
@@ -182,9 +194,7 @@ fn a_missing_checkpoint_file_is_skipped_by_queries_and_reported_by_verify() {
     let dir = ledger_with_checkpoint_files();
     let d = dir.path();
     let before = stdout(&custos(d, &["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"]));
-    let mut files: Vec<_> = std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    let removed = files.last().unwrap();
+    let removed = &balances_checkpoint_file(d, 4096);
     std::fs::remove_file(removed).unwrap();
     let out = custos(d, &["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"]);
     assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));

@@ -417,3 +417,114 @@ fn an_import_appends_in_file_order_across_batches_in_flight() {
         assert_eq!(expected, lines);
     }
 }
+
+/// Every kind of state the write model keeps, in one script: balances in several assets and
+/// accounts, withdrawals marked and flagged, a reversal, reimbursements in parts (0.5 + 0.5 of
+/// 3, a sum finer than the withdrawal), a suspension that ended and one still on.
+fn scripted_history(l: &Ledger) {
+    let mut commands = Vec::new();
+    for i in 0..12 {
+        let acct = format!("acct-snap-{}", i % 4);
+        commands.push(deposit(&format!("d{i}"), "2022-01-01T00:00:00Z", &acct, ["ETH", "BTC", "USDC"][i % 3], "10"));
+    }
+    commands.push(withdraw("w-marked", "2022-01-02T00:00:00Z", "acct-snap-0", "ETH", "3", Some("3000"), true));
+    commands.push(withdraw("w-flag", "2022-01-02T00:01:00Z", "acct-snap-1", "BTC", "1", Some("40000"), false));
+    commands.push(withdraw("w-rev", "2022-01-02T00:02:00Z", "acct-snap-2", "USDC", "2", None, true));
+    commands.push(reference("flag", "f-1", "2022-01-02T01:00:00Z", "w-flag"));
+    commands.push(reference("reverse", "r-1", "2022-01-02T01:01:00Z", "w-rev"));
+    let part = |ident: &str, amount: &str| {
+        custos_tests::cmd(
+            ident,
+            "2022-01-02T02:00:00Z",
+            CommandBody::Reimburse {
+                withdrawal: custos_tests::id("w-marked"),
+                account: None,
+                asset: None,
+                amount: Some(amount.parse().unwrap()),
+            },
+        )
+    };
+    commands.push(part("p-1", "0.5"));
+    commands.push(part("p-2", "0.5"));
+    commands.push(suspend("s-1", "2022-01-03T00:00:00Z"));
+    commands.push(resume("s-2", "2022-01-03T01:00:00Z"));
+    commands.push(suspend("s-3", "2022-01-04T00:00:00Z"));
+    for c in commands {
+        let out = l.submit_batch_blocking(vec![c.clone()]).unwrap().pop().unwrap();
+        assert!(out.is_ok(), "{c:?}: {out:?}");
+    }
+}
+
+fn folded_model(l: &Ledger) -> custos_ledger::WriteModel {
+    let mut m = custos_ledger::WriteModel::default();
+    l.for_each_envelope(1, |e| {
+        m.apply(&e).unwrap();
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    m
+}
+
+/// A writer starts from the write-model snapshot the last one left (a CLI write on a long log
+/// folds a few events, not the whole log) and holds exactly the model a fold of the log gives;
+/// a snapshot from another log, or altered, is never decided from without `verify` saying so.
+#[test]
+fn a_writer_starts_from_the_write_model_snapshot_and_holds_what_a_fold_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ledger(dir.path());
+    scripted_history(&l);
+    l.close().unwrap();
+    drop(l);
+    let l = ledger(dir.path());
+    let snapshot = l.write_model_snapshot_seq().unwrap();
+    assert_eq!(snapshot, Some(l.head().seq), "the stopping writer left a snapshot at the head");
+    assert_eq!(l.write_model().unwrap(), folded_model(&l));
+    // Decisions after a restart: the rest of w-marked (2 of 3), the flag is not repeated, the
+    // suspension still holds.
+    let rest = reference("reimburse", "p-3", "2022-01-05T00:00:00Z", "w-marked");
+    let out = l.submit_batch_blocking(vec![rest]).unwrap().pop().unwrap().unwrap();
+    let env = l.envelope(out.seq).unwrap().unwrap();
+    assert!(format!("{:?}", env.event).contains("2000"), "the rest's USD share is 2000: {:?}", env.event);
+    expect(&l, reference("flag", "f-2", "2022-01-05T00:00:00Z", "w-flag"), "already_flagged", &["w-flag"]);
+    let w = withdraw("w-late", "2022-01-05T00:00:00Z", "acct-snap-3", "ETH", "1", None, false);
+    expect(&l, w, "withdrawal_during_suspension", &["still in force"]);
+    assert!(l.verify(None, &mut |_, _| {}).unwrap().clean());
+    l.close().unwrap();
+    drop(l);
+
+    // Altered on disk, the same length: the hash it names no longer matches (or its content
+    // differs): the writer folds the log instead, and verify names the snapshot.
+    let db = custos_tests::raw_sled(dir.path());
+    let key = db.scan_prefix(b"Mwrite-model/").map(|r| r.unwrap().0).next().expect("a write-model snapshot in sled");
+    let original = db.get(&key).unwrap().unwrap().to_vec();
+    let mut value = original.clone();
+    value[3] ^= 0x01;
+    db.insert(&key, value).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let l = ledger(dir.path());
+    assert_eq!(l.write_model_snapshot_seq().unwrap(), None, "a snapshot naming another hash is not used");
+    assert_eq!(l.write_model().unwrap(), folded_model(&l));
+    let report = l.verify(None, &mut |_, _| {}).unwrap();
+    let found: Vec<&str> = report.discrepancies.iter().map(|d| d.what.as_str()).collect();
+    assert!(found.iter().any(|w| w.contains("write-model snapshot") && w.contains("another log")), "{found:?}");
+    l.close().unwrap();
+    drop(l);
+    // Its content altered, its hash intact (the USD of all withdrawals, the last field): a
+    // writer would decide from it, and verify says it differs from the log.
+    let db = custos_tests::raw_sled(dir.path());
+    let mut value = original;
+    *value.last_mut().unwrap() ^= 0x01;
+    db.insert(&key, value).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let l = ledger(dir.path());
+    assert_eq!(l.write_model_snapshot_seq().unwrap(), snapshot, "its hash is intact: it would be used");
+    let report = l.verify(None, &mut |_, _| {}).unwrap();
+    let found: Vec<&str> = report.discrepancies.iter().map(|d| d.what.as_str()).collect();
+    assert!(found.iter().any(|w| w.contains("write-model snapshot") && w.contains("differs")), "{found:?}");
+    // A rebuild drops it; the next writer folds the log and leaves a fresh one.
+    l.rebuild_all(&["balances", "losses"], &mut |_, _| {}).unwrap();
+    assert_eq!(l.write_model_snapshot_seq().unwrap(), None);
+    assert!(l.verify(None, &mut |_, _| {}).unwrap().clean());
+}

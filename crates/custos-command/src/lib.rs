@@ -4,6 +4,8 @@
 
 mod model;
 mod rejection;
+mod snapshot;
 
 pub use model::{command_of, reimbursement_usd, Decision, NewEvent, WriteModel};
 pub use rejection::Rejection;
+pub use snapshot::SNAPSHOT_FORMAT;

@@ -45,7 +45,7 @@ pub struct StreamState {
 /// An account's stream and balances, kept together so that deciding and applying a command
 /// looks the account up once, not once per map (the balances inline, as the projection keeps
 /// them).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountState {
     pub stream: StreamState,
     pub holdings: Holdings,
@@ -65,16 +65,16 @@ pub struct Suspension {
 }
 
 /// The ledger's current state, as far as deciding commands needs it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteModel {
     pub head_seq: Seq,
     pub head_recorded_at: Option<Timestamp>,
     /// The largest `occurred_at` in the log.
     pub max_occurred_at: Option<Timestamp>,
     /// `id_hash(id)` -> seq. A hit is a candidate: the caller reads the event and compares ids.
-    ids: FastMap<u64, Seq>,
+    pub(crate) ids: FastMap<u64, Seq>,
     /// Ids whose hash collided with an earlier, different id.
-    id_collisions: FastMap<EventId, Seq>,
+    pub(crate) id_collisions: FastMap<EventId, Seq>,
     /// Per account: its stream and its balances.
     pub accounts: FastMap<AccountId, AccountState>,
     /// The ledger-wide control stream.
@@ -84,10 +84,10 @@ pub struct WriteModel {
     /// Per asset, everything ever credited (deposits, reversals, reimbursements). Every flow,
     /// balance and loss total of the asset, at any moment, is at most this, so keeping it within
     /// the asset's limit keeps every one of them exact.
-    credited: FastMap<custos_domain::Asset, Decimal>,
+    pub(crate) credited: FastMap<custos_domain::Asset, Decimal>,
     /// The USD value of every withdrawal ever appended: every USD sum a report makes (attempted,
     /// prevented, reimbursed, per asset, group or in total) is at most this.
-    withdrawn_usd: Decimal,
+    pub(crate) withdrawn_usd: Decimal,
 }
 
 impl WriteModel {

@@ -503,6 +503,12 @@ impl Ledger {
         reply_result(rx.blocking_recv())
     }
 
+    /// The seq of the write-model snapshot a writer would start from, if there is a usable one.
+    pub fn write_model_snapshot_seq(&self) -> Result<Option<Seq>, LedgerError> {
+        let head = self.shared.log.latest_head()?;
+        Ok(stored_write_model(&*self.shared.log, head.seq).ok().flatten().map(|m| m.head_seq))
+    }
+
     /// A copy of the write model at the head, for dry runs (`import --strict`).
     pub fn write_model(&self) -> Result<WriteModel, LedgerError> {
         load_write_model(&*self.shared.log)
@@ -533,7 +539,7 @@ impl Ledger {
         if let Some(tx) = tx.as_ref() {
             return Ok(tx.clone());
         }
-        let model = load_write_model(&*self.shared.log)?;
+        let (model, snapshotted) = load_write_model_from_snapshot(&*self.shared.log)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
         let io = |source| LogError::Io { what: "cannot start the ledger's threads".into(), source };
@@ -565,7 +571,7 @@ impl Ledger {
         threads.push(
             std::thread::Builder::new()
                 .name("custos-writer".into())
-                .spawn(move || writer_loop(shared, model, receiver, to_projector, to_compactor))
+                .spawn(move || writer_loop(shared, model, snapshotted, receiver, to_projector, to_compactor))
                 .map_err(io)?,
         );
         *tx = Some(sender.clone());
@@ -756,6 +762,9 @@ impl Ledger {
         if let Some(r) = &losses {
             r.remove_old(store)?;
         }
+        // The write-model snapshot is derived from the log too: dropped, so that the next
+        // writer folds the log and leaves a fresh one.
+        store.remove_meta_prefix(WRITE_MODEL_PREFIX)?;
         *self.shared.max_occurred.lock().expect("max lock") = Some(max_occurred);
         *self.shared.tail_min.lock().expect("tail lock") = min_occurred;
         *self.shared.boundaries.write().expect("boundaries lock") = boundaries;
@@ -999,12 +1008,89 @@ pub(crate) fn try_for_each_envelope(
     err.map_or(Ok(()), Err)
 }
 
-/// Folds the whole log into a write model.
+/// Where write-model snapshots are kept (one, the latest; a second only while it replaces the
+/// first), named by the seq they were taken at.
+const WRITE_MODEL_PREFIX: &str = "write-model/";
+
+fn write_model_name(seq: Seq) -> String {
+    format!("{WRITE_MODEL_PREFIX}{seq:020}")
+}
+
+/// The latest write-model snapshot at or before `head`, checked against the log: it must name
+/// an event of this log by its chain hash, decode, and hold the model at that seq. `Ok(None)`
+/// when there is none; `Err` says why a stored one is not used.
+pub(crate) fn stored_write_model(store: &dyn Log, head: Seq) -> Result<Option<WriteModel>, String> {
+    let names = store.list_meta(WRITE_MODEL_PREFIX).map_err(|e| e.to_string())?;
+    let Some((seq, name)) = names
+        .iter()
+        .filter_map(|n| Some((n.strip_prefix(WRITE_MODEL_PREFIX)?.parse::<Seq>().ok()?, n)))
+        .filter(|(seq, _)| *seq <= head)
+        .max()
+    else {
+        return Ok(None);
+    };
+    let bytes = store.get_meta(name).map_err(|e| e.to_string())?.ok_or("it vanished while being read")?;
+    let (hash, body) = bytes.split_at_checked(32).ok_or("it is shorter than a hash")?;
+    let env = read_envelope(store, seq).map_err(|e| e.to_string())?.ok_or(format!("seq {seq} is not in the log"))?;
+    if env.hash[..] != *hash {
+        return Err(format!("it was taken from another log (the chain hash at seq {seq} differs)"));
+    }
+    let model = WriteModel::from_snapshot(body)?;
+    if model.head_seq != seq {
+        return Err(format!("it holds the model at seq {}, not {seq}", model.head_seq));
+    }
+    Ok(Some(model))
+}
+
+/// Stores the model as the latest write-model snapshot (replacing older ones), so that the
+/// next process that appends folds only what follows it. Derived data: not fsynced (a lost
+/// snapshot costs a longer fold), and a failure is only logged.
+fn store_write_model(store: &dyn Log, model: &WriteModel) -> Option<Seq> {
+    let seq = model.head_seq;
+    let result = (|| -> Result<(), LedgerError> {
+        let env = read_envelope(store, seq)?.ok_or_else(|| corrupt(seq, "the head event is missing".into()))?;
+        let mut value = env.hash.to_vec();
+        value.extend_from_slice(&model.snapshot());
+        let name = write_model_name(seq);
+        let old: Vec<String> = store.list_meta(WRITE_MODEL_PREFIX)?.into_iter().filter(|n| *n != name).collect();
+        store.write_meta(vec![(name, value)], old)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Some(seq),
+        Err(e) => {
+            tracing::warn!("the write model was not snapshotted at seq {seq} (the next writer folds more): {e}");
+            None
+        }
+    }
+}
+
+/// Events between write-model snapshots while the writer runs (each costs the writer one
+/// encoding of the model), and the fewest a stopping writer leaves unsnapshotted.
+fn write_model_snapshot_every(config: &LedgerConfig) -> Seq {
+    config.checkpoint_every.saturating_mul(config.balances_checkpoint_multiple).saturating_mul(4)
+}
+
+/// The write model at the head: the latest snapshot plus the events after it, or the whole
+/// log folded when there is no usable snapshot.
 fn load_write_model(store: &dyn Log) -> Result<WriteModel, LedgerError> {
-    let mut model = WriteModel::default();
+    load_write_model_from_snapshot(store).map(|(model, _)| model)
+}
+
+/// [`load_write_model`], and the seq of the snapshot it started from (0: none).
+fn load_write_model_from_snapshot(store: &dyn Log) -> Result<(WriteModel, Seq), LedgerError> {
     // Up to the head as it is now (on a shared log, others may append while this reads).
     let head = store.latest_head()?;
-    try_for_each_envelope(store, 1, |env| {
+    let mut model = match stored_write_model(store, head.seq) {
+        Ok(Some(model)) => model,
+        Ok(None) => WriteModel::default(),
+        Err(why) => {
+            tracing::warn!("the stored write-model snapshot is not used, the log is folded instead: {why}");
+            WriteModel::default()
+        }
+    };
+    let snapshot_seq = model.head_seq;
+    try_for_each_envelope(store, model.head_seq + 1, |env| {
         if env.seq > head.seq {
             return Ok(ControlFlow::Break(()));
         }
@@ -1017,17 +1103,21 @@ fn load_write_model(store: &dyn Log) -> Result<WriteModel, LedgerError> {
             format!("the log ends at seq {} but its head says {}", model.head_seq, head.seq),
         ));
     }
-    Ok(model)
+    Ok((model, snapshot_seq))
 }
 
 fn writer_loop(
     shared: Arc<Shared>,
     mut model: WriteModel,
+    mut snapshotted: Seq,
     mut rx: mpsc::Receiver<Request>,
     to_projector: std::sync::mpsc::SyncSender<Vec<Envelope>>,
     to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut stats = writer_stats(&shared, &model);
+    // `snapshotted`: the seq of the latest snapshot as far as this writer knows (it started
+    // from the model there; 0: from nothing).
+    let every = write_model_snapshot_every(&shared.config);
     // Set after an append fails with an IO fault: sled 0.34 then fails every write, and reads
     // of what it holds in memory are not to be trusted, until it is opened again. It is, before
     // the next batch, once the disk has room again (see `recover`).
@@ -1091,6 +1181,9 @@ fn writer_loop(
                 if !committed.is_empty() && to_projector.send(committed).is_err() {
                     tracing::warn!("the projector has stopped; queries will load the head state from checkpoints");
                 }
+                if model.head_seq >= snapshotted.saturating_add(every) {
+                    snapshotted = store_write_model(&*shared.log, &model).unwrap_or(snapshotted);
+                }
             }
             Err(e) => {
                 tracing::error!("append failed: {e}");
@@ -1121,6 +1214,15 @@ fn writer_loop(
             }
         }
     }
+    // Stopping (the ledger is closed): a process that appended a few events leaves a snapshot
+    // for the next, unless the latest is recent enough.
+    let tail_min = shared.config.checkpoint_every.max(1);
+    if broken.is_none() && model.head_seq >= snapshotted.saturating_add(tail_min) {
+        store_write_model(&*shared.log, &model);
+    }
+    // Freeing a million-entry model takes a tenth of a second: not on the closing path (a
+    // process that exits next lets the OS have it).
+    let _ = std::thread::Builder::new().name("custos-drop".into()).spawn(move || drop(model));
 }
 
 /// Reopens the store after a failed append, once the disk has room, and reloads what the
@@ -1469,6 +1571,14 @@ fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), Le
     {
         let mut slot = shared.current.write().expect("current lock");
         let before = pending[0].seq - 1;
+        let balances_every = checkpoint_interval::<Balances>(&shared.config);
+        let at_boundary = pending.iter().any(|e| e.seq % k == 0 || e.seq % balances_every == 0);
+        if !at_boundary && slot.as_ref().is_none_or(|c| c.balances.last_seq() != before) {
+            // No checkpoint is due and no query holds the head state: nothing to fold into
+            // (the next query loads it; one `custos deposit` never pays for it).
+            *slot = None;
+            return Ok(());
+        }
         if slot.as_ref().is_none_or(|c| c.balances.last_seq() != before) {
             // Everything up to the batch is on disk already; start from the state before it.
             *slot = Some(load_current_until(shared, before)?);

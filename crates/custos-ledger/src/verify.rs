@@ -94,6 +94,18 @@ impl Ledger {
         let mut balances = Balances::default();
         let mut losses = Losses::default();
         let checkpoints = self.checkpoint_seqs()?;
+        // The write-model snapshot a writer would start from, compared with this fold where it
+        // was taken.
+        let mut snapshot = match crate::ledger::stored_write_model(store, head.seq) {
+            Ok(s) => s,
+            Err(why) => {
+                found.push(
+                    None,
+                    format!("the write-model snapshot is not usable: {why} (writers fold the log instead)"),
+                );
+                None
+            }
+        };
         let mut io_error = None;
         // The log is checked as it stood at `head`: events appended meanwhile (a live ledger) are
         // neither read nor expected in the indexes.
@@ -166,6 +178,12 @@ impl Ledger {
                         Ok(_) => {}
                         Err(e) => found.push(Some(seq), format!("the losses checkpoint at seq {seq}: {e} (queries skip it)")),
                     }
+            }
+            if semantics_ok
+                && snapshot.as_ref().is_some_and(|m| m.head_seq == seq)
+                && snapshot.take().is_some_and(|m| m != model)
+            {
+                found.push(Some(seq), format!("the write-model snapshot at seq {seq} differs from a refold of the log (writers would decide from it; `custos rebuild` drops it)"));
             }
             if seq % 16_384 == 0 {
                 progress(seq, head.seq);
