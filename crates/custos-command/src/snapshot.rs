@@ -9,9 +9,9 @@
 //! head seq, head `recorded_at` and the largest `occurred_at` (optional nanoseconds), the id
 //! hashes, the id collisions, the accounts (id, stream version, last `occurred_at`, holdings),
 //! the ledger stream, the withdrawals, the suspensions, the credited totals, and the USD of
-//! all withdrawals; every map as a length and its entries in ascending key order (so one model
-//! has one encoding); every `Decimal` as a flag byte (scale, sign in the top bit) and its
-//! mantissa.
+//! all withdrawals; every map as a length and its entries (in the map's order: sorting a
+//! million ids cost more than the rest of the encoding); every `Decimal` as a flag byte (scale,
+//! sign in the top bit) and its mantissa.
 
 use bincode::de::Decoder;
 use bincode::enc::Encoder;
@@ -47,12 +47,6 @@ fn unpack((flags, mantissa): Packed) -> Result<Decimal, DecodeError> {
     Decimal::try_from_i128_with_scale(if flags & 0x80 != 0 { -m } else { m }, scale).map_err(|_| bad())
 }
 
-fn sorted<K: Ord, V>(it: impl Iterator<Item = (K, V)>) -> Vec<(K, V)> {
-    let mut v: Vec<(K, V)> = it.collect();
-    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 fn encode_len<E: Encoder>(n: usize, e: &mut E) -> Result<(), EncodeError> {
     (n as u64).encode(e)
 }
@@ -84,21 +78,18 @@ impl Encode for Snapshot<'_> {
         m.head_seq.encode(e)?;
         m.head_recorded_at.encode(e)?;
         m.max_occurred_at.encode(e)?;
-        let ids = sorted(m.ids.iter().map(|(k, v)| (*k, *v)));
-        encode_len(ids.len(), e)?;
-        for (k, v) in ids {
+        encode_len(m.ids.len(), e)?;
+        for (k, v) in &m.ids {
             k.encode(e)?;
             v.encode(e)?;
         }
-        let collisions = sorted(m.id_collisions.iter().map(|(k, v)| (k.as_str(), *v)));
-        encode_len(collisions.len(), e)?;
-        for (k, v) in collisions {
+        encode_len(m.id_collisions.len(), e)?;
+        for (k, v) in &m.id_collisions {
             k.encode(e)?;
             v.encode(e)?;
         }
-        let accounts = sorted(m.accounts.iter().map(|(k, v)| (k.as_str(), v)));
-        encode_len(accounts.len(), e)?;
-        for (k, a) in accounts {
+        encode_len(m.accounts.len(), e)?;
+        for (k, a) in &m.accounts {
             k.encode(e)?;
             stream_encode(&a.stream, e)?;
             encode_len(a.holdings.len(), e)?;
@@ -108,9 +99,8 @@ impl Encode for Snapshot<'_> {
             }
         }
         stream_encode(&m.ledger_stream, e)?;
-        let withdrawals = sorted(m.withdrawals.iter().map(|(k, v)| (k.as_str(), v)));
-        encode_len(withdrawals.len(), e)?;
-        for (k, w) in withdrawals {
+        encode_len(m.withdrawals.len(), e)?;
+        for (k, w) in &m.withdrawals {
             k.encode(e)?;
             w.seq.encode(e)?;
             w.account.encode(e)?;
@@ -128,11 +118,10 @@ impl Encode for Snapshot<'_> {
             s.suspended_at.encode(e)?;
             s.resumed_at.encode(e)?;
         }
-        let credited = sorted(m.credited.iter().map(|(k, v)| (k.as_str(), (*k, *v))));
-        encode_len(credited.len(), e)?;
-        for (_, (asset, total)) in credited {
+        encode_len(m.credited.len(), e)?;
+        for (asset, total) in &m.credited {
             asset.encode(e)?;
-            pack(total).encode(e)?;
+            pack(*total).encode(e)?;
         }
         pack(m.withdrawn_usd).encode(e)
     }

@@ -1068,7 +1068,7 @@ fn store_write_model(store: &dyn Log, model: &WriteModel) -> Option<Seq> {
 /// Events between write-model snapshots while the writer runs (each costs the writer one
 /// encoding of the model), and the fewest a stopping writer leaves unsnapshotted.
 fn write_model_snapshot_every(config: &LedgerConfig) -> Seq {
-    config.checkpoint_every.saturating_mul(config.balances_checkpoint_multiple).saturating_mul(4)
+    config.checkpoint_every.saturating_mul(config.balances_checkpoint_multiple).saturating_mul(16)
 }
 
 /// The write model at the head: the latest snapshot plus the events after it, or the whole
