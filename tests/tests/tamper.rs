@@ -290,3 +290,88 @@ fn an_edited_or_missing_boundary_record_is_found_by_verify() {
     let report = Ledger::open(d, config()).unwrap().verify(None, &mut |_, _| {}).unwrap();
     assert_eq!(report.first_bad_seq(), Some(12), "the next boundary now covers seqs 5-12: {:?}", report.discrepancies);
 }
+
+/// The incident's 53,193 events imported: its merged index segments (4,096+ entries) live in
+/// files. Answers (kind name, file) for each segment file, through its pointer in sled.
+fn incident_ledger_with_segment_files() -> (tempfile::TempDir, Vec<(u8, std::path::PathBuf)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = custos_tests::workspace().join("fixtures/incident-2022-01/commands.csv");
+    let out = custos(d, &["import", csv.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    let db = raw_sled(d);
+    let mut files = Vec::new();
+    for item in db.scan_prefix([custos_sled::layout::PREFIX_SEGMENT]) {
+        let (k, v) = item.unwrap();
+        if k.len() == 14 && k.ends_with(&u32::MAX.to_be_bytes()) {
+            let id = u64::from_be_bytes(v[..8].try_into().unwrap());
+            files.push((k[1], d.join("files").join(format!("{id:016x}"))));
+        }
+    }
+    (dir, files)
+}
+
+/// Index segment files are derived from the log: one missing is rebuilt when the ledger
+/// opens (said in a note, same answers); one with a flipped byte is a verify finding (exit 1,
+/// naming the index and the remedy), and `custos rebuild` rebuilds it. A missing snapshot
+/// file's id is never handed out again while its pointer exists (a new file under it was
+/// removed as the old one: the helper's review found every later write losing its snapshot).
+#[test]
+fn a_damaged_index_segment_file_is_rebuilt_from_the_log() {
+    let (dir, files) = incident_ledger_with_segment_files();
+    let d = dir.path();
+    let stream = files.iter().find(|(tag, _)| *tag == b's').expect("a stream index file").1.clone();
+    let event_id = files.iter().find(|(tag, _)| *tag == b'i').expect("an event id index file").1.clone();
+    // The import left a write-model snapshot; its file removed, two writes later it is back.
+    let db = raw_sled(d);
+    let pointer = db
+        .scan_prefix(b"Mwrite-model/")
+        .map(|r| r.unwrap())
+        .find(|(k, _)| k.ends_with(&u32::MAX.to_be_bytes()))
+        .expect("the snapshot of 53,193 events is a file")
+        .1;
+    drop(db);
+    let id = u64::from_be_bytes(pointer[..8].try_into().unwrap());
+    std::fs::remove_file(d.join("files").join(format!("{id:016x}"))).unwrap();
+    for i in 0..2 {
+        let args =
+            ["deposit", "--id", &format!("after-{i}"), "--account", "acct-new", "--asset", "ETH", "--amount", "1"];
+        let out = custos(d, &args);
+        let err = custos_tests::stderr(&out);
+        assert_eq!(code(&out), 0, "{err}");
+        if i == 0 {
+            assert!(err.contains("write-model snapshot is not used"), "{err}");
+            assert!(!err.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {err:?}");
+        }
+    }
+    let out = custos(d, &["verify"]);
+    assert_eq!(code(&out), 0, "the snapshot the writes left is there: {}", stdout(&out));
+
+    let query = ["history", "--account", "acct-000015", "--format", "csv"];
+    let before = stdout(&custos(d, &query));
+    assert!(before.lines().count() > 2, "{before}");
+
+    std::fs::remove_file(&stream).unwrap();
+    let out = custos(d, &query);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    assert_eq!(stdout(&out), before, "the same history after the index is rebuilt");
+    let err = custos_tests::stderr(&out);
+    assert!(err.contains("rebuilt the stream index from the log") && err.contains("No such file"), "{err}");
+    assert_eq!(code(&custos(d, &["verify"])), 0);
+
+    let mut bytes = std::fs::read(&event_id).unwrap();
+    bytes[100] ^= 0x04;
+    std::fs::write(&event_id, bytes).unwrap();
+    let out = custos(d, &["verify"]);
+    assert_eq!(code(&out), 1, "a finding, not 'could not run': {}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("the event id index is damaged") && text.contains("custos rebuild"), "{text}");
+    let out = custos(d, &["rebuild"]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    assert!(
+        custos_tests::stderr(&out).contains("rebuilt the event id index from the log"),
+        "{}",
+        custos_tests::stderr(&out)
+    );
+    assert_eq!(code(&custos(d, &["verify"])), 0, "{}", stdout(&custos(d, &["verify"])));
+}

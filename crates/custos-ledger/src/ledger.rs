@@ -683,6 +683,10 @@ impl Ledger {
                 return Err(LedgerError::BadRequest(format!("unknown projection {name:?} (known: balances, losses)")));
             }
         }
+        // The engine's indexes are derived from the log too: any found damaged is rebuilt
+        // first (the projections' fold reads only the log), and said.
+        let repaired = self.shared.log.repair_indexes()?;
+        self.shared.notices.lock().expect("notices lock").extend(repaired);
         let started = Instant::now();
         let store = &*self.shared.log;
         let config = &self.shared.config;

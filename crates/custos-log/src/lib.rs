@@ -258,4 +258,11 @@ pub trait Log: Send + Sync {
     fn recover(&self) -> Result<Head>;
     /// Messages for the operator the engine collected (repairs on open, and similar).
     fn take_notices(&self) -> Vec<String>;
+    /// Checks the indexes the engine keeps beside the records (up to the head) and rebuilds
+    /// from the records any found damaged; answers what it rebuilt, one line each. Part of
+    /// `rebuild`: indexes are derived data, as projections are. Nothing to do by default (an
+    /// engine whose indexes its database maintains).
+    fn repair_indexes(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

@@ -322,7 +322,7 @@ impl Store {
             )));
         }
         let files = dir.join("files");
-        let segments = load_segments(&db, &files)?;
+        let (segments, damaged) = load_segments(&db, &files)?;
         if !files.exists() {
             std::fs::create_dir_all(&files).map_err(io)?;
             // The folder's own entry is durable before any file in it is pointed at.
@@ -350,6 +350,19 @@ impl Store {
             notices: Mutex::new(Vec::new()),
             _lock: lock,
         };
+        // A file id is never handed out again while a pointer names it, even if its file is
+        // gone (a new file under that id would be removed as the old one).
+        let referenced = store.referenced_files()?;
+        if let Some(max) = referenced.iter().max() {
+            store.next_file.fetch_max(max + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut rebuilt = HashSet::new();
+        for (kind, why) in damaged {
+            if rebuilt.insert(kind_slot(kind)) {
+                let n = store.rebuild_index(kind)?;
+                store.notice(format!("rebuilt the {} index from the log ({n} entries): {why}", kind.name()));
+            }
+        }
         store.ensure_loss_index()?;
         let removed = store.remove_unreferenced_files()?;
         if removed > 0 {
@@ -450,7 +463,14 @@ impl Store {
             Some(v) => decode_head(&v).ok_or_else(|| StoreError::corrupt("head record is malformed"))?,
             None => Head::EMPTY,
         };
-        *segments = load_segments(&db, &self.dir.join("files"))?;
+        let (loaded, damaged) = load_segments(&db, &self.dir.join("files"))?;
+        if let Some((kind, why)) = damaged.first() {
+            return Err(StoreError::corrupt(format!(
+                "the {} index: {why} (open the ledger again to rebuild it)",
+                kind.name()
+            )));
+        }
+        *segments = loaded;
         *slot = Some(db);
         *self.head.lock().expect("head lock") = head;
         Ok(head)
@@ -721,7 +741,7 @@ impl Store {
         )))?;
         if page_checksum(&page) != f.checksums[i] {
             return Err(StoreError::corrupt(format!(
-                "page {i} of the {} index in {} does not match its checksum",
+                "page {i} of the {} index in {} does not match its checksum (the index is derived from the log: `custos rebuild` rebuilds it)",
                 kind.name(),
                 path().display()
             )));
@@ -911,16 +931,7 @@ impl Store {
         let _no_merge = self.compacting.lock().expect("compaction lock");
         // Taken before the scan: a file written meanwhile has a larger id and is left alone.
         let written_before = self.next_file.load(std::sync::atomic::Ordering::Relaxed);
-        let mut referenced = HashSet::new();
-        for item in self.db()?.scan_prefix([PREFIX_META]) {
-            let (k, v) = item?;
-            if let Some(p) = file_pointer(&k, &v) {
-                referenced.insert(p?.id);
-            }
-        }
-        for dir in self.segments.read().expect("segments lock").iter() {
-            referenced.extend(dir.iter().filter_map(|s| s.file.as_ref()).map(|f| f.pointer.id));
-        }
+        let referenced = self.referenced_files()?;
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.files).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
@@ -931,6 +942,78 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// The ids of every file a metadata value or an index segment points at.
+    fn referenced_files(&self) -> Result<HashSet<u64>> {
+        let mut referenced = HashSet::new();
+        for item in self.db()?.scan_prefix([PREFIX_META]) {
+            let (k, v) = item?;
+            if let Some(p) = file_pointer(&k, &v) {
+                referenced.insert(p?.id);
+            }
+        }
+        for item in self.db()?.scan_prefix([PREFIX_SEGMENT]) {
+            let (k, v) = item?;
+            if k.len() == 14 && k.ends_with(&SEGMENT_FILE_PART.to_be_bytes()) {
+                referenced.extend(FilePointer::decode(&v).map(|p| p.id));
+            }
+        }
+        Ok(referenced)
+    }
+
+    /// Replaces every segment of `kind` with one built from a scan of the log, in one atomic
+    /// batch, durably, then removes the files of the replaced segments; answers the entries.
+    fn rebuild_index(&self, kind: IndexKind) -> Result<usize> {
+        let _one_at_a_time = self.compacting.lock().expect("compaction lock");
+        let mut entries = Vec::new();
+        let mut bad = None;
+        self.for_each_record(1, |seq, record| match Envelope::decode(record) {
+            Ok(env) => {
+                entries.extend(
+                    index_entries(&env).into_iter().filter(|e| e.key.kind() == kind).map(|e| (key_of(&e.key), e.seq)),
+                );
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                bad = Some(StoreError::Corruption { seq: Some(seq), what: e.to_string() });
+                ControlFlow::Break(())
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        entries.sort_unstable();
+        let mut sb = sled::Batch::default();
+        // Everything stored for this kind, including segments left out when their file was
+        // found damaged.
+        let mut old_files = Vec::new();
+        for item in self.db()?.scan_prefix([PREFIX_SEGMENT, tag(kind)]) {
+            let (k, v) = item?;
+            if k.len() == 14 && k.ends_with(&SEGMENT_FILE_PART.to_be_bytes()) {
+                old_files.extend(FilePointer::decode(&v).map(|p| p.id));
+            }
+            sb.remove(k);
+        }
+        for item in self.db()?.scan_prefix([PREFIX_PAGE, tag(kind)]) {
+            sb.remove(item?.0);
+        }
+        let segment = match (entries.first(), entries.iter().map(|e| e.1).max()) {
+            (Some(_), Some(last_seq)) => {
+                let id = entries.iter().map(|e| e.1).min().expect("non-empty");
+                let file = self.write_segment_file(&entries)?;
+                let pages = write_segment(&mut sb, kind, id, last_seq, &entries, file.as_ref().map(|f| &f.pointer));
+                Some(Segment { id, last_seq, entries: entries.len() as u64, pages, file })
+            }
+            _ => None,
+        };
+        let mut dir = self.segments.write().expect("segments lock");
+        self.db()?.apply_batch(sb)?;
+        dir[kind_slot(kind)] = segment.into_iter().collect();
+        drop(dir);
+        self.sync()?;
+        self.remove_meta_files(&old_files);
+        Ok(entries.len())
     }
 
     /// Removes the files of metadata values no longer referenced (after the batch that dropped
@@ -1093,7 +1176,21 @@ impl Log for Store {
         let mut found = Vec::new();
         for (kind, mut want) in IndexKind::ALL.into_iter().zip(want) {
             want.sort_unstable();
-            let mut have = self.index_all_verified(kind)?;
+            let mut have = match self.index_all_verified(kind) {
+                Ok(have) => have,
+                Err(StoreError::Corruption { what, .. }) => {
+                    found.push(IndexFinding {
+                        seq: None,
+                        what: format!(
+                            "the {} index is damaged: {what}; `custos rebuild` rebuilds it from the log",
+                            kind.name()
+                        ),
+                        more: 0,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             have.retain(|(_, s)| *s <= up_to);
             if want != have {
                 let first =
@@ -1146,6 +1243,16 @@ impl Log for Store {
     fn take_notices(&self) -> Vec<String> {
         std::mem::take(&mut *self.notices.lock().expect("notices lock"))
     }
+    fn repair_indexes(&self) -> custos_log::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for kind in IndexKind::ALL {
+            if let Err(e) = self.index_all_verified(kind) {
+                let n = self.rebuild_index(kind)?;
+                out.push(format!("rebuilt the {} index from the log ({n} entries): {e}", kind.name()));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The first `(key, seq)` of each page of a segment.
@@ -1183,7 +1290,11 @@ fn write_segment(
 
 /// Reads every segment record with its page directory: from its parts; or, for segments
 /// written by earlier builds, from the record itself or the page keys.
-fn load_segments(db: &sled::Db, files: &Path) -> Result<[Vec<Segment>; INDEX_KINDS]> {
+/// Every segment, and for each kind whose segment file is missing or of the wrong length (the
+/// segment is left out, so the kind must be rebuilt before it is read), why.
+type LoadedSegments = ([Vec<Segment>; INDEX_KINDS], Vec<(IndexKind, String)>);
+
+fn load_segments(db: &sled::Db, files: &Path) -> Result<LoadedSegments> {
     // (kind slot, segment id) -> (record: last seq, entries, legacy directory bytes; directory
     // parts; file pointer)
     type Found =
@@ -1212,6 +1323,7 @@ fn load_segments(db: &sled::Db, files: &Path) -> Result<[Vec<Segment>; INDEX_KIN
         }
     }
     let mut segments: [Vec<Segment>; INDEX_KINDS] = Default::default();
+    let mut damaged = Vec::new();
     for ((slot, id), (header, mut pages, pointer)) in found {
         let kind = IndexKind::ALL[slot];
         let malformed = || StoreError::corrupt(format!("{} index segment {id} has no record", kind.name()));
@@ -1232,13 +1344,17 @@ fn load_segments(db: &sled::Db, files: &Path) -> Result<[Vec<Segment>; INDEX_KIN
                 pages.push(first);
             }
         }
-        let file = match pointer {
-            Some(p) => Some(open_segment_file(files, kind, id, p, entries, pages.len())?),
+        let file = match pointer.map(|p| open_segment_file(files, kind, id, p, entries, pages.len())) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                damaged.push((kind, e.to_string()));
+                continue;
+            }
             None => None,
         };
         segments[slot].push(Segment { id, last_seq, entries, pages, file });
     }
-    Ok(segments)
+    Ok((segments, damaged))
 }
 
 /// Opens a segment's file and reads its page checksums (the tail of the file), checking that

@@ -90,6 +90,9 @@ pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &m
     let bar = crate::import::bar(ledger.head().seq, "rebuilding");
     let reports = ledger.rebuild_all(&names, &mut |done, _| bar.set_position(done))?;
     bar.finish_and_clear();
+    for notice in ledger.take_notices() {
+        eprintln!("note: {notice}");
+    }
     let (events, seconds) = reports.first().map_or((0, 0.0), |r| (r.events, r.seconds));
     let rate = if seconds > 0.0 { events as f64 / seconds } else { 0.0 };
     let what: Vec<String> =
