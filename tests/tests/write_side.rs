@@ -481,6 +481,9 @@ fn a_writer_starts_from_the_write_model_snapshot_and_holds_what_a_fold_gives() {
     assert_eq!(l.write_model().unwrap(), folded_model(&l));
     // Decisions after a restart: the rest of w-marked (2 of 3), the flag is not repeated, the
     // suspension still holds.
+    // The 0.5 + 0.5 already reimbursed is said as 1 ETH, not with the sum's scale (1.0).
+    let reverse = reference("reverse", "r-2", "2022-01-05T00:00:00Z", "w-marked");
+    expect(&l, reverse, "reversal_after_reimbursement", &["1 ETH of it was already reimbursed"]);
     let rest = reference("reimburse", "p-3", "2022-01-05T00:00:00Z", "w-marked");
     let out = l.submit_batch_blocking(vec![rest]).unwrap().pop().unwrap().unwrap();
     let env = l.envelope(out.seq).unwrap().unwrap();

@@ -11,7 +11,7 @@ pub enum Rejection {
     IdReusedWithDifferentContent { id: EventId, seq: Seq },
 
     // Invariant 2: no balance below zero.
-    #[error("{id}: withdrawal of {amount} {asset} from {account} exceeds its balance of {balance} {asset}")]
+    #[error("{id}: withdrawal of {amount} {asset} from {account} exceeds its balance of {} {asset}", .balance.normalize())]
     InsufficientBalance { id: EventId, account: AccountId, asset: Asset, balance: Decimal, amount: Amount },
     #[error("{id}: occurred_at {occurred_at} is before the last event of {stream} ({last}); events of one account are in time order")]
     OccurredBeforeStreamHead { id: EventId, stream: String, occurred_at: Timestamp, last: Timestamp },
@@ -23,7 +23,7 @@ pub enum Rejection {
     ReferenceMismatch { id: EventId, withdrawal: EventId, field: &'static str, given: String, actual: String },
     #[error("{id}: withdrawal {withdrawal} was already reversed by seq {seq}")]
     AlreadyReversed { id: EventId, withdrawal: EventId, seq: Seq },
-    #[error("{id}: withdrawal {withdrawal} cannot be reversed: {reimbursed} {asset} of it was already reimbursed")]
+    #[error("{id}: withdrawal {withdrawal} cannot be reversed: {} {asset} of it was already reimbursed", .reimbursed.normalize())]
     ReversalAfterReimbursement { id: EventId, withdrawal: EventId, reimbursed: Decimal, asset: Asset },
     #[error(
         "{id}: withdrawal {withdrawal} is not unauthorized (neither marked nor flagged), so it cannot be reimbursed"
@@ -31,7 +31,7 @@ pub enum Rejection {
     ReimbursementOfAuthorizedWithdrawal { id: EventId, withdrawal: EventId },
     #[error("{id}: withdrawal {withdrawal} was reversed, so it cannot be reimbursed")]
     ReimbursementAfterReversal { id: EventId, withdrawal: EventId },
-    #[error("{id}: reimbursing {amount} {asset} of withdrawal {withdrawal} would exceed its {withdrawn} {asset} ({reimbursed} {asset} already reimbursed)")]
+    #[error("{id}: reimbursing {amount} {asset} of withdrawal {withdrawal} would exceed its {withdrawn} {asset} ({} {asset} already reimbursed)", .reimbursed.normalize())]
     ReimbursementExceedsWithdrawal {
         id: EventId,
         withdrawal: EventId,
