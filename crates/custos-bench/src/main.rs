@@ -112,6 +112,11 @@ fn run_measured(cmd: &mut Process) -> Result<(Duration, u64)> {
     Ok((elapsed, peak_kib))
 }
 
+/// Whether `program` is on PATH.
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// The median of a few measurements (the lower middle one for an even count).
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -526,6 +531,53 @@ fn main() -> Result<()> {
         let (p50, _, max) = stats(samples);
         push(name, format!("median {}", fmt_us(p50)), format!("max {}; peak RSS {} MiB", fmt_us(max), rss_max / 1024));
         targets.push((format!("{name}: peak RSS <= 100 MiB ({} MiB)", rss_max / 1024), rss_max <= 100 * 1024));
+    }
+
+    // 7. The same one-account question from the sqlite3 command line on the peer's file (a
+    // whole process too), alternately with Custos's, timed by spawn-and-wait alone (the RSS
+    // poll above sleeps 5 ms between looks, coarse for a 3 ms process).
+    if which("sqlite3") && peer_path.exists() {
+        let sql = sqlite_peer::query("one")
+            .replace(":account", "'acct-000001'")
+            .replace(":t", &moments[0].nanos().to_string())
+            .replace(":k", &i64::MAX.to_string());
+        let custos_args = ["balances", "--account", "acct-000001", "--as-of", &t, "--format", "csv"];
+        let timed = |cmd: &mut Process| -> Result<(Duration, Vec<u8>)> {
+            let started = Instant::now();
+            let out = cmd.output()?;
+            let took = started.elapsed();
+            if !out.status.success() {
+                bail!("{cmd:?} failed ({})", out.status);
+            }
+            Ok((took, out.stdout))
+        };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut our_rows, mut their_rows) = (0, 0);
+        for _ in 0..10 {
+            let (d, out) = timed(Process::new(&bin).arg("--db").arg(&db).args(custos_args))?;
+            ours.push(d);
+            // The CSV's header and a row per asset held.
+            our_rows = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count().saturating_sub(1);
+            let (d, out) = timed(Process::new("sqlite3").arg("-readonly").arg(&peer_path).arg(&sql))?;
+            theirs.push(d);
+            their_rows = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        }
+        let (ours, _, _) = stats(ours);
+        let (theirs, _, _) = stats(theirs);
+        let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+        push(
+            "whole process, one account at T: custos balances --account vs the sqlite3 command line",
+            format!("{} vs {}", fmt_us(ours), fmt_us(theirs)),
+            format!(
+                "medians of 10, alternately; {ratio:.1}x; {our_rows} vs {their_rows} rows (the values are compared in process above)"
+            ),
+        );
+        targets.push((
+            format!("whole-process balances --account <= 2x the sqlite3 command line ({ratio:.1}x)"),
+            ratio <= 2.0,
+        ));
+    } else {
+        push("whole process vs the sqlite3 command line", "skipped".into(), "no sqlite3 on PATH".into());
     }
 
     for (target, met) in &targets {
