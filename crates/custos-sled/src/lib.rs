@@ -387,26 +387,7 @@ impl Store {
         if self.get_meta(LOSS_INDEX)?.is_some() {
             return Ok(());
         }
-        let mut entries = Vec::new();
-        let mut bad = None;
-        self.for_each_record(1, |seq, record| match Envelope::decode(record) {
-            Ok(env) => {
-                entries.extend(
-                    index_entries(&env)
-                        .into_iter()
-                        .filter(|e| e.key.kind() == IndexKind::LossTime)
-                        .map(|e| (key_of(&e.key), e.seq)),
-                );
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                bad = Some(StoreError::Corruption { seq: Some(seq), what: e.to_string() });
-                ControlFlow::Break(())
-            }
-        })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
+        let entries = self.entries_from_log(IndexKind::LossTime)?;
         let head = self.head().seq;
         let n = entries.len();
         self.add_index(IndexKind::LossTime, entries, vec![(LOSS_INDEX.to_string(), vec![1])])?;
@@ -962,10 +943,8 @@ impl Store {
         Ok(referenced)
     }
 
-    /// Replaces every segment of `kind` with one built from a scan of the log, in one atomic
-    /// batch, durably, then removes the files of the replaced segments; answers the entries.
-    fn rebuild_index(&self, kind: IndexKind) -> Result<usize> {
-        let _one_at_a_time = self.compacting.lock().expect("compaction lock");
+    /// The entries of index `kind` for every event in the log, from one scan of it.
+    fn entries_from_log(&self, kind: IndexKind) -> Result<Vec<(u64, Seq)>> {
         let mut entries = Vec::new();
         let mut bad = None;
         self.for_each_record(1, |seq, record| match Envelope::decode(record) {
@@ -980,9 +959,14 @@ impl Store {
                 ControlFlow::Break(())
             }
         })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
+        bad.map_or(Ok(entries), Err)
+    }
+
+    /// Replaces every segment of `kind` with one built from a scan of the log, in one atomic
+    /// batch, durably, then removes the files of the replaced segments; answers the entries.
+    fn rebuild_index(&self, kind: IndexKind) -> Result<usize> {
+        let _one_at_a_time = self.compacting.lock().expect("compaction lock");
+        let mut entries = self.entries_from_log(kind)?;
         entries.sort_unstable();
         let mut sb = sled::Batch::default();
         // Everything stored for this kind, including segments left out when their file was
