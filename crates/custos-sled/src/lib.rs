@@ -183,6 +183,23 @@ struct Segment {
     file: Option<SegmentFile>,
 }
 
+/// An index page as read: sled's buffer as sled hands it out (no copy on the lookup path), or
+/// the bytes read from a segment file.
+enum Page {
+    Sled(sled::IVec),
+    File(Vec<u8>),
+}
+
+impl std::ops::Deref for Page {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Page::Sled(v) => v,
+            Page::File(v) => v,
+        }
+    }
+}
+
 /// A segment's pages in a file: its pointer, an open handle, and each page's checksum.
 #[derive(Debug, Clone)]
 struct SegmentFile {
@@ -703,12 +720,12 @@ impl Store {
     }
 
     /// Page `i` of `seg`, from sled or from its file (checked against its checksum).
-    fn read_page(&self, kind: IndexKind, seg: &Segment, i: usize) -> Result<Vec<u8>> {
+    fn read_page(&self, kind: IndexKind, seg: &Segment, i: usize) -> Result<Page> {
         let Some(f) = &seg.file else {
             let v = self.db()?.get(page_key(kind, seg.id, seg.pages[i]))?.ok_or_else(|| {
                 StoreError::corrupt(format!("{} index page of segment {} is missing", kind.name(), seg.id))
             })?;
-            return Ok(v.to_vec());
+            return Ok(Page::Sled(v));
         };
         use std::os::unix::fs::FileExt;
         let start = i * PAGE_BYTES;
@@ -727,7 +744,7 @@ impl Store {
                 path().display()
             )));
         }
-        Ok(page)
+        Ok(Page::File(page))
     }
 
     fn segment_entries(&self, kind: IndexKind, seg: &Segment) -> Result<Vec<(u64, Seq)>> {
@@ -869,7 +886,7 @@ impl Store {
     }
 
     fn meta_file_path(&self, id: u64) -> PathBuf {
-        self.files.join(format!("{id:016x}"))
+        file_path(&self.files, id)
     }
 
     /// The value a file pointer stands for, checked against the length and hash it records.
@@ -1352,7 +1369,7 @@ fn open_segment_file(
     pages: usize,
 ) -> Result<SegmentFile> {
     use std::os::unix::fs::FileExt;
-    let path = files.join(format!("{:016x}", pointer.id));
+    let path = file_path(files, pointer.id);
     let what = || format!("cannot read the {} index segment {id} from {}", kind.name(), path.display());
     let handle = File::open(&path).map_err(io_err(what()))?;
     let len = handle.metadata().map_err(io_err(what()))?.len();
@@ -1368,6 +1385,11 @@ fn open_segment_file(
     let mut tail = vec![0u8; pages * 8];
     handle.read_exact_at(&mut tail, body).map_err(io_err(what()))?;
     Ok(SegmentFile { pointer, handle: Arc::new(handle), checksums: Arc::new(decode_checksums(&tail)) })
+}
+
+/// The file of id `id` under `files/`: its id in hexadecimal, 16 digits.
+fn file_path(files: &Path, id: u64) -> PathBuf {
+    files.join(format!("{id:016x}"))
 }
 
 fn decode_checksums(bytes: &[u8]) -> Vec<u64> {
