@@ -50,6 +50,10 @@ struct Args {
     /// keep the folder afterwards: for profiling the query paths
     #[arg(long, requires = "dir")]
     reuse: bool,
+    /// With --reuse: measure only these of Custos's in-process questions (no peers), print
+    /// their medians and stop; for profiling one change against another
+    #[arg(long, requires = "reuse", value_delimiter = ',', value_name = "QUESTIONS")]
+    only: Option<Vec<Question>>,
     /// Also measure the PostgreSQL engine on this server (the URL of a database to connect to
     /// for `CREATE DATABASE`, e.g. postgres://postgres@127.0.0.1:5432/postgres): import, raw
     /// COPY limits, rebuild, the same queries (answers compared with sled's), appends
@@ -64,6 +68,19 @@ struct Args {
     total: usize,
     #[arg(long, hide = true, default_value = "a")]
     prefix: String,
+}
+
+/// The in-process questions, as `--only` names them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Question {
+    One,
+    All,
+    Losses,
+    Replay,
+}
+
+impl Question {
+    const ALL: [Question; 4] = [Question::One, Question::All, Question::Losses, Question::Replay];
 }
 
 struct Row {
@@ -337,6 +354,17 @@ fn main() -> Result<()> {
         }
         _ => None,
     };
+    // The moments and accounts asked, the same for every engine and peer.
+    let asked: Vec<(i64, String)> =
+        moments.iter().map(|t| (t.nanos(), format!("acct-{:06}", rng() % args.accounts))).collect();
+    if let Some(only) = &args.only {
+        let on_sled = custos_answers(&ledger, &asked, only)?;
+        for (q, name) in QUESTIONS.iter().enumerate().filter(|(q, _)| !on_sled.times[*q].is_empty()) {
+            let (p50, p99, max) = stats(on_sled.times[q].clone());
+            println!("{name}: median {}, p99 {}, max {}", fmt_us(p50), fmt_us(p99), fmt_us(max));
+        }
+        return Ok(());
+    }
     // The peer: the same events in SQLite, the same questions.
     let peer_path = dir.join("peer.sqlite");
     let peer = if args.reuse && peer_path.exists() {
@@ -352,13 +380,10 @@ fn main() -> Result<()> {
         );
         peer
     };
-    // The moments and accounts asked, the same for every engine and peer.
-    let asked: Vec<(i64, String)> =
-        moments.iter().map(|t| (t.nanos(), format!("acct-{:06}", rng() % args.accounts))).collect();
     // Each question in its own loop over the moments, on every engine; every answer digested
     // (answers.rs) and compared with sled's.
-    let on_sled = custos_answers(&ledger, &asked)?;
-    let on_pg = pg_ledger.as_ref().map(|l| custos_answers(l, &asked)).transpose()?;
+    let on_sled = custos_answers(&ledger, &asked, &Question::ALL)?;
+    let on_pg = pg_ledger.as_ref().map(|l| custos_answers(l, &asked, &Question::ALL)).transpose()?;
     let (p_one, (p_all, peer_all_rows), p_losses, (p_replay, _), (p_rows, peer_replay_rows)) = (
         peer.one_account(&asked)?,
         peer.all_balances(&asked)?,
@@ -642,31 +667,32 @@ struct Answers {
 
 /// Custos's answers to the questions at each moment (known now), each question in its own
 /// loop. A replay always computes its totals: the rows-only figure is the same run.
-fn custos_answers(l: &Ledger, asked: &[(i64, String)]) -> Result<Answers> {
+fn custos_answers(l: &Ledger, asked: &[(i64, String)], only: &[Question]) -> Result<Answers> {
     let mut a = Answers::default();
     let bounds: Vec<custos_ledger::Bound> =
         asked.iter().map(|(t, _)| l.bound(Some(Timestamp::from_nanos(*t)), None, None)).collect::<Result<_, _>>()?;
-    for ((_, acct), b) in asked.iter().zip(&bounds) {
+    let asks = |q: Question| only.contains(&q);
+    for ((_, acct), b) in asked.iter().zip(&bounds).filter(|_| asks(Question::One)) {
         let acct = AccountId::new(acct)?;
         let s = Instant::now();
         let rows = l.account_balances_at(&acct, b)?.rows(None, None, false);
         a.times[0].push(s.elapsed());
         a.digests[0].push(answers::balances(&rows, false)?);
     }
-    for b in &bounds {
+    for b in bounds.iter().filter(|_| asks(Question::All)) {
         let s = Instant::now();
         let rows = l.balances_at(b)?.rows(None, None, false);
         a.times[1].push(s.elapsed());
         a.rows_all = rows.len();
         a.digests[1].push(answers::balances(&rows, true)?);
     }
-    for b in &bounds {
+    for b in bounds.iter().filter(|_| asks(Question::Losses)) {
         let s = Instant::now();
         let losses = l.losses_at(b)?;
         a.times[2].push(s.elapsed());
         a.digests[2].push(answers::losses(&losses)?);
     }
-    for b in &bounds {
+    for b in bounds.iter().filter(|_| asks(Question::Replay)) {
         let from = Timestamp::from_nanos(b.as_of.nanos() - 14 * 3_600_000_000_000);
         let s = Instant::now();
         let (start, rows) = l.replay(from, b.as_of, b, custos_ledger::ReplayOrder::Valid)?;
