@@ -375,3 +375,98 @@ fn a_damaged_index_segment_file_is_rebuilt_from_the_log() {
     );
     assert_eq!(code(&custos(d, &["verify"])), 0, "{}", stdout(&custos(d, &["verify"])));
 }
+
+/// Loss blocks (the events a loss total counts, one value per checkpoint interval beside the
+/// losses checkpoint) are what a loss query reads instead of the log: a wrong one gives a wrong
+/// total, so verify compares each with the log; one that is missing or does not decode is read
+/// from the log instead, and `rebuild` rewrites them.
+#[test]
+fn a_wrong_or_unreadable_loss_block_is_found_by_verify_and_a_missing_one_costs_no_answer() {
+    use custos_domain::Timestamp;
+    use custos_ledger::{Ledger, LedgerConfig};
+    use custos_log::Log;
+    use custos_tests::{deposit, reference, t, withdraw};
+    let config = || LedgerConfig { checkpoint_every: 4, balances_checkpoint_multiple: 1, holder: "tamper".into() };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let at = |h: u32| format!("2022-01-{:02}T{:02}:00:00Z", 10 + h / 24, h % 24);
+    {
+        let ledger = Ledger::open(d, config()).unwrap();
+        let mut commands = Vec::new();
+        for i in 0..6u32 {
+            commands.push(deposit(&format!("d{i}"), &at(i), &format!("acct-{i}"), "ETH", "10"));
+            commands.push(withdraw(
+                &format!("w{i}"),
+                &at(i + 6),
+                &format!("acct-{i}"),
+                "ETH",
+                "2",
+                Some("6000"),
+                i == 0,
+            ));
+        }
+        // Flags recorded a day after their withdrawals, a reversal and a reimbursement.
+        for i in 1..5u32 {
+            commands.push(reference("flag", &format!("f{i}"), &at(30 + i), &format!("w{i}")));
+        }
+        commands.push(reference("reverse", "r1", &at(40), "w1"));
+        commands.push(reference("reimburse", "m2", &at(41), "w2"));
+        for (n, mut c) in commands.into_iter().enumerate() {
+            c.recorded_at = Some(Timestamp::from_nanos(t(&at(42)).nanos() + (n as i64 + 1) * 3_600_000_000_000));
+            let out = ledger.submit_batch_blocking(vec![c]).unwrap();
+            assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+        }
+    }
+    // Loss totals at every hour of the story, known now.
+    let answers = || {
+        let ledger = Ledger::open(d, config()).unwrap();
+        (0..48)
+            .map(|h| ledger.losses_at(&ledger.bound(Some(t(&at(h))), None, None).unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let verify = || Ledger::open(d, config()).unwrap().verify(None, &mut |_, _| {}).unwrap();
+    let right = answers();
+    assert!(verify().clean(), "{:?}", verify().discrepancies);
+    // The blocks the projector wrote, by the seq they end at.
+    let blocks: Vec<(String, u64)> = {
+        let store = custos_sled::Store::open(d, "tamper").unwrap();
+        let names = store.list_meta("cp/losses/").unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.contains("/events/"))
+            .map(|n| (n.clone(), n.rsplit('/').next().unwrap().parse().unwrap()))
+            .collect()
+    };
+    assert_eq!(blocks.iter().map(|b| b.1).collect::<Vec<_>>(), vec![4, 8, 12, 16], "{blocks:?}");
+    // The block of seqs 13-16 holds the four flags (recorded after every deposit and
+    // withdrawal); emptied, it hides them.
+    let put = |name: &str, value: Option<Vec<u8>>| {
+        let store = custos_sled::Store::open(d, "tamper").unwrap();
+        match value {
+            Some(v) => Log::write_meta(&store, vec![(name.to_string(), v)], vec![]).unwrap(),
+            None => Log::write_meta(&store, vec![], vec![name.to_string()]).unwrap(),
+        }
+    };
+    let (name, _) = blocks.iter().find(|b| b.1 == 16).unwrap().clone();
+    put(&name, Some(custos_projection::encode_loss_block(12, 16, [])));
+    assert_ne!(answers(), right, "queries read the block");
+    let report = verify();
+    assert_eq!(report.first_bad_seq(), Some(16), "{:?}", report.discrepancies);
+    assert!(report.discrepancies[0].what.contains("the loss block at seq 16 differs"), "{:?}", report.discrepancies);
+    // Missing: read from the log instead.
+    put(&name, None);
+    assert_eq!(answers(), right);
+    assert!(verify().clean(), "{:?}", verify().discrepancies);
+    // Not decodable: the same, and reported.
+    put(&name, Some(b"not a block".to_vec()));
+    assert_eq!(answers(), right);
+    let report = verify();
+    assert!(
+        report.discrepancies.iter().any(|x| x.what.contains("the loss block at seq 16 does not decode")),
+        "{:?}",
+        report.discrepancies
+    );
+    Ledger::open(d, config()).unwrap().rebuild_all(&["balances", "losses"], &mut |_, _| {}).unwrap();
+    assert!(verify().clean(), "{:?}", verify().discrepancies);
+    assert_eq!(answers(), right);
+}

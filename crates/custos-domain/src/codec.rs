@@ -176,6 +176,43 @@ impl Envelope {
         })
     }
 
+    /// This envelope as a record of today's schema version, with its stored hash: what
+    /// [`Envelope::decode`] reads back as the same envelope except `schema_version` (then the
+    /// current one). For copies of events kept outside the log (the loss blocks beside the
+    /// losses checkpoints), never for the log itself: the hash covers the body as it was
+    /// sealed, which for an older schema version is not this one.
+    pub fn encode_as_current(&self) -> Vec<u8> {
+        let payload = encode_payload(&self.event);
+        let body = Body {
+            seq: self.seq,
+            stream: self.stream.as_str(),
+            stream_version: self.stream_version,
+            event_id: self.event_id.as_str(),
+            recorded_at: self.recorded_at,
+            occurred_at: self.occurred_at,
+            schema_version: SCHEMA_VERSION_CURRENT,
+            payload: &payload,
+        };
+        let mut record = bincode::encode_to_vec(&body, config()).expect("encoding to a Vec cannot fail");
+        record.extend_from_slice(&self.hash);
+        record
+    }
+
+    /// The valid time at which this event can change a loss total, if it ever can: its own
+    /// `occurred_at` for a withdrawal marked unauthorized, a reversal or a reimbursement; its
+    /// withdrawal's `occurred_at` for a flag (a flag counts from when it was recorded, for
+    /// every moment after its withdrawal). The loss-time index holds exactly these events
+    /// under this time.
+    pub fn loss_time(&self) -> Option<Timestamp> {
+        match &self.event {
+            Event::WithdrawalFlagged(f) => Some(f.withdrawal_occurred_at),
+            Event::Withdrawn { unauthorized: true, .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
+                Some(self.occurred_at)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether `record`'s stored hash is `SHA-256(prev_hash || body)`.
     pub fn link_ok(record: &[u8], prev_hash: &Hash) -> bool {
         if record.len() < HASH_LEN {

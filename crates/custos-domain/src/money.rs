@@ -50,11 +50,22 @@ fn combine(
     // is exact (the property test below checks this against integers), and the common case
     // costs one Decimal operation. Anything else is decided in integers.
     if let Some(r) = fast(a, b).filter(|r| r.scale() == s) {
-        return (r.abs() <= quantity_max(scale)).then_some(r);
+        return within(r, scale).then_some(r);
     }
     let r = f(units(a, s)?, units(b, s)?)?;
     let r = Decimal::try_from_i128_with_scale(r, s).ok()?;
-    (r.abs() <= quantity_max(scale)).then_some(r)
+    within(r, scale).then_some(r)
+}
+
+/// `|r| <= quantity_max(scale)` for `r` of at most `scale` places, in integers (this runs for
+/// every sum of every fold): `|mantissa| x 10^(scale - r.scale()) <= 2^96 - 1`.
+fn within(r: Decimal, scale: u32) -> bool {
+    let Some(up) = scale.checked_sub(r.scale()) else { return false };
+    let m = r.mantissa().unsigned_abs();
+    match 10u128.checked_pow(up) {
+        Some(p) => m.checked_mul(p).is_some_and(|v| v <= MANTISSA_MAX as u128),
+        None => m == 0,
+    }
 }
 
 /// `a + b` exactly, for quantities of at most `scale` places, or `None` when the sum is beyond

@@ -321,6 +321,8 @@ pub struct RebuildReport {
     pub checkpoints: u64,
 }
 
+/// The loss blocks, in the projector's list of what is due.
+const LOSS_BLOCK: &str = "loss block";
 const TAIL_MIN: &str = "tail_min_occurred";
 const BOUNDARY_COUNT: &str = "boundary_count";
 const MAX_OCCURRED: &str = "max_occurred";
@@ -331,6 +333,34 @@ pub(crate) fn boundary_name(seq: Seq) -> String {
 
 pub(crate) fn checkpoint_prefix(name: &str, generation: u64) -> String {
     format!("cp/{name}/g{generation:08}/")
+}
+
+/// The name of the loss block that ends at boundary `last`, beside the losses checkpoint there
+/// (in its generation: a rebuild replaces both).
+pub(crate) fn loss_block_name(generation: u64, last: Seq) -> String {
+    format!("{}events/{last:020}", checkpoint_prefix(Losses::NAME, generation))
+}
+
+/// The stored loss block that ends at boundary `last` in the active losses generation.
+pub(crate) fn loss_block(shared: &Shared, last: Seq) -> Result<Option<Vec<u8>>, LedgerError> {
+    let Some(generation) = active_generation(&*shared.log, Losses::NAME)? else { return Ok(None) };
+    Ok(shared.log.get_meta(&loss_block_name(generation, last))?)
+}
+
+/// Keeps `events`' events with a loss time; answers the loss block of `(last - k, last]` when
+/// `last` is a boundary and everything after `last - k` was kept, and then starts over.
+pub(crate) fn collect_loss_block(since: &mut Seq, kept: &mut Vec<Envelope>, env: &Envelope, k: u64) -> Option<Vec<u8>> {
+    if env.loss_time().is_some() {
+        kept.push(env.clone());
+    }
+    if !env.seq.is_multiple_of(k) {
+        return None;
+    }
+    let first = env.seq - k;
+    let block = (*since <= first).then(|| custos_projection::encode_loss_block(first, env.seq, kept.iter()));
+    *since = env.seq;
+    kept.clear();
+    block
 }
 
 fn active_name(name: &str) -> String {
@@ -697,6 +727,7 @@ impl Ledger {
         let mut losses = names.contains(&Losses::NAME).then(|| Refold::<Losses>::new(store, config)).transpose()?;
         let mut boundaries = Vec::new();
         let (mut max_occurred, mut min_occurred) = (Timestamp::MIN, Timestamp::MAX);
+        let (mut loss_since, mut loss_events) = (0, Vec::new());
         // Folds seqs `from..=to`; answers the last seq folded.
         let mut fold = |from: Seq, to: Seq, progress: &mut dyn FnMut(u64, u64)| -> Result<Seq, LedgerError> {
             let mut folded = from - 1;
@@ -714,6 +745,11 @@ impl Ledger {
                 let mut put = Vec::new();
                 put.extend(balances.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
                 put.extend(losses.as_mut().map(|r| r.apply(&env)).transpose()?.flatten());
+                if let Some(r) = &losses {
+                    if let Some(block) = collect_loss_block(&mut loss_since, &mut loss_events, &env, k) {
+                        put.push((loss_block_name(r.new_generation, env.seq), block));
+                    }
+                }
                 if !put.is_empty() {
                     store.write_meta(put, vec![])?;
                 }
@@ -1598,6 +1634,9 @@ fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), Le
             if env.seq % k == 0 {
                 due.push((Losses::NAME, env.seq, checkpoint_value(&c.losses)));
             }
+            if let Some(block) = collect_loss_block(&mut c.loss_since, &mut c.loss_events, env, k) {
+                due.push((LOSS_BLOCK, env.seq, block));
+            }
         }
     }
     if due.is_empty() {
@@ -1619,6 +1658,11 @@ fn fold_into_projections(shared: &Shared, pending: &[Envelope]) -> Result<(), Le
         for (_, seq, bytes) in due.iter_mut().filter(|(n, _, _)| *n == name) {
             put.push((format!("{}{seq:020}", checkpoint_prefix(name, generation)), std::mem::take(bytes)));
         }
+        if name == Losses::NAME {
+            for (_, seq, bytes) in due.iter_mut().filter(|(n, _, _)| *n == LOSS_BLOCK) {
+                put.push((loss_block_name(generation, *seq), std::mem::take(bytes)));
+            }
+        }
     }
     store.write_meta(put, vec![])?;
     store.sync()?;
@@ -1638,6 +1682,12 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
     } else {
         boundaries.iter().rev().find(|b| b.seq <= from).map_or(Timestamp::MIN, |b| b.max_occurred)
     };
+    // The loss events since the last boundary at or before `seq`, for the next loss block:
+    // every event after it passes through this fold (`from` is a checkpoint's seq, at or before
+    // that boundary).
+    let k = shared.config.checkpoint_every;
+    let loss_since = seq - seq % k;
+    let mut loss_events = Vec::new();
     try_for_each_envelope(store, from + 1, |env| {
         if env.seq > seq {
             return Ok(ControlFlow::Break(()));
@@ -1649,9 +1699,14 @@ fn load_current_until(shared: &Shared, seq: Seq) -> Result<Current, LedgerError>
             losses.apply(&env, Timestamp::MAX)?;
         }
         max_occurred = max_occurred.max(env.occurred_at);
+        if env.seq > loss_since && env.loss_time().is_some() {
+            loss_events.push(env);
+        }
         Ok(ControlFlow::Continue(()))
     })?;
-    Ok(Current { balances, losses, max_occurred })
+    // Should `from` ever be after that boundary, the block is not written (never incomplete).
+    let loss_since = loss_since.max(from);
+    Ok(Current { balances, losses, max_occurred, loss_since, loss_events })
 }
 
 /// Decides commands against a private copy of the write model without appending anything:

@@ -62,6 +62,10 @@ impl Source for Ledger {
     fn with_head_state<R>(&self, seq: Seq, f: impl FnOnce(&HeadState) -> R) -> Result<Option<R>, QueryError> {
         self.with_current(seq, f).map_err(to_query)
     }
+
+    fn loss_block(&self, last: Seq) -> Result<Option<Vec<u8>>, QueryError> {
+        crate::ledger::loss_block(&self.shared, last).map_err(to_query)
+    }
 }
 
 impl Ledger {

@@ -94,6 +94,8 @@ impl Ledger {
         let mut balances = Balances::default();
         let mut losses = Losses::default();
         let checkpoints = self.checkpoint_seqs()?;
+        // The events with a loss time since the last boundary, for its loss block.
+        let (mut loss_since, mut loss_events) = (0, Vec::new());
         // The write-model snapshot a writer would start from, compared with this fold where it
         // was taken.
         let mut snapshot = match crate::ledger::stored_write_model(store, head.seq) {
@@ -178,6 +180,25 @@ impl Ledger {
                         Ok(_) => {}
                         Err(e) => found.push(Some(seq), format!("the losses checkpoint at seq {seq}: {e} (queries skip it)")),
                     }
+            }
+            if env.loss_time().is_some() {
+                loss_events.push(env.clone());
+            }
+            if checkpoints.contains(&seq) {
+                match crate::ledger::loss_block(&self.shared, seq) {
+                    Ok(Some(stored)) if custos_projection::decode_loss_block(&stored).is_none() => found.push(
+                        Some(seq),
+                        format!("the loss block at seq {seq} does not decode (loss queries read those events from the log instead; `custos rebuild` rewrites it)"),
+                    ),
+                    Ok(Some(stored)) if stored != custos_projection::encode_loss_block(loss_since, seq, &loss_events) => found.push(
+                        Some(seq),
+                        format!("the loss block at seq {seq} differs from the log's events in ({loss_since}, {seq}] that loss totals count (loss queries read it; `custos rebuild` rewrites it)"),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => found.push(Some(seq), format!("the loss block at seq {seq}: {e}")),
+                }
+                loss_since = seq;
+                loss_events.clear();
             }
             if semantics_ok
                 && snapshot.as_ref().is_some_and(|m| m.head_seq == seq)

@@ -139,15 +139,11 @@ pub fn index_entries(env: &Envelope) -> Vec<IndexEntry> {
         at(IndexKey::Stream(env.stream.clone())),
         at(IndexKey::OccurredAt(env.occurred_at)),
     ];
-    match &env.event {
-        Event::WithdrawalFlagged(f) => {
-            out.push(at(IndexKey::FlagOf(f.withdrawal_seq)));
-            out.push(at(IndexKey::LossTime(f.withdrawal_occurred_at)));
-        }
-        Event::Withdrawn { unauthorized: true, .. } | Event::Reversed { .. } | Event::Reimbursed { .. } => {
-            out.push(at(IndexKey::LossTime(env.occurred_at)))
-        }
-        _ => {}
+    if let Event::WithdrawalFlagged(f) = &env.event {
+        out.push(at(IndexKey::FlagOf(f.withdrawal_seq)));
+    }
+    if let Some(t) = env.loss_time() {
+        out.push(at(IndexKey::LossTime(t)));
     }
     out
 }

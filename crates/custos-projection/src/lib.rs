@@ -9,9 +9,11 @@
 
 mod balances;
 mod codec;
+mod loss_block;
 mod losses;
 
 pub use balances::{BalanceRow, Balances, Flows, Holdings};
+pub use loss_block::{decode_loss_block, encode_loss_block, LossBlock, LossBlockEntry, LOSS_BLOCK_FORMAT};
 pub use losses::{LossCols, LossRow, Losses, GROUP_TOTAL};
 
 use custos_domain::{Envelope, Seq, Timestamp};

@@ -317,16 +317,18 @@ impl Projection for Losses {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        type Stored = (u64, Vec<(String, String, [Packed; 6], u64)>, Vec<u64>);
-        let ((last_seq, by_account, flagged), used): (Stored, usize) =
-            bincode::decode_from_slice(bytes, config()).ok()?;
+        // Borrowed: the strings are read in place, one allocation per row (the account's Arc).
+        type Stored<'a> = (u64, Vec<(&'a str, &'a str, [Packed; 6], u64)>, Vec<u64>);
+        let ((last_seq, rows, flagged), used): (Stored<'_>, usize) =
+            bincode::borrow_decode_from_slice(bytes, config()).ok()?;
         if used != bytes.len() {
             return None;
         }
         let mut out = Losses { last_seq, flagged: flagged.into_iter().collect(), ..Default::default() };
-        for (a, s, c, unpriced) in by_account {
+        let mut by_account = Vec::with_capacity(rows.len());
+        for (a, s, c, unpriced) in rows {
             let (account, asset, cols) =
-                (AccountId::new(&a).ok()?, Asset::new(&s).ok()?, LossCols::from_bytes(c, unpriced)?);
+                (AccountId::new(a).ok()?, Asset::new(s).ok()?, LossCols::from_bytes(c, unpriced)?);
             out.by_asset.entry(asset).or_default().add(&cols, Some(asset.scale()))?;
             let group = asset.group();
             let g = group.index();
@@ -336,8 +338,12 @@ impl Projection for Losses {
                 out.affected[g].insert(account.clone());
                 out.affected_total.insert(account.clone());
             }
-            out.by_account.insert((account, asset), cols);
+            by_account.push(((account, asset), cols));
         }
-        Some(out)
+        // Written in the map's order, so building it is one pass; a key twice is not a
+        // checkpoint this code wrote.
+        let n = by_account.len();
+        out.by_account = by_account.into_iter().collect();
+        (out.by_account.len() == n).then_some(out)
     }
 }

@@ -20,7 +20,7 @@ use custos_domain::{
     AccountId, Asset, Envelope, Event, EventId, EventKind, FastMap, FastSet, Seq, StreamId, Timestamp,
 };
 use custos_log::{Head, Log, LogError, TimeIndex};
-use custos_projection::{Balances, FoldError, LossRow, Losses, Projection};
+use custos_projection::{decode_loss_block, Balances, FoldError, LossRow, Losses, Projection};
 use rust_decimal::Decimal;
 
 /// Why a query could not be answered.
@@ -73,6 +73,10 @@ pub struct HeadState {
     pub losses: Losses,
     /// The largest `occurred_at` of any event so far.
     pub max_occurred: Timestamp,
+    /// Every event with a loss time after seq `loss_since` (a boundary), for the loss block
+    /// written with the next losses checkpoint (`custos_projection::encode_loss_block`).
+    pub loss_since: Seq,
+    pub loss_events: Vec<Envelope>,
 }
 
 /// What the query engine reads: implemented by the ledger runtime over its log.
@@ -92,6 +96,8 @@ pub trait Source {
     /// Runs `f` on the projections folded exactly up to `seq` (at or before the head); `None`
     /// when the head state has moved past `seq` meanwhile.
     fn with_head_state<R>(&self, seq: Seq, f: impl FnOnce(&HeadState) -> R) -> Result<Option<R>, QueryError>;
+    /// The stored loss block that ends at boundary `last`, if any (its bytes, undecoded).
+    fn loss_block(&self, last: Seq) -> Result<Option<Vec<u8>>, QueryError>;
 }
 
 /// The queries, over a source.
@@ -292,14 +298,18 @@ impl<S: Source> Query<'_, S> {
 
     /// All balances at the bound.
     pub fn balances_at(&self, bound: &Bound) -> Result<Balances, QueryError> {
-        let state = self.state_at::<Balances>(bound, |c| &c.balances, TimeIndex::OccurredAt)?;
+        let state = self.state_at::<Balances>(
+            bound,
+            |c| &c.balances,
+            |from| self.read_envelopes(&self.counted_seqs_after(from, bound, TimeIndex::OccurredAt)?),
+        )?;
         state.check_conserved()?;
         Ok(state)
     }
 
     /// Loss totals at the bound.
     pub fn losses_at(&self, bound: &Bound) -> Result<Losses, QueryError> {
-        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, TimeIndex::LossTime)?;
+        let mut losses = self.state_at::<Losses>(bound, |c| &c.losses, |from| self.loss_events_after(from, bound))?;
         // The loss-time index skips flags of withdrawals after `as_of` (they add nothing to the
         // totals); the state still knows every flag known at the bound, as a replay needs.
         for (withdrawal, flag) in self.0.log().flags()? {
@@ -374,7 +384,7 @@ impl<S: Source> Query<'_, S> {
         &self,
         bound: &Bound,
         pick: fn(&HeadState) -> &P,
-        by_time: TimeIndex,
+        events_after: impl FnOnce(Seq) -> Result<Vec<Envelope>, QueryError>,
     ) -> Result<P, QueryError> {
         let head = self.0.head().seq;
         // A moment after every event of the log is the head state; when the log's largest
@@ -389,10 +399,61 @@ impl<S: Source> Query<'_, S> {
         let start = self.start_boundary(bound);
         let mut state: P = if start == 0 { P::default() } else { self.0.checkpoint::<P>(start)?.unwrap_or_default() };
         let from = state.last_seq();
-        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, by_time)?)? {
+        for env in events_after(from)? {
             state.apply(&env, bound.as_of)?;
         }
         Ok(state)
+    }
+
+    /// The events in `(from, known_seq]` that a loss total can count at the bound, in seq order:
+    /// from the loss blocks stored beside the losses checkpoints (one metadata value per
+    /// interval, instead of one read per event: most are flags recorded long after their
+    /// withdrawal), and from the loss-time index and the log for any interval without a usable
+    /// block and after the last boundary.
+    fn loss_events_after(&self, from: Seq, bound: &Bound) -> Result<Vec<Envelope>, QueryError> {
+        if from >= bound.known_seq {
+            return Ok(Vec::new());
+        }
+        let boundaries: Vec<Seq> = self.0.with_bounds(|b| {
+            if b.damaged {
+                return Vec::new();
+            }
+            b.boundaries.iter().map(|b| b.seq).filter(|s| *s > from && *s <= bound.known_seq).collect()
+        });
+        let mut out = Vec::new();
+        // Ranges (lo, hi] to read through the index instead.
+        let mut gaps: Vec<(Seq, Seq)> = Vec::new();
+        let mut gap = |lo: Seq, hi: Seq| match gaps.last_mut() {
+            Some(last) if last.1 == lo => last.1 = hi,
+            _ => gaps.push((lo, hi)),
+        };
+        let mut pos = from;
+        for last in boundaries {
+            let stored = self.0.loss_block(last)?;
+            let block = stored.as_deref().and_then(decode_loss_block).filter(|b| b.first <= pos && b.last == last);
+            let counted = block.and_then(|b| {
+                b.entries
+                    .iter()
+                    .filter(|e| e.seq > pos && e.loss_time <= bound.as_of)
+                    .map(|e| e.envelope().ok())
+                    .collect::<Option<Vec<Envelope>>>()
+            });
+            match counted {
+                Some(events) => out.extend(events),
+                None => gap(pos, last),
+            }
+            pos = last;
+        }
+        if pos < bound.known_seq {
+            gap(pos, bound.known_seq);
+        }
+        if !gaps.is_empty() {
+            let mut seqs = self.0.log().time_seqs(TimeIndex::LossTime, Timestamp::MIN, bound.as_of)?;
+            seqs.retain(|s| gaps.iter().any(|(lo, hi)| s > lo && s <= hi));
+            out.extend(self.read_envelopes(&seqs)?);
+            out.sort_unstable_by_key(|e| e.seq);
+        }
+        Ok(out)
     }
 
     /// The seqs in `(from, known_seq]` that count at the bound, through `by_time`: with
