@@ -185,16 +185,44 @@ impl Ledger {
                 loss_events.push(env.clone());
             }
             if checkpoints.contains(&seq) {
+                // What a query takes from the block: its events after the boundary before this
+                // one (it uses a block only when it starts there or earlier).
+                let undecodable = || {
+                    format!("the loss block at seq {seq} does not decode (loss queries read those events from the log instead; `custos rebuild` rewrites it)")
+                };
                 match crate::ledger::loss_block(&self.shared, seq) {
-                    Ok(Some(stored)) if custos_projection::decode_loss_block(&stored).is_none() => found.push(
-                        Some(seq),
-                        format!("the loss block at seq {seq} does not decode (loss queries read those events from the log instead; `custos rebuild` rewrites it)"),
-                    ),
-                    Ok(Some(stored)) if stored != custos_projection::encode_loss_block(loss_since, seq, &loss_events) => found.push(
-                        Some(seq),
-                        format!("the loss block at seq {seq} differs from the log's events in ({loss_since}, {seq}] that loss totals count (loss queries read it; `custos rebuild` rewrites it)"),
-                    ),
-                    Ok(_) => {}
+                    Ok(Some(stored)) => match custos_projection::decode_loss_block(&stored) {
+                        Some(block) if block.first <= loss_since && block.last == seq => {
+                            let used: Option<Vec<(Seq, Timestamp, Envelope)>> = block
+                                .entries
+                                .iter()
+                                .filter(|e| e.seq > loss_since)
+                                .map(|e| e.envelope().ok().map(|env| (e.seq, e.loss_time, env)))
+                                .collect();
+                            let logged: Vec<(Seq, Timestamp, Envelope)> = loss_events
+                                .iter()
+                                .filter_map(|e| e.loss_time().map(|t| (e.seq, t, e.clone())))
+                                .collect();
+                            match used {
+                                None => found.push(
+                                    Some(seq),
+                                    undecodable(),
+                                ),
+                                Some(used) if used != logged => found.push(
+                                    Some(seq),
+                                    format!("the loss block at seq {seq} differs from the log's events in ({loss_since}, {seq}] that loss totals count (loss queries read it; `custos rebuild` rewrites it)"),
+                                ),
+                                Some(_) => {}
+                            }
+                        }
+                        // Not one a query uses (it covers another range).
+                        Some(_) => {}
+                        None => found.push(
+                            Some(seq),
+                            undecodable(),
+                        ),
+                    },
+                    Ok(None) => {}
                     Err(e) => found.push(Some(seq), format!("the loss block at seq {seq}: {e}")),
                 }
                 loss_since = seq;
