@@ -457,6 +457,19 @@ fn a_wrong_or_unreadable_loss_block_is_found_by_verify_and_a_missing_one_costs_n
     put(&name, None);
     assert_eq!(answers(), right);
     assert!(verify().clean(), "{:?}", verify().discrepancies);
+    // Stored in a file (a value of 64 KiB or more) that is then deleted: the same, and reported.
+    let files = || std::fs::read_dir(d.join("files")).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let before = files();
+    put(&name, Some(vec![7u8; 70_000]));
+    let file = files().into_iter().find(|f| !before.contains(f)).expect("the block's file");
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(answers(), right);
+    let report = verify();
+    assert!(
+        report.discrepancies.iter().any(|x| x.what.contains("the loss block at seq 16")),
+        "{:?}",
+        report.discrepancies
+    );
     // Not decodable: the same, and reported.
     put(&name, Some(b"not a block".to_vec()));
     assert_eq!(answers(), right);

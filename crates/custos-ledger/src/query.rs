@@ -64,7 +64,15 @@ impl Source for Ledger {
     }
 
     fn loss_block(&self, last: Seq) -> Result<Option<Vec<u8>>, QueryError> {
-        crate::ledger::loss_block(&self.shared, last).map_err(to_query)
+        // A cache like a checkpoint: one that cannot be read costs speed, never an answer (the
+        // query reads those events from the log); `verify` reports it, `rebuild` rewrites it.
+        match crate::ledger::loss_block(&self.shared, last) {
+            Ok(block) => Ok(block),
+            Err(e) => {
+                tracing::warn!("skipped the loss block at seq {last} ({e}); reading its events from the log");
+                Ok(None)
+            }
+        }
     }
 }
 
