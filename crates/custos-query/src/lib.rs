@@ -301,7 +301,7 @@ impl<S: Source> Query<'_, S> {
         let state = self.state_at::<Balances>(
             bound,
             |c| &c.balances,
-            |from| self.read_envelopes(&self.counted_seqs_after(from, bound, TimeIndex::OccurredAt)?),
+            |from| self.read_envelopes(&self.counted_seqs_after(from, bound)?),
         )?;
         state.check_conserved()?;
         Ok(state)
@@ -355,7 +355,7 @@ impl<S: Source> Query<'_, S> {
         let mut state = if start == 0 { None } else { self.0.balances_checkpoint_of(start, &keep)? };
         let state = state.get_or_insert_with(Balances::default);
         let from = state.last_seq();
-        for env in self.read_envelopes(&self.counted_seqs_after(from, bound, TimeIndex::OccurredAt)?)? {
+        for env in self.read_envelopes(&self.counted_seqs_after(from, bound)?)? {
             if env.stream.account().is_some_and(|a| keep(a.as_str())) {
                 state.apply(&env, bound.as_of)?;
             }
@@ -456,24 +456,18 @@ impl<S: Source> Query<'_, S> {
         Ok(out)
     }
 
-    /// The seqs in `(from, known_seq]` that count at the bound, through `by_time`: with
-    /// `OccurredAt` (balances) the events with `occurred_at <= as_of`, found between the
-    /// smallest `occurred_at` after `from` and `as_of`; with `LossTime` (losses) the loss events
-    /// with `occurred_at <= as_of` and every flag of a withdrawal that occurred by `as_of`
-    /// (a flag counts from its `recorded_at` alone, so one recorded long after its withdrawal is
-    /// found by the withdrawal's time, however early).
-    fn counted_seqs_after(&self, from: Seq, bound: &Bound, by_time: TimeIndex) -> Result<Vec<Seq>, QueryError> {
+    /// The seqs in `(from, known_seq]` whose events happened by `as_of` (what a balance counts),
+    /// found through the `occurred_at` index between the smallest `occurred_at` after `from`
+    /// and `as_of`. (Losses read theirs from the loss blocks: `loss_events_after`.)
+    fn counted_seqs_after(&self, from: Seq, bound: &Bound) -> Result<Vec<Seq>, QueryError> {
         if from >= bound.known_seq {
             return Ok(Vec::new());
         }
-        let lowest = match by_time {
-            TimeIndex::LossTime => Timestamp::MIN,
-            _ => self.min_occurred_after(from, bound.known_seq),
-        };
+        let lowest = self.min_occurred_after(from, bound.known_seq);
         if lowest > bound.as_of {
             return Ok(Vec::new());
         }
-        let mut seqs = self.0.log().time_seqs(by_time, lowest, bound.as_of)?;
+        let mut seqs = self.0.log().time_seqs(TimeIndex::OccurredAt, lowest, bound.as_of)?;
         seqs.retain(|s| *s > from && *s <= bound.known_seq);
         Ok(seqs)
     }
