@@ -72,6 +72,32 @@ pub fn custos(dir: &Path, args: &[&str]) -> Output {
     Process::new(custos_bin()).arg("--db").arg(dir).args(args).env_remove("CUSTOS_DB").output().expect("custos runs")
 }
 
+/// [`custos`], killed and failed if it has not finished within `limit` (for inputs that once
+/// made it wait forever).
+pub fn custos_timeout(dir: &Path, args: &[&str], limit: std::time::Duration) -> Output {
+    let child = Process::new(custos_bin())
+        .arg("--db")
+        .arg(dir)
+        .args(args)
+        .env_remove("CUSTOS_DB")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("custos runs");
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Its pipes are drained while it runs (a full pipe would stall it).
+    std::thread::spawn(move || tx.send(child.wait_with_output().expect("custos output")));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: signalling the child this function started, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("custos {args:?} did not finish within {limit:?}");
+        }
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

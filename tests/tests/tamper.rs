@@ -207,6 +207,105 @@ fn a_missing_checkpoint_file_is_skipped_by_queries_and_reported_by_verify() {
     assert!(text.contains("checkpoint at seq 4096") && text.contains("queries skip it"), "{text}");
 }
 
+/// A file under `files/` replaced by something that is not a regular file of its recorded
+/// length (a symlink to /dev/zero, a FIFO, a huge file) is refused before a byte of it is read:
+/// it was read whole before (gigabytes of RSS, or a wait forever on the FIFO).
+#[test]
+fn a_checkpoint_file_replaced_by_a_device_fifo_or_huge_file_is_refused_before_reading() {
+    let dir = ledger_with_checkpoint_files();
+    let d = dir.path();
+    let query = ["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"];
+    let before = stdout(&custos(d, &query));
+    let file = balances_checkpoint_file(d, 4096);
+    let replace: [(&str, &dyn Fn(&std::path::Path)); 3] = [
+        ("a symlink to /dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+        ("a FIFO", &|p| {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo on a path we own.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        }),
+        ("a 64 MiB file", &|p| std::fs::File::create(p).unwrap().set_len(64 << 20).unwrap()),
+    ];
+    for (what, make) in replace {
+        std::fs::remove_file(&file).unwrap();
+        make(&file);
+        let out = custos_tests::custos_timeout(d, &query, std::time::Duration::from_secs(60));
+        let err = custos_tests::stderr(&out);
+        assert_eq!(code(&out), 0, "{what}: {err}");
+        assert_eq!(stdout(&out), before, "{what}: the same answer without the checkpoint");
+        assert!(err.contains("skipped checkpoint") && err.contains(&file.display().to_string()), "{what}: {err}");
+        let out = custos_tests::custos_timeout(d, &["verify"], std::time::Duration::from_secs(60));
+        assert_eq!(code(&out), 1, "{what}: {}", stdout(&out));
+        assert!(stdout(&out).contains("checkpoint at seq 4096"), "{what}: {}", stdout(&out));
+    }
+}
+
+/// Two index segment files of the same length swapped: each passes its own page checksums
+/// (they are inside the file), so the store checks every page against the page directory it
+/// keeps in sled. Before, `history` silently dropped events. Now the swap is found when the
+/// ledger opens, the indexes are rebuilt from the log (same answers), and a `verify` that
+/// finds such a repair on its own open reports it (exit 1), not "clean".
+#[test]
+fn swapped_index_segment_files_never_drop_events_and_verify_reports_the_repair() {
+    let (dir, files) = incident_ledger_with_segment_files();
+    let d = dir.path();
+    let len = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    let (a, b) = files
+        .iter()
+        .enumerate()
+        .find_map(|(i, (_, a))| {
+            files[i + 1..].iter().find(|(_, b)| len(a) == len(b)).map(|(_, b)| (a.clone(), b.clone()))
+        })
+        .expect("two segment files of the same length");
+    let swap = || {
+        let tmp = d.join("swap");
+        std::fs::rename(&a, &tmp).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        std::fs::rename(&tmp, &b).unwrap();
+    };
+    let queries: [&[&str]; 3] = [
+        &["history", "--account", "acct-000015", "--format", "csv"],
+        &["log", "--account", "acct-000015", "--format", "csv"],
+        &["balances", "--as-of", "2022-01-18T06:00:00Z", "--format", "csv"],
+    ];
+    let before: Vec<String> = queries.iter().map(|q| stdout(&custos(d, q))).collect();
+    swap();
+    for (q, want) in queries.iter().zip(&before) {
+        let out = custos(d, q);
+        assert_eq!(code(&out), 0, "{q:?}: {}", custos_tests::stderr(&out));
+        assert_eq!(&stdout(&out), want, "{q:?}: the same answer with the files swapped");
+    }
+    // The first query repaired the store for good; swap a pair again and let verify open it.
+    let (_, files) = {
+        let db = raw_sled(d);
+        let mut now = Vec::new();
+        for item in db.scan_prefix([custos_sled::layout::PREFIX_SEGMENT]) {
+            let (k, v) = item.unwrap();
+            if k.len() == 14 && k.ends_with(&u32::MAX.to_be_bytes()) {
+                now.push(d.join("files").join(format!("{:016x}", u64::from_be_bytes(v[..8].try_into().unwrap()))));
+            }
+        }
+        ((), now)
+    };
+    let (a, b) = files
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| files[i + 1..].iter().find(|b| len(a) == len(b)).map(|b| (a.clone(), b.clone())))
+        .expect("two segment files of the same length after the repair");
+    let tmp = d.join("swap");
+    std::fs::rename(&a, &tmp).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&tmp, &b).unwrap();
+    let out = custos(d, &["verify"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "a repair on open is a finding: {text} {}", custos_tests::stderr(&out));
+    assert!(
+        text.contains("repaired when the ledger was opened") && text.contains("not the file written for it"),
+        "{text}"
+    );
+    assert_eq!(code(&custos(d, &["verify"])), 0, "clean once repaired");
+}
+
 /// A truncated sled data file: "cannot open the ledger at DIR: ..." with exit 2, never a panic
 /// inside sled (exit 101), and never the empty ledger sled recovers to when it drops what it
 /// cannot read (that answered "(no rows)" with exit 0 before the ledger kept a marker).

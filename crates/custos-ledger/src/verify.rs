@@ -265,6 +265,10 @@ impl Ledger {
             found.1 += f.more;
             found.push(f.seq, f.what);
         }
+        // Repaired when the store was opened, so clean now, but it was not as written.
+        for what in store.repairs_on_open() {
+            found.push(None, format!("found damaged and repaired when the ledger was opened: {what}"));
+        }
         if let Some((seq, hash)) = digest {
             if digest_found_at.is_none() {
                 // About the digest, not an event: no seq, so no event is blamed for it.

@@ -254,6 +254,13 @@ pub trait Log: Send + Sync {
     fn recover(&self) -> Result<Head>;
     /// Messages for the operator the engine collected (repairs on open, and similar).
     fn take_notices(&self) -> Vec<String>;
+    /// Damage the engine found and repaired from the records when this handle was opened (an
+    /// index file missing or not the one written for it), one line each. Kept, not taken:
+    /// `verify` reports each as a finding, since the store was not as written even though it
+    /// answers right now. None by default.
+    fn repairs_on_open(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Checks the indexes the engine keeps beside the records (up to the head) and rebuilds
     /// from the records any found damaged; answers what it rebuilt, one line each. Part of
     /// `rebuild`: indexes are derived data, as projections are. Nothing to do by default (an

@@ -230,6 +230,8 @@ pub struct Store {
     /// Held by the one writer that may append (see [`Log::lock_head`]).
     append_lock: Mutex<()>,
     notices: Mutex<Vec<String>>,
+    /// What was found damaged and repaired from the log when this handle opened the store.
+    repaired: Mutex<Vec<String>>,
     _lock: lock::ProcessLock,
 }
 
@@ -365,6 +367,7 @@ impl Store {
             compacting: Mutex::new(()),
             append_lock: Mutex::new(()),
             notices: Mutex::new(Vec::new()),
+            repaired: Mutex::new(Vec::new()),
             _lock: lock,
         };
         // A file id is never handed out again while a pointer names it, even if its file is
@@ -377,7 +380,9 @@ impl Store {
         for (kind, why) in damaged {
             if rebuilt.insert(kind_slot(kind)) {
                 let n = store.rebuild_index(kind)?;
-                store.notice(format!("rebuilt the {} index from the log ({n} entries): {why}", kind.name()));
+                let text = format!("rebuilt the {} index from the log ({n} entries): {why}", kind.name());
+                store.repaired.lock().expect("repairs lock").push(text.clone());
+                store.notice(text);
             }
         }
         store.ensure_loss_index()?;
@@ -737,9 +742,13 @@ impl Store {
             kind.name(),
             path().display()
         )))?;
-        if page_checksum(&page) != f.checksums[i] {
+        // The checksum is the file's own; the first entry is the directory's (in sled), so a
+        // page of another file of the same length is refused too.
+        let starts_right =
+            decode_page(page.get(..16).unwrap_or_default()).and_then(|mut p| p.next()) == Some(seg.pages[i]);
+        if page_checksum(&page) != f.checksums[i] || !starts_right {
             return Err(StoreError::corrupt(format!(
-                "page {i} of the {} index in {} does not match its checksum (the index is derived from the log: `custos rebuild` rebuilds it)",
+                "page {i} of the {} index in {} does not match its checksum or its directory (the index is derived from the log: `custos rebuild` rebuilds it)",
                 kind.name(),
                 path().display()
             )));
@@ -891,8 +900,14 @@ impl Store {
 
     /// The value a file pointer stands for, checked against the length and hash it records.
     fn read_meta_file(&self, what: &str, p: FilePointer) -> Result<Vec<u8>> {
+        use std::io::Read;
         let path = self.meta_file_path(p.id);
-        let bytes = std::fs::read(&path).map_err(io_err(format!("cannot read {what} from {}", path.display())))?;
+        let file = open_stored_file(&path, p.len, what)?;
+        // Its length was checked before reading: never more than the pointer says is read.
+        let mut bytes = Vec::with_capacity(p.len as usize);
+        file.take(p.len)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(format!("cannot read {what} from {}", path.display())))?;
         if bytes.len() as u64 != p.len || sha256(&bytes) != p.hash {
             return Err(StoreError::corrupt(format!(
                 "{what}: {} does not match the length and SHA-256 recorded for it",
@@ -1244,6 +1259,9 @@ impl Log for Store {
     fn take_notices(&self) -> Vec<String> {
         std::mem::take(&mut *self.notices.lock().expect("notices lock"))
     }
+    fn repairs_on_open(&self) -> Vec<String> {
+        self.repaired.lock().expect("repairs lock").clone()
+    }
     fn repair_indexes(&self) -> custos_log::Result<Vec<String>> {
         let mut out = Vec::new();
         for kind in IndexKind::ALL {
@@ -1345,7 +1363,7 @@ fn load_segments(db: &sled::Db, files: &Path) -> Result<LoadedSegments> {
                 pages.push(first);
             }
         }
-        let file = match pointer.map(|p| open_segment_file(files, kind, id, p, entries, pages.len())) {
+        let file = match pointer.map(|p| open_segment_file(files, kind, id, p, entries, &pages)) {
             Some(Ok(f)) => Some(f),
             Some(Err(e)) => {
                 damaged.push((kind, e.to_string()));
@@ -1359,32 +1377,69 @@ fn load_segments(db: &sled::Db, files: &Path) -> Result<LoadedSegments> {
 }
 
 /// Opens a segment's file and reads its page checksums (the tail of the file), checking that
-/// its length is what its pointer and its entries say.
+/// its length is what its pointer and its entries say, and that its first and last pages start
+/// with the entries its page directory (in sled) names: a segment file is checked against its
+/// own checksums on every read, so another segment's file of the same length put in its place
+/// would pass those, and is caught here (and on every page read, by `read_page`).
 fn open_segment_file(
     files: &Path,
     kind: IndexKind,
     id: u64,
     pointer: FilePointer,
     entries: u64,
-    pages: usize,
+    directory: &[(u64, Seq)],
 ) -> Result<SegmentFile> {
+    let pages = directory.len();
     use std::os::unix::fs::FileExt;
     let path = file_path(files, pointer.id);
     let what = || format!("cannot read the {} index segment {id} from {}", kind.name(), path.display());
-    let handle = File::open(&path).map_err(io_err(what()))?;
-    let len = handle.metadata().map_err(io_err(what()))?.len();
     let body = entries * 16;
-    if len != pointer.len || len != body + pages as u64 * 8 {
+    if pointer.len != body + pages as u64 * 8 {
         return Err(StoreError::corrupt(format!(
-            "the {} index segment {id} in {} is {len} bytes, not the {} recorded for it",
+            "the {} index segment {id}: its pointer says {} bytes, its directory {}",
             kind.name(),
-            path.display(),
-            pointer.len
+            pointer.len,
+            body + pages as u64 * 8
         )));
     }
+    let handle = open_stored_file(&path, pointer.len, &format!("the {} index segment {id}", kind.name()))?;
     let mut tail = vec![0u8; pages * 8];
     handle.read_exact_at(&mut tail, body).map_err(io_err(what()))?;
+    for i in [0, pages.saturating_sub(1)].into_iter().filter(|i| *i < pages) {
+        let mut first = [0u8; 16];
+        handle.read_exact_at(&mut first, (i * PAGE_BYTES) as u64).map_err(io_err(what()))?;
+        if decode_page(&first).and_then(|mut p| p.next()) != Some(directory[i]) {
+            return Err(StoreError::corrupt(format!(
+                "the {} index segment {id} in {} is not the file written for it (page {i} starts elsewhere than its directory says)",
+                kind.name(),
+                path.display()
+            )));
+        }
+    }
     Ok(SegmentFile { pointer, handle: Arc::new(handle), checksums: Arc::new(decode_checksums(&tail)) })
+}
+
+/// Opens a file under `files/` for reading, refusing (as corruption, before reading a byte)
+/// anything but a regular file of the length recorded for it: a symlink (to `/dev/zero`, say),
+/// a FIFO (opened without blocking) or a file of another size put in its place.
+fn open_stored_file(path: &Path, len: u64, what: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) => StoreError::corrupt(format!("{what}: {} is a symbolic link", path.display())),
+                _ => StoreError::Io { what: format!("cannot read {what} from {}", path.display()), source: e },
+            },
+        )?;
+    let meta = file.metadata().map_err(io_err(format!("cannot read {what} from {}", path.display())))?;
+    if !meta.is_file() || meta.len() != len {
+        let found = if meta.is_file() { format!("{} bytes", meta.len()) } else { "not a regular file".to_string() };
+        return Err(StoreError::corrupt(format!(
+            "{what}: {} is {found}, not the {len} bytes recorded for it",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// The file of id `id` under `files/`: its id in hexadecimal, 16 digits.
