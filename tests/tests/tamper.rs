@@ -217,7 +217,8 @@ fn a_checkpoint_file_replaced_by_a_device_fifo_or_huge_file_is_refused_before_re
     let query = ["balances", "--format", "csv", "--as-of", "2022-01-10T11:00:00Z"];
     let before = stdout(&custos(d, &query));
     let file = balances_checkpoint_file(d, 4096);
-    let replace: [(&str, &dyn Fn(&std::path::Path)); 3] = [
+    type Make<'a> = &'a dyn Fn(&std::path::Path);
+    let replace: [(&str, Make); 3] = [
         ("a symlink to /dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
         ("a FIFO", &|p| {
             let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
