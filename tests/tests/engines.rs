@@ -26,6 +26,11 @@ fn the_incident_has_the_same_digest_and_answers_on_both_engines() {
         let mut answers: Vec<String> = Vec::new();
         for args in [
             &["digest"][..],
+            // The Merkle tree: the same roots, proofs and leaves on both engines.
+            &["digest", "--format", "json"],
+            &["digest", "--at-seq", "30001", "--format", "json"],
+            &["prove", "--seq", "777", "--size", "30001"],
+            &["prove", "--from", "30001", "--to", "53193"],
             &["balances", "--as-of", "2022-01-18T00:00:00Z", "--known-at", "2022-01-18T06:00:00Z"],
             &["losses", "--as-of", "2022-01-19T00:00:00Z", "--known-at", "2025-01-01T00:00:00Z"],
             &["losses", "--as-of", "2022-01-19T00:00:00Z", "--known-at", "2022-01-18T05:00:00Z"],

@@ -570,6 +570,8 @@ impl Ledger {
             return Ok(tx.clone());
         }
         let (model, snapshotted) = load_write_model_from_snapshot(&*self.shared.log)?;
+        // Every append writes the tree nodes it completes: the ones before must be there.
+        crate::merkle::ensure_tree(&*self.shared.log)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
         let io = |source| LogError::Io { what: "cannot start the ledger's threads".into(), source };
@@ -717,6 +719,14 @@ impl Ledger {
         // first (the projections' fold reads only the log), and said.
         let repaired = self.shared.log.repair_indexes()?;
         self.shared.notices.lock().expect("notices lock").extend(repaired);
+        let rewritten = crate::merkle::repair_tree(&*self.shared.log)?;
+        if rewritten > 0 {
+            self.shared
+                .notices
+                .lock()
+                .expect("notices lock")
+                .push(format!("rewrote {rewritten} Merkle tree node(s) that were missing or differed from the log"));
+        }
         let started = Instant::now();
         let store = &*self.shared.log;
         let config = &self.shared.config;
@@ -1155,6 +1165,9 @@ fn writer_loop(
     to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut stats = writer_stats(&shared, &model);
+    // The Merkle tree's frontier at the head, loaded by the first commit (and again after a
+    // commit that failed or caught up on other writers' events).
+    let mut tree: Option<crate::merkle::Frontier> = None;
     // `snapshotted`: the seq of the latest snapshot as far as this writer knows (it started
     // from the model there; 0: from nothing).
     let every = write_model_snapshot_every(&shared.config);
@@ -1192,7 +1205,7 @@ fn writer_loop(
                 }
             }
         }
-        let result = commit(&shared, &mut model, &mut stats, &requests);
+        let result = commit(&shared, &mut model, &mut stats, &mut tree, &requests);
         match result {
             Ok(Committed { mut outcomes, caught_up, appended }) => {
                 if !appended.is_empty() {
@@ -1401,6 +1414,7 @@ fn commit(
     shared: &Shared,
     model: &mut WriteModel,
     stats: &mut LogStats,
+    tree_slot: &mut Option<crate::merkle::Frontier>,
     requests: &[Request],
 ) -> Result<Committed, LedgerError> {
     let store = &*shared.log;
@@ -1411,6 +1425,12 @@ fn commit(
     let lock = store.lock_head()?;
     let head = lock.head();
     let caught_up = catch_up(shared, model, stats, head)?;
+    // Taken out: put back only once this batch is durable (a failed one reloads it).
+    let mut tree = match tree_slot.take() {
+        Some(t) if t.size() == head.seq => t,
+        _ => crate::merkle::Frontier::load(store, head.seq)?,
+    };
+    let mut tree_nodes = Vec::new();
     let first_seq = head.seq + 1;
     let mut prev_hash: Hash = if head.seq == 0 { GENESIS_HASH } else { head.hash };
     let now = Timestamp::now();
@@ -1438,6 +1458,7 @@ fn commit(
                 let new_asset = env.event.asset_amount().map(|(a, _)| *a).filter(|a| !model.has_asset(a));
                 model.apply(&env).expect("an event the model just decided applies to it");
                 outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false, new_asset }));
+                tree.push(&record, &mut tree_nodes);
                 records.push(record);
                 pending.push(env);
             }
@@ -1446,12 +1467,14 @@ fn commit(
     }
     if pending.is_empty() {
         *shared.head.lock().expect("head lock") = head;
+        *tree_slot = Some(tree);
         return Ok(Committed { outcomes, caught_up, appended: pending });
     }
     let last = pending.last().expect("non-empty");
     // Boundary information goes in the same atomic step as the events it describes, so that a
     // point-in-time query never trusts a bound the log does not back.
-    let (meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
+    let (mut meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
+    meta.extend(tree_nodes);
     let LogStats { max_occurred, tail_min, .. } = after;
     let batch = AppendBatch {
         first_seq,
@@ -1471,6 +1494,7 @@ fn commit(
         }
     })?;
     *stats = after;
+    *tree_slot = Some(tree);
     let m = &shared.metrics;
     m.fsync_us.observe(appended.flush_us + appended.fsync_us);
     m.batch_events.observe(pending.len() as u64);

@@ -7,6 +7,7 @@
 //! metadata, and nothing of sled or PostgreSQL beyond opening them by location.
 
 mod ledger;
+mod merkle;
 mod metrics;
 mod migrate;
 mod query;
@@ -21,6 +22,7 @@ pub use custos_query::{
     AssetRow, Bound, Classification, Classified, HistoryRow, QueryError, ReplayOrder, ReplayRow, WithdrawalRow,
 };
 pub use ledger::{Appended, DryRun, ErrorKind, Ledger, LedgerConfig, LedgerError, Outcome, Queued, RebuildReport};
+pub use merkle::{ConsistencyProof, InclusionProof, TreeHead};
 pub use metrics::{Histogram, Metrics, LATENCY_BUCKETS_US};
 pub use migrate::MigrateReport;
 pub use verify::{Discrepancy, VerifyReport};

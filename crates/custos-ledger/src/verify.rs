@@ -108,6 +108,9 @@ impl Ledger {
                 None
             }
         };
+        // The Merkle tree's stored nodes, recomputed from the records.
+        let (mut tree, mut tree_nodes) = (crate::merkle::Frontier::default(), Vec::new());
+        let tree_built = crate::merkle::ensure_tree(store);
         let mut io_error = None;
         // The log is checked as it stood at `head`: events appended meanwhile (a live ledger) are
         // neither read nor expected in the indexes.
@@ -120,6 +123,7 @@ impl Ledger {
                 semantics_ok = false;
             }
             expected_seq = seq + 1;
+            tree.push(record, &mut tree_nodes);
             if !Envelope::link_ok(record, &prev_hash) {
                 found.push(
                     Some(seq),
@@ -264,6 +268,10 @@ impl Ledger {
         for f in store.check_index(head.seq, indexes)? {
             found.1 += f.more;
             found.push(f.seq, f.what);
+        }
+        match tree_built {
+            Ok(()) => crate::merkle::check_nodes(store, &tree_nodes, &mut |seq, what| found.push(seq, what)),
+            Err(e) => found.push(None, format!("the Merkle tree cannot be built: {e}")),
         }
         // Repaired when the store was opened, so clean now, but it was not as written.
         for what in store.repairs_on_open() {

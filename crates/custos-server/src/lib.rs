@@ -791,11 +791,23 @@ async fn log(
     Ok(respond_noting(report.0, format, turn, &app, report.1))
 }
 
-async fn digest(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestQ {
+    at_seq: Option<Seq>,
+}
+
+/// The digest (chain link) and the Merkle tree head, at the head or `at_seq`: the fields of
+/// `custos digest --format json`.
+async fn digest(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<DigestQ>, QueryRejection>,
+) -> ApiResult<Response> {
     app.require(&headers, Role::Read)?;
-    let head = app.ledger.head();
-    let hash = hex::encode(head.hash);
-    Ok(Json(json!({"seq": head.seq, "hash": hash, "digest": format!("{}:{hash}", head.seq)})).into_response())
+    let Query(q) = q?;
+    let (h, _turn) = app.query(move |l| Ok(l.tree_head(q.at_seq)?)).await?;
+    Ok(Json(custos_report::proofs::tree_head_json(&h)).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -202,11 +202,34 @@ pub enum Cmd {
         #[arg(long, value_parser = parse_text_or_json, default_value = "table")]
         format: Format,
     },
-    /// Print the log's digest: the head seq and its hash, as SEQ:HEX
+    /// Print the log's digest: the head seq and its chain hash, as SEQ:HEX (json adds the Merkle tree's size and root)
     Digest {
+        /// The digest of the log as it was at this seq (default: the head)
+        #[arg(long)]
+        at_seq: Option<Seq>,
         /// Output: table (text) or json
         #[arg(long, value_parser = parse_text_or_json, default_value = "table")]
         format: Format,
+    },
+    /// Print a Merkle proof as JSON (RFC 9162): that event --seq is in the log, or that the log at --to extends the log at --from
+    Prove {
+        /// The seq of the event to prove included
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        seq: Option<Seq>,
+        /// The tree size (a seq) the inclusion proof is for (default: the head)
+        #[arg(long, requires = "seq")]
+        size: Option<Seq>,
+        /// The earlier tree size of a consistency proof (a seq, at least 1)
+        #[arg(long, requires = "to")]
+        from: Option<Seq>,
+        /// The later tree size of a consistency proof (a seq, at most the head)
+        #[arg(long, requires = "from")]
+        to: Option<Seq>,
+    },
+    /// Check a proof written by `custos prove` offline, with no ledger, and print what it proves
+    VerifyProof {
+        /// The proof file (JSON), or - for standard input
+        file: PathBuf,
     },
     /// Balances per account and asset at a moment
     Balances {
@@ -463,6 +486,10 @@ pub async fn run(args: Args) -> Result<Exit> {
     if let Cmd::Report { html, from, to, .. } = &args.command {
         html::check_options(html, *from, *to)?;
     }
+    if let Cmd::VerifyProof { file } = &args.command {
+        // Offline: no ledger, no server.
+        return crate::proofs::verify_file(file, &mut std::io::stdout().lock());
+    }
     if let Some(url) = args.server.clone() {
         return crate::remote::run(&url, args.token_file.as_deref(), args.command);
     }
@@ -500,7 +527,9 @@ pub async fn run(args: Args) -> Result<Exit> {
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
-        Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } => unreachable!("handled above"),
+        Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } | Cmd::VerifyProof { .. } => {
+            unreachable!("handled above")
+        }
         Cmd::Import { file, strict, batch } => import::run(&ledger, &file, strict, batch as usize).await?,
         Cmd::Log { from_seq, limit, format, kind, account, from, to, recorded_from, recorded_to } => {
             let filter = report::LogFilter {
@@ -525,17 +554,21 @@ pub async fn run(args: Args) -> Result<Exit> {
             unknown_names(&ledger, ledger.head().seq, &report, filter.account.as_slice(), None)?
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
-        Cmd::Digest { format } => {
-            let head = ledger.head();
-            let token = format!("{}:{}", head.seq, hex::encode(head.hash));
+        Cmd::Digest { at_seq, format } => {
+            let head = ledger.tree_head(at_seq)?;
             match format {
-                Format::Json => writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"seq": head.seq, "hash": hex::encode(head.hash), "digest": token})
-                )?,
-                _ => writeln!(out, "{token}")?,
+                Format::Json => writeln!(out, "{}", custos_report::proofs::tree_head_json(&head))?,
+                _ => writeln!(out, "{}:{}", head.tree_size, hex::encode(head.chain_hash))?,
             }
+            Exit::Ok
+        }
+        Cmd::Prove { seq, size, from, to } => {
+            let json = match (seq, from, to) {
+                (Some(seq), _, _) => custos_report::proofs::inclusion_json(&ledger.inclusion_proof(seq, size)?),
+                (None, Some(m), Some(n)) => custos_report::proofs::consistency_json(&ledger.consistency_proof(m, n)?),
+                _ => bail!("give --seq K (inclusion) or --from M --to N (consistency)"),
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
             Exit::Ok
         }
         Cmd::Balances { account, accounts_file, asset, moment, all, format } => {

@@ -11,6 +11,7 @@ mod export;
 mod html;
 mod import;
 mod plot;
+mod proofs;
 mod remote;
 mod reports;
 

@@ -272,8 +272,9 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             }
             print_report(client.get("/v1/log", &p)?)
         }
-        Cmd::Digest { format } => {
-            let answer = client.get("/v1/digest", &[])?;
+        Cmd::Digest { at_seq, format } => {
+            let p: Vec<(&str, String)> = at_seq.map(|s| ("at_seq", s.to_string())).into_iter().collect();
+            let answer = client.get("/v1/digest", &p)?;
             if answer.status != 200 {
                 bail!("{}", answer.error_message());
             }
@@ -375,6 +376,8 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
         | Cmd::Report { .. }
         | Cmd::Demo { .. }
         | Cmd::Serve { .. }
+        | Cmd::Prove { .. }
+        | Cmd::VerifyProof { .. }
         | Cmd::Migrate { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
         }

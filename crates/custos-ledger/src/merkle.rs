@@ -1,0 +1,403 @@
+//! The log's Merkle tree (RFC 9162 section 2.1, through `custos-proof`): leaf `i` is the stored
+//! record of seq `i + 1`, its hash `SHA-256(0x00 || record)`.
+//!
+//! What is stored, as metadata written in the same atomic append as the events (so on every
+//! engine, and whole after a crash): the hash of every perfect subtree of 256 leaves or more
+//! (`merkle/LL/IIIIIIIIIIIIIIII`, level and index in hexadecimal: the leaves
+//! `[index * 2^level, (index + 1) * 2^level)`), about one value per 128 events. Smaller subtrees
+//! are recomputed from the records of their block of 256 (one or a few chunk reads), so a proof
+//! costs O(log n) metadata reads and at most two blocks of records. The writer keeps a
+//! [`Frontier`]: the hashes of the current partial block and one stored subtree per set bit of
+//! `size / 256`, enough to emit exactly the nodes each appended event completes.
+//!
+//! A log written before the tree existed gets it on first use, from one scan of the log
+//! (`ensure_tree`); `MARKER` then says every node up to the head is stored, and every append
+//! after keeps it so. `verify` recomputes every stored node from the records.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use custos_domain::Seq;
+use custos_log::Log;
+use custos_proof::tree::{self, Hash, Nodes};
+use custos_proof::ProofError;
+
+use crate::ledger::{corrupt, LedgerError, Meta};
+
+/// Subtrees of `2^STORED_LEVEL` leaves and up are stored; smaller ones are recomputed.
+pub(crate) const STORED_LEVEL: u32 = 8;
+const BLOCK: u64 = 1 << STORED_LEVEL;
+/// Present once every node of the log up to its head is stored (see the module doc).
+const MARKER: &str = "merkle/complete";
+/// Stored nodes written per metadata step while a tree is built from an existing log (about
+/// half a million events' worth).
+const BUILD_NODES_PER_WRITE: usize = 4096;
+
+pub(crate) fn node_name(level: u32, index: u64) -> String {
+    format!("merkle/{level:02}/{index:016x}")
+}
+
+impl From<ProofError> for LedgerError {
+    fn from(e: ProofError) -> Self {
+        LedgerError::BadRequest(e.to_string())
+    }
+}
+
+/// What a writer keeps to extend the tree (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Frontier {
+    size: u64,
+    /// Leaf hashes of the partial block `[size - size % BLOCK, size)`.
+    block: Vec<Hash>,
+    /// The stored perfect subtrees covering `[0, size - size % BLOCK)`, largest (leftmost)
+    /// first: `(level, hash)`.
+    peaks: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adds the next record as a leaf; pushes to `out` the stored nodes it completes.
+    pub(crate) fn push(&mut self, record: &[u8], out: &mut Meta) {
+        self.block.push(tree::leaf_hash(record));
+        self.size += 1;
+        if self.block.len() as u64 != BLOCK {
+            return;
+        }
+        let mut hash = tree::root_of(&self.block);
+        self.block.clear();
+        let (mut level, mut index) = (STORED_LEVEL, (self.size >> STORED_LEVEL) - 1);
+        out.push((node_name(level, index), hash.to_vec()));
+        while let Some(&(l, left)) = self.peaks.last() {
+            if l != level {
+                break;
+            }
+            self.peaks.pop();
+            hash = tree::node_hash(&left, &hash);
+            (level, index) = (level + 1, index >> 1);
+            out.push((node_name(level, index), hash.to_vec()));
+        }
+        self.peaks.push((level, hash));
+    }
+
+    /// The frontier of the log at `head`, from its stored nodes and the records of its partial
+    /// block. The tree must be complete up to `head` (`ensure_tree`).
+    pub(crate) fn load(store: &dyn Log, head: Seq) -> Result<Frontier, LedgerError> {
+        let nodes = StoredNodes::new(store, head);
+        let full = head - head % BLOCK;
+        let mut peaks = Vec::new();
+        let mut at = 0;
+        for level in (STORED_LEVEL..64).rev().filter(|l| (full >> l) & 1 == 1) {
+            peaks.push((level, nodes.perfect(level, at >> level)?));
+            at += 1 << level;
+        }
+        let block = if full < head { nodes.block(full >> STORED_LEVEL)? } else { Vec::new() };
+        Ok(Frontier { size: head, block, peaks })
+    }
+}
+
+/// Makes sure every stored node of the log up to its head exists: builds them from one scan
+/// of a log written before the tree (or interrupted while being built). Returns the head it
+/// is complete at.
+pub(crate) fn ensure_tree(store: &dyn Log) -> Result<(), LedgerError> {
+    if store.get_meta(MARKER)?.is_some() {
+        return Ok(());
+    }
+    write_tree(store)
+}
+
+/// Computes every stored node of the log up to its head from its records and writes them all
+/// (overwriting any that differ), then the marker. A writer appending meanwhile writes the
+/// same values for the nodes its events complete, so nothing needs to stop it.
+pub(crate) fn write_tree(store: &dyn Log) -> Result<(), LedgerError> {
+    let nodes = computed_nodes(store)?;
+    for part in nodes.chunks(BUILD_NODES_PER_WRITE) {
+        store.write_meta(part.to_vec(), Vec::new())?;
+    }
+    // The nodes are durable before the record that says they are there.
+    store.sync()?;
+    store.write_meta(vec![(MARKER.to_string(), vec![1])], Vec::new())?;
+    store.sync()?;
+    Ok(())
+}
+
+/// For `rebuild`: rewrites the stored nodes that differ from the records (or are missing);
+/// answers how many.
+pub(crate) fn repair_tree(store: &dyn Log) -> Result<usize, LedgerError> {
+    let mut wrong = Vec::new();
+    for (name, value) in computed_nodes(store)? {
+        if store.get_meta(&name)?.as_ref() != Some(&value) {
+            wrong.push((name, value));
+        }
+    }
+    let n = wrong.len();
+    if n > 0 || store.get_meta(MARKER)?.is_none() {
+        store.write_meta(wrong, Vec::new())?;
+        store.sync()?;
+        store.write_meta(vec![(MARKER.to_string(), vec![1])], Vec::new())?;
+        store.sync()?;
+    }
+    Ok(n)
+}
+
+/// Every stored node of the log up to its head, computed from one scan of its records. A
+/// writer of this process may append meanwhile: only what is stored up to the head at the
+/// start is read.
+fn computed_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
+    let head = store.latest_head()?.seq;
+    let mut frontier = Frontier::default();
+    let mut nodes: Meta = Vec::new();
+    store.for_each_record(1, &mut |seq, record| {
+        if seq > head {
+            return ControlFlow::Break(());
+        }
+        frontier.push(record, &mut nodes);
+        ControlFlow::Continue(())
+    })?;
+    if frontier.size != head {
+        return Err(corrupt(frontier.size + 1, format!("the log's head says seq {head} but it is not stored")));
+    }
+    Ok(nodes)
+}
+
+/// The tree's nodes as stored, for proofs and roots of the log up to `head`: stored subtrees
+/// from metadata, smaller ones from the records of their block (cached per block).
+pub(crate) struct StoredNodes<'a> {
+    store: &'a dyn Log,
+    head: Seq,
+    blocks: RefCell<HashMap<u64, Vec<Hash>>>,
+}
+
+impl<'a> StoredNodes<'a> {
+    pub(crate) fn new(store: &'a dyn Log, head: Seq) -> Self {
+        StoredNodes { store, head, blocks: RefCell::new(HashMap::new()) }
+    }
+
+    /// The leaf hashes of block `b` (up to the head).
+    fn block(&self, b: u64) -> Result<Vec<Hash>, LedgerError> {
+        if let Some(hashes) = self.blocks.borrow().get(&b) {
+            return Ok(hashes.clone());
+        }
+        let (first, last) = (b * BLOCK + 1, ((b + 1) * BLOCK).min(self.head));
+        let mut hashes = Vec::with_capacity((last + 1).saturating_sub(first) as usize);
+        let mut expected = first;
+        let mut gap = None;
+        self.store.for_each_record(first, &mut |seq, record| {
+            if seq > last {
+                return ControlFlow::Break(());
+            }
+            if seq != expected {
+                gap = Some(expected);
+                return ControlFlow::Break(());
+            }
+            hashes.push(tree::leaf_hash(record));
+            expected += 1;
+            ControlFlow::Continue(())
+        })?;
+        if let Some(seq) = gap.or((expected <= last).then_some(expected)) {
+            return Err(corrupt(seq, "missing from the log (the Merkle tree needs it)".into()));
+        }
+        self.blocks.borrow_mut().insert(b, hashes.clone());
+        Ok(hashes)
+    }
+}
+
+impl Nodes for StoredNodes<'_> {
+    type Error = LedgerError;
+
+    fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        let end = (index + 1).checked_shl(level).unwrap_or(u64::MAX);
+        if end > self.head {
+            return Err(LedgerError::BadRequest(format!(
+                "the subtree at level {level}, index {index} ends past the log's seq {}",
+                self.head
+            )));
+        }
+        if level >= STORED_LEVEL {
+            let name = node_name(level, index);
+            let value = self.store.get_meta(&name)?.ok_or_else(|| {
+                corrupt(end, format!("the Merkle tree node {name} is missing (`custos verify` checks the tree)"))
+            })?;
+            return value.try_into().map_err(|_| corrupt(end, format!("the Merkle tree node {name} is not 32 bytes")));
+        }
+        let leaves = self.block((index << level) >> STORED_LEVEL)?;
+        let start = ((index << level) % BLOCK) as usize;
+        Ok(tree::root_of(&leaves[start..start + (1 << level)]))
+    }
+}
+
+/// The root of the log's first `size` events (`size <= head`).
+pub(crate) fn root(store: &dyn Log, head: Seq, size: u64) -> Result<Hash, LedgerError> {
+    check_size(head, size)?;
+    tree::subtree_hash(&StoredNodes::new(store, head), 0, size)
+}
+
+pub(crate) fn check_size(head: Seq, size: u64) -> Result<(), LedgerError> {
+    if size > head {
+        return Err(LedgerError::BadRequest(format!("tree size {size} is past the log's head (seq {head})")));
+    }
+    Ok(())
+}
+
+/// Compares every stored node with `computed` (the nodes a fold of the records completes, in
+/// order), for `verify`: one finding per node that differs or is missing.
+pub(crate) fn check_nodes(store: &dyn Log, computed: &Meta, found: &mut dyn FnMut(Option<Seq>, String)) {
+    for (name, want) in computed {
+        let end = node_end(name);
+        match store.get_meta(name) {
+            Ok(Some(v)) if &v == want => {}
+            Ok(Some(_)) => found(end, format!("the Merkle tree node {name} differs from the records (proofs and roots built on it are wrong; `custos rebuild` rewrites the tree)")),
+            Ok(None) => found(end, format!("the Merkle tree node {name} is missing (`custos rebuild` rewrites the tree)")),
+            Err(e) => found(end, format!("the Merkle tree node {name} cannot be read: {e}")),
+        }
+    }
+}
+
+/// The last seq a stored node's subtree covers, from its name.
+fn node_end(name: &str) -> Option<Seq> {
+    let rest = name.strip_prefix("merkle/")?;
+    let (level, index) = rest.split_once('/')?;
+    let (level, index) = (level.parse::<u32>().ok()?, u64::from_str_radix(index, 16).ok()?);
+    (index + 1).checked_shl(level)
+}
+
+/// The log's tree head at a size: the chain's link and the tree's root there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeHead {
+    /// The tree size, which is also the seq of its last event (0: the empty log).
+    pub tree_size: u64,
+    /// The hash chain's link at that seq (the digest `custos digest` prints).
+    pub chain_hash: Hash,
+    pub root_hash: Hash,
+}
+
+/// An RFC 9162 inclusion proof of one event: its stored record is the leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    pub tree_size: u64,
+    pub leaf_index: u64,
+    pub leaf: Vec<u8>,
+    pub leaf_hash: Hash,
+    pub audit_path: Vec<Hash>,
+    pub root_hash: Hash,
+}
+
+/// An RFC 9162 consistency proof: the log of `second_size` events extends that of `first_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    pub first_size: u64,
+    pub second_size: u64,
+    pub first_root: Hash,
+    pub second_root: Hash,
+    pub path: Vec<Hash>,
+}
+
+/// The stored record of `seq`, or corruption.
+fn record(store: &dyn Log, seq: Seq) -> Result<Vec<u8>, LedgerError> {
+    store.record(seq)?.ok_or_else(|| corrupt(seq, "missing from the log".into()))
+}
+
+pub(crate) fn tree_head(store: &dyn Log, head: Seq, size: u64) -> Result<TreeHead, LedgerError> {
+    check_size(head, size)?;
+    let chain_hash = match size {
+        0 => custos_domain::GENESIS_HASH,
+        s => custos_domain::Envelope::record_hash(&record(store, s)?)
+            .ok_or_else(|| corrupt(s, "its record is shorter than a hash".into()))?,
+    };
+    Ok(TreeHead { tree_size: size, chain_hash, root_hash: root(store, head, size)? })
+}
+
+pub(crate) fn inclusion(store: &dyn Log, head: Seq, seq: Seq, size: u64) -> Result<InclusionProof, LedgerError> {
+    check_size(head, size)?;
+    if seq == 0 || seq > size {
+        return Err(LedgerError::BadRequest(format!("seq {seq} is not in a tree of size {size} (seqs 1..={size})")));
+    }
+    let nodes = StoredNodes::new(store, head);
+    let leaf = record(store, seq)?;
+    let audit_path = tree::inclusion_path(&nodes, seq - 1, size)?;
+    let root_hash = tree::subtree_hash(&nodes, 0, size)?;
+    Ok(InclusionProof {
+        tree_size: size,
+        leaf_index: seq - 1,
+        leaf_hash: tree::leaf_hash(&leaf),
+        leaf,
+        audit_path,
+        root_hash,
+    })
+}
+
+pub(crate) fn consistency(
+    store: &dyn Log,
+    head: Seq,
+    first: u64,
+    second: u64,
+) -> Result<ConsistencyProof, LedgerError> {
+    check_size(head, second)?;
+    let nodes = StoredNodes::new(store, head);
+    let path = tree::consistency_path(&nodes, first, second)?;
+    Ok(ConsistencyProof {
+        first_size: first,
+        second_size: second,
+        first_root: tree::subtree_hash(&nodes, 0, first)?,
+        second_root: tree::subtree_hash(&nodes, 0, second)?,
+        path,
+    })
+}
+
+impl crate::Ledger {
+    /// The tree head at `size` (default: the head): chain link and root. Builds the stored
+    /// tree first on a log written before it existed.
+    pub fn tree_head(&self, size: Option<u64>) -> Result<TreeHead, LedgerError> {
+        let head = self.tree_ready()?;
+        tree_head(self.store(), head, size.unwrap_or(head))
+    }
+
+    /// The inclusion proof of the event at `seq` in the tree of `size` events (default: the head).
+    pub fn inclusion_proof(&self, seq: Seq, size: Option<u64>) -> Result<InclusionProof, LedgerError> {
+        let head = self.tree_ready()?;
+        inclusion(self.store(), head, seq, size.unwrap_or(head))
+    }
+
+    /// The consistency proof between the trees of `first` and `second` events.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProof, LedgerError> {
+        let head = self.tree_ready()?;
+        consistency(self.store(), head, first, second)
+    }
+
+    /// The head up to which the stored tree can be read.
+    fn tree_ready(&self) -> Result<Seq, LedgerError> {
+        ensure_tree(self.store())?;
+        Ok(self.head().seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custos_proof::tree::MemoryTree;
+
+    /// The frontier emits exactly the stored-level nodes a `MemoryTree` completes, and a
+    /// frontier rebuilt from those nodes and the partial block continues the same way.
+    #[test]
+    fn the_frontier_emits_the_nodes_of_the_reference_tree() {
+        let mut frontier = Frontier::default();
+        let mut reference = MemoryTree::new();
+        let mut emitted = Meta::new();
+        let mut want = Meta::new();
+        for i in 0..(BLOCK * 9 + 17) {
+            let record = i.to_be_bytes();
+            frontier.push(&record, &mut emitted);
+            for (level, index, hash) in reference.push(tree::leaf_hash(&record)) {
+                if level >= STORED_LEVEL {
+                    want.push((node_name(level, index), hash.to_vec()));
+                }
+            }
+        }
+        assert_eq!(emitted, want);
+        assert_eq!(frontier.peaks.iter().map(|p| p.0).collect::<Vec<_>>(), vec![11, 8]);
+        assert_eq!(frontier.block.len(), 17);
+    }
+}
