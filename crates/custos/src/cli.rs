@@ -225,6 +225,9 @@ pub enum Cmd {
         /// The later tree size of a consistency proof (a seq, at most the head)
         #[arg(long, requires = "from")]
         to: Option<Seq>,
+        /// Write the proof to this file instead of standard output
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Check a proof written by `custos prove` offline, with no ledger, and print what it proves
     VerifyProof {
@@ -562,13 +565,20 @@ pub async fn run(args: Args) -> Result<Exit> {
             }
             Exit::Ok
         }
-        Cmd::Prove { seq, size, from, to } => {
+        Cmd::Prove { seq, size, from, to, output } => {
             let json = match (seq, from, to) {
                 (Some(seq), _, _) => custos_report::proofs::inclusion_json(&ledger.inclusion_proof(seq, size)?),
                 (None, Some(m), Some(n)) => custos_report::proofs::consistency_json(&ledger.consistency_proof(m, n)?),
                 _ => bail!("give --seq K (inclusion) or --from M --to N (consistency)"),
             };
-            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+            let text = format!("{}\n", serde_json::to_string_pretty(&json)?);
+            match output {
+                Some(file) => {
+                    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+                    writeln!(out, "wrote the proof to {}", file.display())?;
+                }
+                None => write!(out, "{text}")?,
+            }
             Exit::Ok
         }
         Cmd::Balances { account, accounts_file, asset, moment, all, format } => {
