@@ -545,3 +545,46 @@ fn a_bounded_load_of_writers_and_readers_keeps_every_promise() {
         in_log.len()
     );
 }
+
+/// The Merkle tree over HTTP: the same tree head as the CLI's `digest --format json`, and
+/// proofs the offline checker accepts; a seq past the head is a 400 naming it.
+#[test]
+fn the_tree_head_and_proofs_are_served_as_the_cli_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path(), None);
+    for i in 0..300 {
+        let c = json!({"id": format!("d{i}"), "kind": "deposit", "account": format!("acct-{}", i % 7), "asset": "ETH", "amount": "1"});
+        assert_eq!(command(&s, c).status, 200);
+    }
+    let head = get(&s, "/v1/digest", Some(READ_TOKEN)).json();
+    assert_eq!(head["tree_size"], 300);
+    let at = get(&s, "/v1/digest?at_seq=257", Some(READ_TOKEN)).json();
+    assert_eq!((at["seq"].clone(), at["tree_size"].clone()), (json!(257), json!(257)));
+    let inclusion = get(&s, "/v1/proof/inclusion?seq=257&size=300", Some(READ_TOKEN));
+    assert_eq!(inclusion.status, 200, "{}", inclusion.body);
+    let inclusion_json = inclusion.json();
+    assert_eq!(inclusion_json["root_hash"], head["root_hash"]);
+    let consistency = get(&s, "/v1/proof/consistency?from=257&to=300", Some(READ_TOKEN));
+    assert_eq!(consistency.status, 200, "{}", consistency.body);
+    assert_eq!(consistency.json()["first_root"], at["root_hash"]);
+    let file = dir.path().join("p.json");
+    for proof in [inclusion.body, consistency.body] {
+        std::fs::write(&file, proof).unwrap();
+        let out = custos_tests::custos(&dir.path().join("none"), &["verify-proof", file.to_str().unwrap()]);
+        assert_eq!(custos_tests::code(&out), 0, "{}", custos_tests::stdout(&out));
+    }
+    // The CLI through --server prints what the route answers.
+    let remote = std::process::Command::new(custos_tests::custos_bin())
+        .args(["--server", &s.url, "prove", "--seq", "257", "--size", "300"])
+        .env("CUSTOS_TOKEN", READ_TOKEN)
+        .env_remove("CUSTOS_DB")
+        .output()
+        .unwrap();
+    assert_eq!(custos_tests::code(&remote), 0, "{}", custos_tests::stderr(&remote));
+    let printed: Value = serde_json::from_str(&custos_tests::stdout(&remote)).unwrap();
+    assert_eq!(printed, inclusion_json);
+    let past = get(&s, "/v1/proof/inclusion?seq=301", Some(READ_TOKEN));
+    assert_eq!(past.status, 400, "{}", past.body);
+    assert!(past.body.contains("seq 301"), "{}", past.body);
+    assert_eq!(get(&s, "/v1/proof/consistency?from=1", Some(READ_TOKEN)).status, 400);
+}

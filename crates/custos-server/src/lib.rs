@@ -308,6 +308,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/assets", get(assets))
         .route("/v1/log", get(log))
         .route("/v1/digest", get(digest))
+        .route("/v1/proof/inclusion", get(inclusion_proof))
+        .route("/v1/proof/consistency", get(consistency_proof))
         .route("/v1/verify", post(verify_start).layer::<_, std::convert::Infallible>(small_body_deadline(&app.config)))
         .route("/v1/verify/{job}", get(verify_status))
         .route("/v1/tail", get(tail))
@@ -789,6 +791,44 @@ async fn log(
         })
         .await?;
     Ok(respond_noting(report.0, format, turn, &app, report.1))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQ {
+    seq: Seq,
+    size: Option<Seq>,
+}
+
+/// An RFC 9162 inclusion proof of the event at `seq` (the JSON of `custos prove --seq`).
+async fn inclusion_proof(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<InclusionQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let (p, _turn) = app.query(move |l| Ok(l.inclusion_proof(q.seq, q.size)?)).await?;
+    Ok(Json(custos_report::proofs::inclusion_json(&p)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQ {
+    from: Seq,
+    to: Seq,
+}
+
+/// An RFC 9162 consistency proof between two sizes (the JSON of `custos prove --from --to`).
+async fn consistency_proof(
+    State(app): State<App>,
+    headers: HeaderMap,
+    q: Result<Query<ConsistencyQ>, QueryRejection>,
+) -> ApiResult<Response> {
+    app.require(&headers, Role::Read)?;
+    let Query(q) = q?;
+    let (p, _turn) = app.query(move |l| Ok(l.consistency_proof(q.from, q.to)?)).await?;
+    Ok(Json(custos_report::proofs::consistency_json(&p)).into_response())
 }
 
 #[derive(Deserialize)]

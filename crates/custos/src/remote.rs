@@ -285,6 +285,31 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             }
             Ok(Exit::Ok)
         }
+        Cmd::Prove { seq, size, from, to, output } => {
+            let answer = match (seq, from, to) {
+                (Some(seq), _, _) => {
+                    let mut p = vec![("seq", seq.to_string())];
+                    p.extend(size.map(|n| ("size", n.to_string())));
+                    client.get("/v1/proof/inclusion", &p)?
+                }
+                (None, Some(m), Some(n)) => {
+                    client.get("/v1/proof/consistency", &[("from", m.to_string()), ("to", n.to_string())])?
+                }
+                _ => bail!("give --seq K (inclusion) or --from M --to N (consistency)"),
+            };
+            if answer.status != 200 {
+                bail!("{}", answer.error_message());
+            }
+            let text = format!("{}\n", serde_json::to_string_pretty(&answer.json()?)?);
+            match output {
+                Some(file) => {
+                    std::fs::write(&file, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+                    crate::say!("wrote the proof to {}", file.display());
+                }
+                None => crate::say!("{}", text.trim_end()),
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Verify { digest, format } => {
             let body = json!({"digest": digest}).to_string();
             let started = client.post("/v1/verify", "application/json", body.as_bytes())?;
@@ -376,7 +401,6 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
         | Cmd::Report { .. }
         | Cmd::Demo { .. }
         | Cmd::Serve { .. }
-        | Cmd::Prove { .. }
         | Cmd::VerifyProof { .. }
         | Cmd::Migrate { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
