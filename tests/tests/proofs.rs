@@ -262,3 +262,132 @@ fn verify_proof_checks_a_proof_offline_and_refuses_any_flipped_byte() {
         }
     }
 }
+
+/// The Go program that opens a signed note with golang.org/x/mod/sumdb/note (Go's own
+/// implementation of the C2SP signed-note format, from Debian's golang-golang-x-mod-dev):
+/// prints the note's text, exit 1 when no signature by the key verifies.
+const GO_OPEN_NOTE: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+func main() {
+	msg, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	v, err := note.NewVerifier(os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Print(n.Text)
+}
+"#;
+
+/// Builds the Go note opener (offline: the package comes from Debian's GOPATH tree).
+fn go_note_opener(dir: &std::path::Path) -> std::path::PathBuf {
+    const GOPATH: &str = "/usr/share/gocode";
+    assert!(
+        std::path::Path::new(GOPATH).join("src/golang.org/x/mod/sumdb/note/note.go").exists(),
+        "Go's note package is missing: apt-get install golang-go golang-golang-x-mod-dev"
+    );
+    let src = dir.join("opennote");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("main.go"), GO_OPEN_NOTE).unwrap();
+    let bin = dir.join("opennote-bin");
+    let out = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go runs (apt-get install golang-go golang-golang-x-mod-dev)");
+    assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
+    bin
+}
+
+/// `custos keygen` and `custos digest --sign` make a C2SP checkpoint that Go's signed-note
+/// verifier accepts (the signature is checked by Go's code, not ours), whose text names the
+/// tree head `digest --format json` prints; a changed byte is refused by both; verify-proof
+/// ties a proof to a signed checkpoint by size and root.
+#[test]
+fn a_signed_tree_head_is_accepted_by_gos_note_verifier_and_binds_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    append(d, 0, 300);
+    let opener = go_note_opener(d);
+    let key = d.join("keys").join("ledger.key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let out = custos(d, &["keygen", "--name", "custos.test/ledger", "--out", key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    let public = std::fs::read_to_string(d.join("keys").join("ledger.key.pub")).unwrap().trim().to_string();
+    assert!(stdout(&out).contains(&public));
+    let again = custos(d, &["keygen", "--name", "other", "--out", key.to_str().unwrap()]);
+    assert_eq!(code(&again), 2, "an existing key is never overwritten");
+
+    let head: serde_json::Value = serde_json::from_str(&stdout(&custos(d, &["digest", "--format", "json"]))).unwrap();
+    let out = custos(d, &["digest", "--sign", key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    let note = stdout(&out);
+    let cp = d.join("checkpoint");
+    std::fs::write(&cp, &note).unwrap();
+    let go = std::process::Command::new(&opener).arg(&cp).arg(&public).output().unwrap();
+    assert!(go.status.success(), "Go refused the checkpoint: {}", String::from_utf8_lossy(&go.stderr));
+    // The signed text is the C2SP checkpoint of the head digest printed.
+    let root = hex::decode(head["root_hash"].as_str().unwrap()).unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&go.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "custos.test/ledger");
+    assert_eq!(lines[1], "300");
+    assert_eq!(base64_decode(&lines[2]), root);
+    let ok = custos(d, &["verify-proof", cp.to_str().unwrap(), "--key", &public]);
+    assert_eq!(code(&ok), 0, "{}", stdout(&ok));
+
+    // A changed size: refused by Go and by verify-proof.
+    let forged = note.replacen("\n300\n", "\n301\n", 1);
+    std::fs::write(&cp, &forged).unwrap();
+    assert_eq!(std::process::Command::new(&opener).arg(&cp).arg(&public).output().unwrap().status.code(), Some(1));
+    assert_eq!(code(&custos(d, &["verify-proof", cp.to_str().unwrap(), "--key", &public])), 1);
+    std::fs::write(&cp, &note).unwrap();
+
+    // A proof checked against the checkpoint: of its tree, accepted; of another size, refused.
+    let proof = d.join("p.json");
+    let check = |size: &str| {
+        let out = custos(d, &["prove", "--seq", "9", "--size", size, "--output", proof.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+        let args = ["verify-proof", proof.to_str().unwrap(), "--key", &public, "--checkpoint", cp.to_str().unwrap()];
+        code(&custos(d, &args))
+    };
+    assert_eq!(check("300"), 0);
+    assert_eq!(check("299"), 1);
+}
+
+/// Standard base64, decoded here (not with the crate's decoder).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        bits = (bits << 6) | alphabet.iter().position(|a| *a == c).expect("base64") as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}

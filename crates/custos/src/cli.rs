@@ -208,8 +208,23 @@ pub enum Cmd {
         #[arg(long)]
         at_seq: Option<Seq>,
         /// Output: table (text) or json
-        #[arg(long, value_parser = parse_text_or_json, default_value = "table")]
+        #[arg(long, value_parser = parse_text_or_json, default_value = "table", conflicts_with = "sign")]
         format: Format,
+        /// Print a signed tree head instead: a C2SP checkpoint signed with this key file (from `custos keygen`)
+        #[arg(long)]
+        sign: Option<PathBuf>,
+        /// The log's name in a signed checkpoint (default: the key's name)
+        #[arg(long, requires = "sign")]
+        origin: Option<String>,
+    },
+    /// Make an Ed25519 key for signing tree heads: writes the secret key to --out and its public key to --out.pub
+    Keygen {
+        /// The key's name, shown in every signature (e.g. the ledger's host name)
+        #[arg(long)]
+        name: String,
+        /// The secret key file to create (never overwritten; readable by its owner only)
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print a Merkle proof as JSON (RFC 9162): that event --seq is in the log, or that the log at --to extends the log at --from
     Prove {
@@ -229,10 +244,16 @@ pub enum Cmd {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Check a proof written by `custos prove` offline, with no ledger, and print what it proves
+    /// Check a proof written by `custos prove`, or a signed checkpoint, offline, with no ledger, and print what it proves
     VerifyProof {
-        /// The proof file (JSON), or - for standard input
+        /// The proof file (JSON) or signed checkpoint, or - for standard input
         file: PathBuf,
+        /// The public key (a NAME+ID+KEY string or a file holding one) a signed checkpoint must be signed by
+        #[arg(long)]
+        key: Option<String>,
+        /// A signed checkpoint (needs --key) the proof's tree size and root must match
+        #[arg(long, requires = "key")]
+        checkpoint: Option<PathBuf>,
     },
     /// Balances per account and asset at a moment
     Balances {
@@ -489,9 +510,12 @@ pub async fn run(args: Args) -> Result<Exit> {
     if let Cmd::Report { html, from, to, .. } = &args.command {
         html::check_options(html, *from, *to)?;
     }
-    if let Cmd::VerifyProof { file } = &args.command {
+    if let Cmd::VerifyProof { file, key, checkpoint } = &args.command {
         // Offline: no ledger, no server.
-        return crate::proofs::verify_file(file, &mut std::io::stdout().lock());
+        return crate::proofs::verify_file(file, key.as_deref(), checkpoint.as_deref(), &mut std::io::stdout().lock());
+    }
+    if let Cmd::Keygen { name, out } = &args.command {
+        return crate::proofs::keygen(name, out, &mut std::io::stdout().lock());
     }
     if let Some(url) = args.server.clone() {
         return crate::remote::run(&url, args.token_file.as_deref(), args.command);
@@ -530,7 +554,7 @@ pub async fn run(args: Args) -> Result<Exit> {
     let ledger = open_ledger(&dir, &command_line())?;
     let out = &mut std::io::stdout().lock();
     let exit = match args.command {
-        Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } | Cmd::VerifyProof { .. } => {
+        Cmd::Demo { .. } | Cmd::Serve { .. } | Cmd::Migrate { .. } | Cmd::VerifyProof { .. } | Cmd::Keygen { .. } => {
             unreachable!("handled above")
         }
         Cmd::Import { file, strict, batch } => import::run(&ledger, &file, strict, batch as usize).await?,
@@ -557,8 +581,12 @@ pub async fn run(args: Args) -> Result<Exit> {
             unknown_names(&ledger, ledger.head().seq, &report, filter.account.as_slice(), None)?
         }
         Cmd::Verify { digest, format } => reports::verify(&ledger, digest.as_deref(), format, out)?,
-        Cmd::Digest { at_seq, format } => {
+        Cmd::Digest { at_seq, format, sign, origin } => {
             let head = ledger.tree_head(at_seq)?;
+            if let Some(key_file) = sign {
+                write!(out, "{}", crate::proofs::signed_checkpoint(&head, &key_file, origin.as_deref())?)?;
+                return Ok(Exit::Ok);
+            }
             match format {
                 Format::Json => writeln!(out, "{}", custos_report::proofs::tree_head_json(&head))?,
                 _ => writeln!(out, "{}:{}", head.tree_size, hex::encode(head.chain_hash))?,

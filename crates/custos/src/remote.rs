@@ -272,13 +272,19 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
             }
             print_report(client.get("/v1/log", &p)?)
         }
-        Cmd::Digest { at_seq, format } => {
+        Cmd::Digest { at_seq, format, sign, origin } => {
             let p: Vec<(&str, String)> = at_seq.map(|s| ("at_seq", s.to_string())).into_iter().collect();
             let answer = client.get("/v1/digest", &p)?;
             if answer.status != 200 {
                 bail!("{}", answer.error_message());
             }
             let v = answer.json()?;
+            if let Some(key_file) = sign {
+                // The server's tree head, signed here, where the key is.
+                let head = crate::proofs::tree_head_of(&v)?;
+                crate::say!("{}", crate::proofs::signed_checkpoint(&head, &key_file, origin.as_deref())?.trim_end());
+                return Ok(Exit::Ok);
+            }
             match format {
                 Format::Json => crate::say!("{v}"),
                 _ => crate::say!("{}", v["digest"].as_str().unwrap_or_default()),
@@ -402,6 +408,7 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
         | Cmd::Demo { .. }
         | Cmd::Serve { .. }
         | Cmd::VerifyProof { .. }
+        | Cmd::Keygen { .. }
         | Cmd::Migrate { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
         }
