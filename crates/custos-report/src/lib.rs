@@ -2,6 +2,7 @@
 //! answered for, columns and rows) rendered as an aligned table, CSV or JSON. The CLI and the
 //! server share it, so the same question gets the same bytes from either.
 
+pub mod liabilities;
 pub mod proofs;
 mod queries;
 mod report;

@@ -217,6 +217,17 @@ pub enum Cmd {
         #[arg(long, requires = "sign")]
         origin: Option<String>,
     },
+    /// Proof of liabilities at a moment: a Merkle sum tree over every account's balances; writes root.json and one proof per account (proofs.jsonl) to --out
+    Liabilities {
+        #[command(flatten)]
+        moment: Moment,
+        /// The folder to write the snapshot to (created; an existing snapshot is never overwritten)
+        #[arg(long)]
+        out: PathBuf,
+        /// Also print this account's proof
+        #[arg(long, value_parser = account_arg)]
+        account: Option<String>,
+    },
     /// Make an Ed25519 key for signing tree heads: writes the secret key to --out and its public key to --out.pub
     Keygen {
         /// The key's name, shown in every signature (e.g. the ledger's host name)
@@ -254,6 +265,9 @@ pub enum Cmd {
         /// A signed checkpoint (needs --key) the proof's tree size and root must match
         #[arg(long, requires = "key")]
         checkpoint: Option<PathBuf>,
+        /// The published root.json of a liabilities snapshot the proof must reach
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
     /// Balances per account and asset at a moment
     Balances {
@@ -510,9 +524,11 @@ pub async fn run(args: Args) -> Result<Exit> {
     if let Cmd::Report { html, from, to, .. } = &args.command {
         html::check_options(html, *from, *to)?;
     }
-    if let Cmd::VerifyProof { file, key, checkpoint } = &args.command {
+    if let Cmd::VerifyProof { file, key, checkpoint, root } = &args.command {
         // Offline: no ledger, no server.
-        return crate::proofs::verify_file(file, key.as_deref(), checkpoint.as_deref(), &mut std::io::stdout().lock());
+        let given =
+            crate::proofs::Given { key: key.as_deref(), checkpoint: checkpoint.as_deref(), root: root.as_deref() };
+        return crate::proofs::verify_file(file, given, &mut std::io::stdout().lock());
     }
     if let Cmd::Keygen { name, out } = &args.command {
         return crate::proofs::keygen(name, out, &mut std::io::stdout().lock());
@@ -592,6 +608,10 @@ pub async fn run(args: Args) -> Result<Exit> {
                 _ => writeln!(out, "{}:{}", head.tree_size, hex::encode(head.chain_hash))?,
             }
             Exit::Ok
+        }
+        Cmd::Liabilities { moment, out: folder, account } => {
+            let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
+            crate::proofs::liabilities(&ledger, &bound, &folder, account.as_deref(), out)?
         }
         Cmd::Prove { seq, size, from, to, output } => {
             let json = match (seq, from, to) {

@@ -31,9 +31,19 @@ fn read_small(file: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// What `verify-proof` is given beside the file: a public key, a signed checkpoint, a
+/// liabilities root.
+pub struct Given<'a> {
+    pub key: Option<&'a str>,
+    pub checkpoint: Option<&'a Path>,
+    pub root: Option<&'a Path>,
+}
+
 /// Checks the proof or signed checkpoint in `file` (`-`: standard input), against a signed
-/// checkpoint when one is given; exit 1 when it does not verify.
-pub fn verify_file(file: &Path, key: Option<&str>, checkpoint: Option<&Path>, out: &mut impl Write) -> Result<Exit> {
+/// checkpoint or a published liabilities root when one is given; exit 1 when it does not
+/// verify.
+pub fn verify_file(file: &Path, given: Given, out: &mut impl Write) -> Result<Exit> {
+    let Given { key, checkpoint, root } = given;
     let key = key.map(verifier_key).transpose()?;
     let text = read_small(file)?;
     let signed = match (checkpoint, &key) {
@@ -50,7 +60,11 @@ pub fn verify_file(file: &Path, key: Option<&str>, checkpoint: Option<&Path>, ou
         check_checkpoint(&text, k, out)?
     } else {
         let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-        if v.get("audit_path").is_some() {
+        if v.get("siblings").is_some() {
+            let published =
+                root.map(|r| read_small(r).and_then(|t| Ok(serde_json::from_str::<Value>(&t)?))).transpose()?;
+            check_liability(&v, published.as_ref(), out)?
+        } else if v.get("audit_path").is_some() {
             check_inclusion(&v, out)?.and_then(|()| matches_checkpoint(&v, "tree_size", "root_hash", signed.as_ref()))
         } else if v.get("first_size").is_some() {
             check_consistency(&v, out)?
@@ -93,6 +107,137 @@ fn matches_checkpoint(v: &Value, size_field: &str, root_field: &str, cp: Option<
     Ok(())
 }
 
+fn units(v: &Value, what: &str) -> Result<Vec<u128>> {
+    let items = v.as_array().with_context(|| format!("{what} is not a list"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            u.as_str().and_then(|s| s.parse().ok()).with_context(|| format!("{what}[{i}] is not a count of units"))
+        })
+        .collect()
+}
+
+fn sum_node(v: &Value, what: &str) -> Result<custos_proof::sum::SumNode> {
+    Ok(custos_proof::sum::SumNode {
+        hash: hash_of(v.get("hash").with_context(|| format!("{what} has no hash"))?, &format!("{what}.hash"))?,
+        sums: units(v.get("sums").with_context(|| format!("{what} has no sums"))?, &format!("{what}.sums"))?,
+    })
+}
+
+/// A liabilities proof: the leaf from the account, salt and units; the path to the root with
+/// every sum checked; the balances shown equal to the units proved; and, when given, the root
+/// and assets equal to the published ones.
+fn check_liability(v: &Value, published: Option<&Value>, out: &mut impl Write) -> Result<Result<(), String>> {
+    let account = field(v, "account")?.as_str().context("field \"account\" is not a string")?;
+    let salt = hash_of(field(v, "salt")?, "salt")?;
+    let proved = units(field(v, "units")?, "units")?;
+    let (index, count) = (size(v, "leaf_index")?, size(v, "leaf_count")?);
+    let siblings = field(v, "siblings")?.as_array().context("field \"siblings\" is not a list")?;
+    let siblings: Vec<_> =
+        siblings.iter().enumerate().map(|(i, s)| sum_node(s, &format!("siblings[{i}]"))).collect::<Result<_>>()?;
+    let root = sum_node(field(v, "root")?, "root")?;
+    if let Err(e) = custos_proof::sum::verify_liability(&salt, account, &proved, index, count, &siblings, &root) {
+        return Ok(Err(e.to_string()));
+    }
+    let assets = field(v, "assets")?.as_array().context("field \"assets\" is not a list")?;
+    if assets.len() != proved.len() {
+        return Ok(Err(format!("{} assets are listed for {} balances", assets.len(), proved.len())));
+    }
+    let mut lines = Vec::new();
+    for ((a, u), total) in assets.iter().zip(&proved).zip(&root.sums) {
+        let symbol = a["symbol"].as_str().unwrap_or_default();
+        let places = a["decimal_places"].as_u64().and_then(|p| u32::try_from(p).ok()).context("decimal_places")?;
+        let shown = |units: u128| {
+            i128::try_from(units).ok().and_then(|u| rust_decimal::Decimal::try_from_i128_with_scale(u, places).ok())
+        };
+        let (mine, all) = (shown(*u), shown(*total));
+        if v["balances"][symbol].as_str() != mine.map(|d| d.normalize().to_string()).as_deref() {
+            return Ok(Err(format!("the {symbol} balance shown is not the {u} units proved")));
+        }
+        let (mine, all) = (mine.unwrap_or_default().normalize(), all.unwrap_or_default().normalize());
+        lines.push(format!("{symbol}: {mine} of the {all} in all"));
+    }
+    if let Some(p) = published {
+        if p["root"] != v["root"] || p["assets"] != v["assets"] {
+            return Ok(Err("the proof's root or asset list is not the published root's".into()));
+        }
+    }
+    writeln!(
+        out,
+        "verified: {account}'s balances are counted in the liabilities with root {}",
+        hex::encode(root.hash)
+    )?;
+    for l in lines {
+        writeln!(out, "  {l}")?;
+    }
+    if published.is_some() {
+        writeln!(out, "and that root is the published one")?;
+    }
+    Ok(Ok(()))
+}
+
+/// 32 bytes from the operating system's generator.
+fn random_32() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("cannot read random bytes from /dev/urandom")?;
+    Ok(seed)
+}
+
+/// Writes a liabilities snapshot at `bound` to `folder` (root.json, proofs.jsonl); prints a
+/// summary, and `account`'s proof when asked.
+pub fn liabilities(
+    ledger: &custos_ledger::Ledger,
+    bound: &custos_ledger::Bound,
+    folder: &Path,
+    account: Option<&str>,
+    out: &mut impl Write,
+) -> Result<Exit> {
+    let root_file = folder.join("root.json");
+    if root_file.exists() {
+        bail!("{} exists: a published snapshot is never overwritten (choose another --out)", root_file.display());
+    }
+    let snap = custos_report::liabilities::snapshot(ledger, bound, &random_32()?)?;
+    let wanted = match account {
+        Some(a) => Some(snap.accounts.iter().position(|l| l.account == a).with_context(|| {
+            format!("account {a} has no balance at this bound (seq {}): nothing of it to prove", bound.known_seq)
+        })?),
+        None => None,
+    };
+    std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    let head = ledger.tree_head(Some(bound.known_seq))?;
+    let mut proofs = std::io::BufWriter::new(
+        std::fs::File::create(folder.join("proofs.jsonl"))
+            .with_context(|| format!("cannot create {}", folder.join("proofs.jsonl").display()))?,
+    );
+    for i in 0..snap.accounts.len() {
+        serde_json::to_writer(&mut proofs, &snap.proof_json(i))?;
+        proofs.write_all(b"\n")?;
+    }
+    proofs.flush()?;
+    let root = snap.root_json(&head);
+    std::fs::write(&root_file, format!("{}\n", serde_json::to_string_pretty(&root)?))
+        .with_context(|| format!("cannot write {}", root_file.display()))?;
+    writeln!(
+        out,
+        "wrote the liabilities of {} accounts at seq {} to {} (root.json, proofs.jsonl): root {}",
+        snap.accounts.len(),
+        bound.known_seq,
+        folder.display(),
+        hex::encode(snap.root.hash)
+    )?;
+    for (a, total) in snap.assets.iter().zip(&snap.root.sums) {
+        let shown = custos_report::liabilities::decimal_of(*total, a).map_or("?".into(), |d| d.normalize().to_string());
+        writeln!(out, "  {a}: {shown}")?;
+    }
+    if let Some(i) = wanted {
+        writeln!(out, "{}", serde_json::to_string_pretty(&snap.proof_json(i))?)?;
+    }
+    Ok(Exit::Ok)
+}
+
 /// A verifier key given as the key string or as a file holding it.
 fn verifier_key(given: &str) -> Result<VerifierKey> {
     let text = if Path::new(given).is_file() { read_small(Path::new(given))? } else { given.to_string() };
@@ -120,10 +265,7 @@ fn check_checkpoint(text: &str, key: &VerifierKey, out: &mut impl Write) -> Resu
 /// Makes a signing key: 32 bytes from the operating system's generator as its seed.
 pub fn keygen(name: &str, file: &Path, out: &mut impl Write) -> Result<Exit> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .context("cannot read random bytes from /dev/urandom")?;
+    let seed = random_32()?;
     let key = SignerKey::from_seed(name, seed).map_err(|e| anyhow::anyhow!("--name {name:?}: {e}"))?;
     let public = file.with_extension(match file.extension() {
         Some(e) => format!("{}.pub", e.to_string_lossy()),

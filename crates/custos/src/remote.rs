@@ -409,6 +409,7 @@ pub fn run(url: &str, token_file: Option<&Path>, cmd: Cmd) -> Result<Exit> {
         | Cmd::Serve { .. }
         | Cmd::VerifyProof { .. }
         | Cmd::Keygen { .. }
+        | Cmd::Liabilities { .. }
         | Cmd::Migrate { .. } => {
             bail!("this command works on the ledger's folder, not through --server")
         }
