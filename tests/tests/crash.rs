@@ -32,6 +32,9 @@ fn acknowledged_appends_survive_kill_9_and_resends_make_no_duplicates_on_postgre
 fn kill_9_storm(backend: Backend, rounds: usize) {
     let place = backend.fresh();
     let mut acked: HashMap<String, u64> = HashMap::new();
+    // The Merkle tree head at the end of the round before: its root never changes after a
+    // kill -9, and the log after extends it (a consistency proof).
+    let mut tree_before: Option<custos_ledger::TreeHead> = None;
     for round in 0..rounds {
         let storm = custos_tests::Storm::start(
             env!("CARGO_BIN_EXE_storm"),
@@ -90,6 +93,21 @@ fn kill_9_storm(backend: Backend, rounds: usize) {
         for row in balances.rows(None, None, false) {
             assert_eq!(row.balance, rust_decimal::Decimal::from((PER_WRITER * (round + 1)) as u64), "{}", row.account);
         }
+        let tree = ledger.tree_head(None).unwrap();
+        if let Some(before) = tree_before.take() {
+            let then = ledger.tree_head(Some(before.tree_size)).unwrap();
+            assert_eq!(then, before, "round {round}: the tree of the first {} events changed", before.tree_size);
+            let p = ledger.consistency_proof(before.tree_size, tree.tree_size).unwrap();
+            custos_proof::verify::verify_consistency(
+                p.first_size,
+                p.second_size,
+                &before.root_hash,
+                &tree.root_hash,
+                &p.path,
+            )
+            .unwrap_or_else(|e| panic!("round {round}: the log does not extend the one before: {e}"));
+        }
+        tree_before = Some(tree);
         ledger.close().unwrap();
     }
 }

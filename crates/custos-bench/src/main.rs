@@ -77,6 +77,8 @@ enum Question {
     All,
     Losses,
     Replay,
+    /// The Merkle tree: inclusion and consistency proofs, tree heads, a liabilities snapshot.
+    Proofs,
 }
 
 impl Question {
@@ -357,6 +359,11 @@ fn main() -> Result<()> {
     // The moments and accounts asked, the same for every engine and peer.
     let asked: Vec<(i64, String)> =
         moments.iter().map(|t| (t.nanos(), format!("acct-{:06}", rng() % args.accounts))).collect();
+    if args.only.as_ref().is_none_or(|only| only.contains(&Question::Proofs)) {
+        for (name, value, note) in measure_proofs(&ledger, &mut rng)? {
+            push(name, value, note);
+        }
+    }
     if let Some(only) = &args.only {
         let on_sled = custos_answers(&ledger, &asked, only)?;
         for (q, name) in QUESTIONS.iter().enumerate().filter(|(q, _)| !on_sled.times[*q].is_empty()) {
@@ -704,6 +711,76 @@ fn custos_answers(l: &Ledger, asked: &[(i64, String)], only: &[Question]) -> Res
         a.digests[4].push(answers::replay(&start, &rows, true)?);
     }
     Ok(a)
+}
+
+/// The Merkle tree's answers on the bench ledger, each checked: 200 inclusion proofs of random
+/// events at the head and 200 consistency proofs between random sizes (each verified with
+/// `custos-proof`), 200 tree heads at random sizes, and one liabilities snapshot of every
+/// account at the head (its totals checked against the balances).
+fn measure_proofs(l: &Ledger, rng: &mut impl FnMut() -> u64) -> Result<Vec<(&'static str, String, String)>> {
+    use custos_proof::verify;
+    let head = l.head().seq;
+    anyhow::ensure!(head > 1, "the ledger is empty");
+    let mut rows = Vec::new();
+    let (mut inclusion, mut consistency, mut heads) = (Vec::new(), Vec::new(), Vec::new());
+    let root = l.tree_head(None)?.root_hash;
+    for _ in 0..200 {
+        let seq = 1 + rng() % head;
+        let t = Instant::now();
+        let p = l.inclusion_proof(seq, None)?;
+        inclusion.push(t.elapsed());
+        verify::verify_inclusion(&p.leaf_hash, p.leaf_index, p.tree_size, &p.audit_path, &root)?;
+        let (a, b) = (1 + rng() % head, 1 + rng() % head);
+        let t = Instant::now();
+        let c = l.consistency_proof(a.min(b), a.max(b))?;
+        consistency.push(t.elapsed());
+        verify::verify_consistency(c.first_size, c.second_size, &c.first_root, &c.second_root, &c.path)?;
+        let t = Instant::now();
+        l.tree_head(Some(1 + rng() % head))?;
+        heads.push(t.elapsed());
+    }
+    for (name, times) in [
+        ("Merkle inclusion proof of one event (verified)", inclusion),
+        ("Merkle consistency proof between two sizes (verified)", consistency),
+        ("Merkle tree head at a past size", heads),
+    ] {
+        let (p50, p99, max) = stats(times);
+        rows.push((name, format!("median {}", fmt_us(p50)), format!("p99 {}, max {}", fmt_us(p99), fmt_us(max))));
+    }
+    let bound = l.bound(None, None, None)?;
+    let t = Instant::now();
+    let snap = custos_report::liabilities::snapshot(l, &bound, &[7u8; 32])?;
+    let built = t.elapsed();
+    let t = Instant::now();
+    let mut text = Vec::new();
+    let mut bytes = 0usize;
+    for i in 0..snap.accounts.len() {
+        text.clear();
+        snap.write_proof(&mut text, i)?;
+        bytes += text.len() + 1;
+    }
+    let rendered = t.elapsed();
+    // The root's totals are the sum of the balances at the same bound.
+    let balances = l.balances_at(&bound)?;
+    for (a, total) in snap.assets.iter().zip(&snap.root.sums) {
+        let sum = balances
+            .rows(None, Some(a), true)
+            .iter()
+            .try_fold(rust_decimal::Decimal::ZERO, |s, r| s.checked_add(r.balance));
+        anyhow::ensure!(sum == custos_report::liabilities::decimal_of(*total, a), "liabilities total of {a} differs");
+    }
+    rows.push((
+        "liabilities snapshot of every account at the head (sum tree and every proof)",
+        fmt_us(built),
+        format!(
+            "{} accounts, {} assets; the proofs as JSON: {} more, {} MB; totals equal the balances",
+            snap.accounts.len(),
+            snap.assets.len(),
+            fmt_us(rendered),
+            bytes / 1_000_000
+        ),
+    ));
+    Ok(rows)
 }
 
 fn custos_fixtures_rng(seed: u64) -> impl FnMut() -> u64 {

@@ -118,6 +118,64 @@ fn build_within(leaves: &[SumNode], siblings: &mut [Vec<SumNode>]) -> Result<Sum
     node(&left, &right)
 }
 
+/// Every node of a sum tree, level by level (level 0: the leaves), for snapshots too large to
+/// hold every proof at once: a proof is read off the levels when asked. Nodes pair up within
+/// a level and a last node without a partner is carried up unchanged, which is exactly the
+/// RFC 9162 shape [`build`] computes recursively (a test checks they agree).
+#[derive(Debug, Clone)]
+pub struct SumTree {
+    levels: Vec<Vec<SumNode>>,
+    asset_count: usize,
+}
+
+impl SumTree {
+    /// The tree over `leaves` (each with `asset_count` sums); O(n) nodes.
+    pub fn new(asset_count: usize, leaves: Vec<SumNode>) -> Result<Self, ProofError> {
+        if let Some(leaf) = leaves.iter().find(|leaf| leaf.sums.len() != asset_count) {
+            return Err(ProofError::AssetCountMismatch { expected: asset_count, found: leaf.sums.len() });
+        }
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().expect("a level");
+            let mut up = Vec::with_capacity(below.len().div_ceil(2));
+            for pair in below.chunks(2) {
+                up.push(match pair {
+                    [left, right] => node(left, right)?,
+                    [carried] => carried.clone(),
+                    _ => unreachable!("chunks of two"),
+                });
+            }
+            levels.push(up);
+        }
+        Ok(Self { levels, asset_count })
+    }
+
+    pub fn leaf_count(&self) -> u64 {
+        self.levels[0].len() as u64
+    }
+
+    /// The root (the empty snapshot's root when there are no leaves).
+    pub fn root(&self) -> SumNode {
+        match self.levels.last().and_then(|l| l.first()) {
+            Some(root) => root.clone(),
+            None => empty_root(self.asset_count),
+        }
+    }
+
+    /// The proof of leaf `leaf_index` (`< leaf_count`): its siblings from the bottom up.
+    pub fn proof(&self, leaf_index: u64) -> LiabilityProof {
+        let mut siblings = Vec::new();
+        let mut i = usize::try_from(leaf_index).expect("a leaf index fits in memory");
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(i ^ 1) {
+                siblings.push(sibling.clone());
+            }
+            i /= 2;
+        }
+        LiabilityProof { leaf_index, leaf_count: self.leaf_count(), siblings }
+    }
+}
+
 /// Checks that the account's leaf, with these units, is counted in `root`: recomputes every
 /// node from the leaf up (checked sums) and compares the hash and every total with the root.
 pub fn verify_liability(

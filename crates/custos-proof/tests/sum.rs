@@ -1,7 +1,7 @@
 //! Liability proofs: every account's proof verifies against the root, and each kind of
 //! tampering (a balance, a sibling's sum or hash, the index, the root's totals) is refused.
 
-use custos_proof::sum::{build, empty_root, leaf, node, verify_liability, LiabilityProof, SumNode};
+use custos_proof::sum::{build, empty_root, leaf, node, verify_liability, LiabilityProof, SumNode, SumTree};
 use custos_proof::ProofError;
 use proptest::prelude::*;
 
@@ -155,5 +155,23 @@ fn a_hundred_thousand_accounts_build_with_all_proofs() {
     for i in (0..accounts.len()).step_by(997).chain([accounts.len() - 1]) {
         assert!(proofs[i].siblings.len() <= 17);
         assert_eq!(check(&accounts[i], &proofs[i], &root), Ok(()));
+    }
+}
+
+/// The level-by-level tree (a node without a partner carried up) has the RFC 9162 shape of the
+/// recursive `build`: the same root and the same proof for every leaf of every size to 300.
+#[test]
+fn the_level_tree_gives_the_recursive_trees_root_and_proofs() {
+    for n in 0..=300usize {
+        let rows: Vec<Vec<u64>> = (0..n).map(|i| vec![i as u64 % 7, (i as u64 * 31) % 11]).collect();
+        let accounts = accounts(&rows);
+        let (root, proofs) = build(2, &leaves(&accounts)).unwrap();
+        let tree = SumTree::new(2, leaves(&accounts)).unwrap();
+        assert_eq!(tree.root(), root, "root of {n}");
+        assert_eq!(tree.leaf_count(), n as u64);
+        for (i, want) in proofs.iter().enumerate() {
+            assert_eq!(&tree.proof(i as u64), want, "proof {i} of {n}");
+            check(&accounts[i], want, &root).unwrap();
+        }
     }
 }

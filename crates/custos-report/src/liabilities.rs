@@ -16,19 +16,20 @@ use serde_json::{json, Value};
 
 use custos_domain::Asset;
 use custos_ledger::{Bound, Ledger, LedgerError};
-use custos_proof::sum::{self, LiabilityProof, SumNode};
+use custos_proof::sum::{self, SumNode, SumTree};
 use custos_proof::Hash;
 
 /// The format name every root and proof carries.
 pub const ENCODING: &str = "custos-liabilities-v1";
 
-/// A snapshot: the bound, the assets, the root, and each account's leaf and proof.
+/// A snapshot: the bound, the assets, the root, each account's leaf, and the tree its proofs
+/// are read from.
 pub struct Liabilities {
     pub bound: Bound,
     pub assets: Vec<Asset>,
     pub root: SumNode,
     pub accounts: Vec<Leaf>,
-    pub proofs: Vec<LiabilityProof>,
+    pub tree: SumTree,
 }
 
 /// One account's leaf: its salt and its balance in each asset, in units.
@@ -85,8 +86,8 @@ pub fn snapshot(ledger: &Ledger, bound: &Bound, secret: &Hash) -> Result<Liabili
         leaf.units[i] = units_of(balance, &asset, &account)?;
     }
     let leaves: Vec<SumNode> = accounts.iter().map(|l| sum::leaf(&l.salt, &l.account, &l.units)).collect();
-    let (root, proofs) = sum::build(assets.len(), &leaves)?;
-    Ok(Liabilities { bound: *bound, assets, root, accounts, proofs })
+    let tree = SumTree::new(assets.len(), leaves)?;
+    Ok(Liabilities { bound: *bound, assets, root: tree.root(), accounts, tree })
 }
 
 fn node_json(n: &SumNode) -> Value {
@@ -122,31 +123,58 @@ impl Liabilities {
         })
     }
 
-    /// Account `i`'s proof: everything needed to check it against the root, nothing of any
-    /// other account but its siblings' hashes and sums.
+    /// Account `i`'s proof as JSON: everything needed to check it against the root, nothing of
+    /// any other account but its siblings' hashes and sums.
     pub fn proof_json(&self, i: usize) -> Value {
-        let (leaf, proof) = (&self.accounts[i], &self.proofs[i]);
-        let balances: serde_json::Map<String, Value> = self
-            .assets
-            .iter()
-            .zip(&leaf.units)
-            .map(|(a, u)| {
-                (a.as_str().to_string(), decimal_of(*u, a).map_or(Value::Null, |d| d.normalize().to_string().into()))
-            })
-            .collect();
-        json!({
-            "encoding": ENCODING,
-            "as_of": self.bound.as_of.to_string(),
-            "known_seq": self.bound.known_seq,
-            "account": leaf.account,
-            "salt": hex::encode(leaf.salt),
-            "assets": self.assets_json(),
-            "balances": balances,
-            "units": leaf.units.iter().map(u128::to_string).collect::<Vec<_>>(),
-            "leaf_index": proof.leaf_index,
-            "leaf_count": proof.leaf_count,
-            "siblings": proof.siblings.iter().map(node_json).collect::<Vec<_>>(),
-            "root": node_json(&self.root),
-        })
+        let mut text = Vec::new();
+        self.write_proof(&mut text, i).expect("writing to memory");
+        serde_json::from_slice(&text).expect("the proof writer writes JSON")
     }
+
+    /// Writes account `i`'s proof as one line of compact JSON (the fields of
+    /// [`Liabilities::proof_json`]), without building a JSON value: a snapshot of every account
+    /// writes hundreds of megabytes.
+    pub fn write_proof(&self, w: &mut impl std::io::Write, i: usize) -> std::io::Result<()> {
+        let (leaf, proof) = (&self.accounts[i], self.tree.proof(i as u64));
+        let quoted = |s: &str| serde_json::to_string(s).expect("a string encodes");
+        write!(
+            w,
+            "{{\"encoding\":\"{ENCODING}\",\"as_of\":{},\"known_seq\":{},\"account\":{},\"salt\":\"{}\",\"assets\":{},\"balances\":{{",
+            quoted(&self.bound.as_of.to_string()),
+            self.bound.known_seq,
+            quoted(&leaf.account),
+            hex::encode(leaf.salt),
+            self.assets_json()
+        )?;
+        for (n, (a, u)) in self.assets.iter().zip(&leaf.units).enumerate() {
+            let shown = decimal_of(*u, a).map_or("null".into(), |d| quoted(&d.normalize().to_string()));
+            write!(w, "{}{}:{shown}", if n > 0 { "," } else { "" }, quoted(a.as_str()))?;
+        }
+        write!(w, "}},\"units\":")?;
+        write_units(w, &leaf.units)?;
+        write!(w, ",\"leaf_index\":{},\"leaf_count\":{},\"siblings\":[", proof.leaf_index, proof.leaf_count)?;
+        for (n, s) in proof.siblings.iter().enumerate() {
+            if n > 0 {
+                w.write_all(b",")?;
+            }
+            write_node(w, s)?;
+        }
+        write!(w, "],\"root\":")?;
+        write_node(w, &self.root)?;
+        w.write_all(b"}")
+    }
+}
+
+fn write_units(w: &mut impl std::io::Write, units: &[u128]) -> std::io::Result<()> {
+    w.write_all(b"[")?;
+    for (n, u) in units.iter().enumerate() {
+        write!(w, "{}\"{u}\"", if n > 0 { "," } else { "" })?;
+    }
+    w.write_all(b"]")
+}
+
+fn write_node(w: &mut impl std::io::Write, n: &SumNode) -> std::io::Result<()> {
+    write!(w, "{{\"hash\":\"{}\",\"sums\":", hex::encode(n.hash))?;
+    write_units(w, &n.sums)?;
+    w.write_all(b"}")
 }

@@ -213,7 +213,7 @@ pub fn liabilities(
             .with_context(|| format!("cannot create {}", folder.join("proofs.jsonl").display()))?,
     );
     for i in 0..snap.accounts.len() {
-        serde_json::to_writer(&mut proofs, &snap.proof_json(i))?;
+        snap.write_proof(&mut proofs, i)?;
         proofs.write_all(b"\n")?;
     }
     proofs.flush()?;
