@@ -191,6 +191,12 @@ fn a_tampered_tree_node_is_named_by_verify_and_rewritten_by_rebuild() {
         db.flush().unwrap();
     }
     assert_ne!(stdout(&custos(d, &["digest", "--format", "json"])), before, "the root is read from stored nodes");
+    // A proof through the changed node would not verify: prove refuses to hand it out.
+    let out = custos(d, &["prove", "--seq", "2"]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(custos_tests::stderr(&out).contains("does not prove this record"), "{}", custos_tests::stderr(&out));
+    let out = custos(d, &["rebuild", "--dry-run"]);
+    assert!(stdout(&out).contains("merkle/09/0000000000000000"), "the dry run names the node: {}", stdout(&out));
     let out = custos(d, &["verify"]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("merkle/09/0000000000000000 differs"), "{}", stdout(&out));
@@ -199,6 +205,22 @@ fn a_tampered_tree_node_is_named_by_verify_and_rewritten_by_rebuild() {
     assert!(custos_tests::stderr(&out).contains("rewrote 1 Merkle tree node"), "{}", custos_tests::stderr(&out));
     assert_eq!(code(&custos(d, &["verify"])), 0);
     assert_eq!(stdout(&custos(d, &["digest", "--format", "json"])), before);
+
+    // A changed record breaks the chain: the tree is then not recomputed over it (that would
+    // hide the change from anyone holding the old root), and verify says to restore.
+    custos_tests::rewrite_records(&raw_sled(d), |seq, r| {
+        let mut r = r.to_vec();
+        if seq == 2 {
+            r[20] ^= 1;
+        }
+        r
+    });
+    let out = custos(d, &["rebuild"]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(custos_tests::stderr(&out).contains("hash chain is broken"), "{}", custos_tests::stderr(&out));
+    let text = stdout(&custos(d, &["verify"]));
+    assert!(text.contains("restore from a backup") && !text.contains("rewrites the tree"), "{text}");
+    assert_eq!(stdout(&custos(d, &["digest", "--format", "json"])), before, "the stored tree is left as it was");
 }
 
 #[test]
@@ -548,4 +570,131 @@ fn liabilities_totals_equal_a_fold_and_every_proof_reaches_the_published_root() 
     let mut bad = proof.clone();
     bad["siblings"][0]["sums"][1] = "-5".into();
     assert_ne!(check(&bad), 0, "a negative sum cannot be written");
+    // The moment and the leaf count are checked against the published root too.
+    for (field, value) in [("as_of", serde_json::json!("2030-01-01T00:00:00Z")), ("known_seq", serde_json::json!(1))] {
+        let mut bad = proof.clone();
+        bad[field] = value;
+        assert_eq!(check(&bad), 1, "a proof re-dated ({field})");
+    }
+    // A root.json whose totals do not say what its root sums.
+    let root_text = std::fs::read_to_string(out_dir.join("root.json")).unwrap();
+    let mut root: serde_json::Value = serde_json::from_str(&root_text).unwrap();
+    root["totals"][&asset] = "1".into();
+    std::fs::write(out_dir.join("root.json"), root.to_string()).unwrap();
+    assert_eq!(check(&proof), 1, "published totals that are not the root's sums");
+    std::fs::write(out_dir.join("root.json"), root_text).unwrap();
+
+    // Leaves are in a secret order: not that of the account ids (a proof's sibling would
+    // otherwise be the next account by id).
+    let lines = std::fs::read_to_string(out_dir.join("proofs.jsonl")).unwrap();
+    let mut by_id: Vec<(String, u64)> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| (p["account"].as_str().unwrap().to_string(), p["leaf_index"].as_u64().unwrap()))
+        .collect();
+    by_id.sort();
+    let in_order = by_id.windows(2).filter(|w| w[0].1 < w[1].1).count();
+    assert!(
+        in_order < by_id.len() * 3 / 4,
+        "{in_order} of {} neighbours by id are neighbours in the tree order",
+        by_id.len()
+    );
+
+    // --account prints only the proof on stdout (the summary goes to stderr): it can be saved
+    // and checked; an account the snapshot does not hold is said, exit 1, nothing written.
+    let one = d.join("liabilities-one");
+    let args = ["liabilities", "--out", one.to_str().unwrap(), "--account", proof["account"].as_str().unwrap()];
+    let out = custos(d, &args);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    std::fs::write(&file, stdout(&out)).unwrap();
+    let root = one.join("root.json");
+    assert_eq!(
+        code(&custos(&d.join("none"), &["verify-proof", file.to_str().unwrap(), "--root", root.to_str().unwrap()])),
+        0
+    );
+    let none = d.join("liabilities-none");
+    let out = custos(d, &["liabilities", "--out", none.to_str().unwrap(), "--account", "acct-999999"]);
+    assert_eq!(code(&out), 1, "{}", custos_tests::stderr(&out));
+    assert!(!none.exists(), "nothing written");
+}
+
+/// verify-proof reads strictly and says one thing: a repeated or unknown field, or the fields
+/// of two kinds, are refused (exit 2: a reader could take the file for another proof);
+/// options that do not apply are refused, not ignored; a failed check never prints
+/// "verified"; a consistency proof may be bound to checkpoints at both ends.
+#[test]
+fn verify_proof_refuses_ambiguous_files_and_options_that_do_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    append(d, 0, 300);
+    let keys = d.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = keys.join("k");
+    assert_eq!(code(&custos(d, &["keygen", "--name", "test", "--out", key.to_str().unwrap()])), 0);
+    let public = std::fs::read_to_string(keys.join("k.pub")).unwrap().trim().to_string();
+    std::fs::write(keys.join("k.pub"), "mine\n").unwrap();
+    assert_eq!(code(&custos(d, &["keygen", "--name", "x", "--out", keys.join("other").to_str().unwrap()])), 0);
+    std::fs::write(keys.join("z.pub"), "someone else's\n").unwrap();
+    let out = custos(d, &["keygen", "--name", "x", "--out", keys.join("z").to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "an existing public key file is not overwritten either");
+    assert_eq!(std::fs::read_to_string(keys.join("z.pub")).unwrap(), "someone else's\n");
+
+    let sign = |at: &str, name: &str| {
+        let out = custos(d, &["digest", "--sign", key.to_str().unwrap(), "--at-seq", at]);
+        assert_eq!(code(&out), 0);
+        std::fs::write(d.join(name), stdout(&out)).unwrap();
+        d.join(name).to_str().unwrap().to_string()
+    };
+    let (cp100, cp300) = (sign("100", "cp100"), sign("300", "cp300"));
+    let write = |name: &str, text: &str| {
+        std::fs::write(d.join(name), text).unwrap();
+        d.join(name).to_str().unwrap().to_string()
+    };
+    let run = |args: &[&str]| {
+        let out = custos(&d.join("none"), &[&["verify-proof"], args].concat());
+        (code(&out), stdout(&out), custos_tests::stderr(&out))
+    };
+    let consistency = write("c.json", &stdout(&custos(d, &["prove", "--from", "100", "--to", "300"])));
+    let inclusion = write("i.json", &stdout(&custos(d, &["prove", "--seq", "7", "--size", "300"])));
+
+    let (c, o, _) = run(&[&consistency, "--key", &public, "--checkpoint", &cp100, "--checkpoint", &cp300]);
+    assert_eq!(c, 0, "both ends signed: {o}");
+    let (c, o, _) = run(&[&consistency, "--key", &public, "--checkpoint", &cp100]);
+    assert_eq!(c, 0, "the end held before, signed: {o}");
+    let cp7 = sign("7", "cp7");
+    let (c, o, _) = run(&[&consistency, "--key", &public, "--checkpoint", &cp7]);
+    assert_eq!(c, 1, "a checkpoint of neither end: {o}");
+    assert!(!o.contains("verified"), "a failed check says only that it failed: {o}");
+    let (c, o, _) = run(&[&inclusion, "--key", &public, "--checkpoint", &cp100]);
+    assert_eq!(c, 1, "an inclusion proof of another size: {o}");
+    assert!(!o.contains("verified"), "{o}");
+
+    for (why, args) in [
+        ("--key without --checkpoint", vec![inclusion.as_str(), "--key", public.as_str()]),
+        ("--root on a log proof", vec![inclusion.as_str(), "--root", inclusion.as_str()]),
+        ("--checkpoint without --key", vec![inclusion.as_str(), "--checkpoint", cp300.as_str()]),
+        ("a secret key given as --key", vec![cp300.as_str(), "--key", key.to_str().unwrap()]),
+    ] {
+        let (c, o, e) = run(&args);
+        assert_eq!(c, 2, "{why}: {o}{e}");
+    }
+    let text = std::fs::read_to_string(d.join("i.json")).unwrap();
+    let body = text.trim().trim_end_matches('}');
+    for (why, bad) in [
+        ("a repeated field", format!("{body}, \"leaf_index\": 0}}")),
+        ("an unknown field", format!("{body}, \"evil\": \"x\"}}")),
+        ("two kinds in one", format!("{body}, \"first_size\": 1}}")),
+    ] {
+        let f = write("bad.json", &bad);
+        let (c, o, e) = run(&[&f]);
+        assert_eq!(c, 2, "{why}: {o}{e}");
+    }
+    let note = std::fs::read_to_string(&cp300).unwrap();
+    for (why, bad) in [("CRLF lines", note.replace('\n', "\r\n")), ("no blank line", note.replacen("\n\n", "\n", 1))] {
+        let f = write("bad.cp", &bad);
+        let (c, o, e) = run(&[&f, "--key", &public]);
+        assert_eq!(c, 2, "a malformed checkpoint ({why}) cannot be read: {o}{e}");
+    }
+    let (c, o, _) = run(&[&cp300, "--key", &public]);
+    assert_eq!(c, 0, "{o}");
 }

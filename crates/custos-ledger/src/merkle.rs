@@ -124,15 +124,23 @@ pub(crate) fn write_tree(store: &dyn Log) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// For `rebuild`: rewrites the stored nodes that differ from the records (or are missing);
-/// answers how many.
-pub(crate) fn repair_tree(store: &dyn Log) -> Result<usize, LedgerError> {
+/// The stored nodes that differ from (or are missing beside) the records, with their right
+/// values. Refused when the hash chain is broken: the records changed after the tree was
+/// written, and a tree recomputed from them would hide that.
+pub(crate) fn stale_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
     let mut wrong = Vec::new();
     for (name, value) in computed_nodes(store)? {
         if store.get_meta(&name)?.as_ref() != Some(&value) {
             wrong.push((name, value));
         }
     }
+    Ok(wrong)
+}
+
+/// For `rebuild`: rewrites the stored nodes that differ from the records (or are missing);
+/// answers how many. Refused over a broken hash chain (see `stale_nodes`).
+pub(crate) fn repair_tree(store: &dyn Log) -> Result<usize, LedgerError> {
+    let wrong = stale_nodes(store)?;
     let n = wrong.len();
     if n > 0 || store.get_meta(MARKER)?.is_none() {
         store.write_meta(wrong, Vec::new())?;
@@ -150,13 +158,25 @@ fn computed_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
     let head = store.latest_head()?.seq;
     let mut frontier = Frontier::default();
     let mut nodes: Meta = Vec::new();
+    let (mut prev, mut broken) = (custos_domain::GENESIS_HASH, None);
     store.for_each_record(1, &mut |seq, record| {
         if seq > head {
             return ControlFlow::Break(());
         }
+        if !custos_domain::Envelope::link_ok(record, &prev) {
+            broken = Some(seq);
+            return ControlFlow::Break(());
+        }
+        prev = custos_domain::Envelope::record_hash(record).unwrap_or_default();
         frontier.push(record, &mut nodes);
         ControlFlow::Continue(())
     })?;
+    if let Some(seq) = broken {
+        return Err(corrupt(
+            seq,
+            "the hash chain is broken here: the Merkle tree is not recomputed over records changed after it was written (`custos verify` says more; restore the log from a backup)".into(),
+        ));
+    }
     if frontier.size != head {
         return Err(corrupt(frontier.size + 1, format!("the log's head says seq {head} but it is not stored")));
     }
@@ -244,13 +264,25 @@ pub(crate) fn check_size(head: Seq, size: u64) -> Result<(), LedgerError> {
 
 /// Compares every stored node with `computed` (the nodes a fold of the records completes, in
 /// order), for `verify`: one finding per node that differs or is missing.
-pub(crate) fn check_nodes(store: &dyn Log, computed: &Meta, found: &mut dyn FnMut(Option<Seq>, String)) {
+pub(crate) fn check_nodes(
+    store: &dyn Log,
+    computed: &Meta,
+    chain_intact: bool,
+    found: &mut dyn FnMut(Option<Seq>, String),
+) {
+    // With a broken hash chain the records changed after the tree was written: a rebuild
+    // would hide that, so the advice is a backup.
+    let remedy = if chain_intact {
+        "`custos rebuild` rewrites the tree from the records"
+    } else {
+        "the hash chain is broken too, so the records changed after the tree was written: restore from a backup"
+    };
     for (name, want) in computed {
         let end = node_end(name);
         match store.get_meta(name) {
             Ok(Some(v)) if &v == want => {}
-            Ok(Some(_)) => found(end, format!("the Merkle tree node {name} differs from the records (proofs and roots built on it are wrong; `custos rebuild` rewrites the tree)")),
-            Ok(None) => found(end, format!("the Merkle tree node {name} is missing (`custos rebuild` rewrites the tree)")),
+            Ok(Some(_)) => found(end, format!("the Merkle tree node {name} differs from the records (proofs and roots built on it are wrong; {remedy})")),
+            Ok(None) => found(end, format!("the Merkle tree node {name} is missing ({remedy})")),
             Err(e) => found(end, format!("the Merkle tree node {name} cannot be read: {e}")),
         }
     }
@@ -319,14 +351,13 @@ pub(crate) fn inclusion(store: &dyn Log, head: Seq, seq: Seq, size: u64) -> Resu
     let leaf = record(store, seq)?;
     let audit_path = tree::inclusion_path(&nodes, seq - 1, size)?;
     let root_hash = tree::subtree_hash(&nodes, 0, size)?;
-    Ok(InclusionProof {
-        tree_size: size,
-        leaf_index: seq - 1,
-        leaf_hash: tree::leaf_hash(&leaf),
-        leaf,
-        audit_path,
-        root_hash,
-    })
+    let leaf_hash = tree::leaf_hash(&leaf);
+    // Checked before it is handed out: a record or node changed since the tree was written
+    // gives a proof that does not verify, which is corruption, not an answer.
+    custos_proof::verify::verify_inclusion(&leaf_hash, seq - 1, size, &audit_path, &root_hash).map_err(|e| {
+        corrupt(seq, format!("the stored Merkle tree does not prove this record ({e}); `custos verify` says more"))
+    })?;
+    Ok(InclusionProof { tree_size: size, leaf_index: seq - 1, leaf_hash, leaf, audit_path, root_hash })
 }
 
 pub(crate) fn consistency(
@@ -338,13 +369,14 @@ pub(crate) fn consistency(
     check_size(head, second)?;
     let nodes = StoredNodes::new(store, head);
     let path = tree::consistency_path(&nodes, first, second)?;
-    Ok(ConsistencyProof {
-        first_size: first,
-        second_size: second,
-        first_root: tree::subtree_hash(&nodes, 0, first)?,
-        second_root: tree::subtree_hash(&nodes, 0, second)?,
-        path,
-    })
+    let (first_root, second_root) = (tree::subtree_hash(&nodes, 0, first)?, tree::subtree_hash(&nodes, 0, second)?);
+    custos_proof::verify::verify_consistency(first, second, &first_root, &second_root, &path).map_err(|e| {
+        corrupt(
+            second,
+            format!("the stored Merkle tree does not prove its own consistency ({e}); `custos verify` says more"),
+        )
+    })?;
+    Ok(ConsistencyProof { first_size: first, second_size: second, first_root, second_root, path })
 }
 
 impl crate::Ledger {
@@ -365,6 +397,11 @@ impl crate::Ledger {
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProof, LedgerError> {
         let head = self.tree_ready()?;
         consistency(self.store(), head, first, second)
+    }
+
+    /// The stored tree nodes a rebuild would rewrite (for `rebuild --dry-run`).
+    pub fn stale_tree_nodes(&self) -> Result<Vec<String>, LedgerError> {
+        Ok(stale_nodes(self.store())?.into_iter().map(|(name, _)| name).collect())
     }
 
     /// The head up to which the stored tree can be read.

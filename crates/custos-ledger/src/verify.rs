@@ -111,6 +111,7 @@ impl Ledger {
         // The Merkle tree's stored nodes, recomputed from the records.
         let (mut tree, mut tree_nodes) = (crate::merkle::Frontier::default(), Vec::new());
         let tree_built = crate::merkle::ensure_tree(store);
+        let mut chain_intact = true;
         let mut io_error = None;
         // The log is checked as it stood at `head`: events appended meanwhile (a live ledger) are
         // neither read nor expected in the indexes.
@@ -125,6 +126,7 @@ impl Ledger {
             expected_seq = seq + 1;
             tree.push(record, &mut tree_nodes);
             if !Envelope::link_ok(record, &prev_hash) {
+                chain_intact = false;
                 found.push(
                     Some(seq),
                     format!("hash chain broken at seq {seq}: its stored hash is not SHA-256 of the previous hash and its content (the event or one before it was altered)"),
@@ -270,7 +272,9 @@ impl Ledger {
             found.push(f.seq, f.what);
         }
         match tree_built {
-            Ok(()) => crate::merkle::check_nodes(store, &tree_nodes, &mut |seq, what| found.push(seq, what)),
+            Ok(()) => {
+                crate::merkle::check_nodes(store, &tree_nodes, chain_intact, &mut |seq, what| found.push(seq, what))
+            }
             Err(e) => found.push(None, format!("the Merkle tree cannot be built: {e}")),
         }
         // Repaired when the store was opened, so clean now, but it was not as written.

@@ -5,10 +5,14 @@
 //!
 //! - Assets: every asset of the balances at the bound, by symbol (byte order), each with its
 //!   decimal places; a balance is its count of the asset's smallest units (u128).
-//! - Leaves: every account the balances hold at the bound (zero balances included), by account
-//!   id (byte order). Each leaf's salt is `SHA-256("custos liabilities v1" || secret ||
-//!   account)`, where `secret` is 32 random bytes drawn for this snapshot and never written:
-//!   a proof reveals its own salt, and no other leaf's hash can be opened by guessing.
+//! - Leaves: every account the balances hold at the bound (zero balances included). Each
+//!   leaf's salt is `SHA-256("custos liabilities v1" || secret || account)`, where `secret` is
+//!   32 random bytes drawn for this snapshot and never written: a proof reveals its own salt,
+//!   and no other leaf's hash can be opened by guessing. Leaves are in the order of their
+//!   salts, so the order says nothing either.
+//! - What a proof shows of others: no account id; the sums of each sibling subtree, so the
+//!   balances of one other, unnamed account (the leaf's sibling) and of groups of accounts.
+//!   Hiding those too needs padding or commitments (Summa's, OKX's designs); not done.
 //! - The root carries the per-asset totals; they equal the sum of the balances at the bound.
 
 use rust_decimal::Decimal;
@@ -85,6 +89,9 @@ pub fn snapshot(ledger: &Ledger, bound: &Bound, secret: &Hash) -> Result<Liabili
         let leaf = accounts.last_mut().expect("pushed above");
         leaf.units[i] = units_of(balance, &asset, &account)?;
     }
+    // In the order of their salts, which only the snapshot's secret determines: a proof's
+    // sibling leaf (whose balances it shows) is then an account it does not name.
+    accounts.sort_by_key(|a| a.salt);
     let leaves: Vec<SumNode> = accounts.iter().map(|l| sum::leaf(&l.salt, &l.account, &l.units)).collect();
     let tree = SumTree::new(assets.len(), leaves)?;
     Ok(Liabilities { bound: *bound, assets, root: tree.root(), accounts, tree })

@@ -521,7 +521,10 @@ pub fn verify_text(v: &Value) -> String {
     let mut out = String::new();
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     if v["clean"].as_bool().unwrap_or(false) {
-        out.push_str(&format!("verified {} events: hash chain, invariants and indexes are clean\n", n("events")));
+        out.push_str(&format!(
+            "verified {} events: hash chain, Merkle tree, invariants and indexes are clean\n",
+            n("events")
+        ));
         if let Some(s) = v["digest_found_at"].as_u64() {
             out.push_str(&format!("the given digest is the chain's link at seq {s}: nothing up to it has changed\n"));
         }

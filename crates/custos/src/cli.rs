@@ -262,9 +262,9 @@ pub enum Cmd {
         /// The public key (a NAME+ID+KEY string or a file holding one) a signed checkpoint must be signed by
         #[arg(long)]
         key: Option<String>,
-        /// A signed checkpoint (needs --key) the proof's tree size and root must match
-        #[arg(long, requires = "key")]
-        checkpoint: Option<PathBuf>,
+        /// A signed checkpoint (by --key) the proof's tree must be (repeat it for both ends of a consistency proof)
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
         /// The published root.json of a liabilities snapshot the proof must reach
         #[arg(long)]
         root: Option<PathBuf>,
@@ -526,9 +526,8 @@ pub async fn run(args: Args) -> Result<Exit> {
     }
     if let Cmd::VerifyProof { file, key, checkpoint, root } = &args.command {
         // Offline: no ledger, no server.
-        let given =
-            crate::proofs::Given { key: key.as_deref(), checkpoint: checkpoint.as_deref(), root: root.as_deref() };
-        return crate::proofs::verify_file(file, given, &mut std::io::stdout().lock());
+        let given = crate::verify_proof::Given { key: key.as_deref(), checkpoints: checkpoint, root: root.as_deref() };
+        return crate::verify_proof::verify_file(file, given, &mut std::io::stdout().lock());
     }
     if let Cmd::Keygen { name, out } = &args.command {
         return crate::proofs::keygen(name, out, &mut std::io::stdout().lock());

@@ -14,6 +14,7 @@ mod plot;
 mod proofs;
 mod remote;
 mod reports;
+mod verify_proof;
 
 use std::process::ExitCode;
 

@@ -83,6 +83,10 @@ pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &m
                 }
             }
         }
+        // The Merkle tree's stored nodes, which a rebuild rewrites when they differ.
+        for name in ledger.stale_tree_nodes()? {
+            diffs.push(vec!["merkle tree".into(), name.into(), "differs or missing".into(), "from the records".into()]);
+        }
         write!(out, "{}", diffs.render_table())?;
         writeln!(out, "{}", if diffs.rows.is_empty() { "no differences" } else { "differences found" })?;
         return Ok(if diffs.rows.is_empty() { Exit::Ok } else { Exit::Refused });
