@@ -162,6 +162,9 @@ pub(crate) use custos_query::HeadState as Current;
 
 pub(crate) struct Shared {
     pub log: Box<dyn Log>,
+    /// The Merkle tree's frontier where its stored nodes end (see `merkle::advance`); the lock
+    /// also keeps two advances of the tree from running at once.
+    pub tree: Mutex<Option<crate::merkle::Frontier>>,
     /// The head the ledger answers for: moved by its writer after each durable commit, and by
     /// [`follow`] when other processes appended (it moves only after the boundary records
     /// that describe the events up to it are loaded).
@@ -422,6 +425,7 @@ impl Ledger {
             boundaries: RwLock::new(Vec::new()),
             bounds_damaged: AtomicBool::new(false),
             notices: Mutex::new(notices),
+            tree: Mutex::new(None),
             commit_lock: Mutex::new(()),
             generation_lock: Mutex::new(()),
             write_fault: Mutex::new(None),
@@ -570,8 +574,6 @@ impl Ledger {
             return Ok(tx.clone());
         }
         let (model, snapshotted) = load_write_model_from_snapshot(&*self.shared.log)?;
-        // Every append writes the tree nodes it completes: the ones before must be there.
-        crate::merkle::ensure_tree(&*self.shared.log)?;
         let (sender, receiver) = mpsc::channel(QUEUE_REQUESTS_MAX);
         let (to_projector, projector_rx) = std::sync::mpsc::sync_channel(PROJECTOR_QUEUE_BATCHES);
         let io = |source| LogError::Io { what: "cannot start the ledger's threads".into(), source };
@@ -594,6 +596,12 @@ impl Ledger {
                     for () in compactor_rx {
                         if let Err(e) = shared.log.maintain() {
                             tracing::warn!("index segments not merged (lookups stay correct, slower): {e}");
+                        }
+                        // The Merkle tree's nodes for what was appended, off the writer's path.
+                        if let Err(e) = crate::merkle::advance(&shared) {
+                            tracing::warn!(
+                                "the Merkle tree is not stored up to the head yet (proofs bring it there): {e}"
+                            );
                         }
                     }
                 })
@@ -719,7 +727,7 @@ impl Ledger {
         // first (the projections' fold reads only the log), and said.
         let repaired = self.shared.log.repair_indexes()?;
         self.shared.notices.lock().expect("notices lock").extend(repaired);
-        let rewritten = crate::merkle::repair_tree(&*self.shared.log)?;
+        let rewritten = crate::merkle::repair_tree(&self.shared)?;
         if rewritten > 0 {
             self.shared
                 .notices
@@ -1165,9 +1173,6 @@ fn writer_loop(
     to_compactor: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut stats = writer_stats(&shared, &model);
-    // The Merkle tree's frontier at the head, loaded by the first commit (and again after a
-    // commit that failed or caught up on other writers' events).
-    let mut tree: Option<crate::merkle::Frontier> = None;
     // `snapshotted`: the seq of the latest snapshot as far as this writer knows (it started
     // from the model there; 0: from nothing).
     let every = write_model_snapshot_every(&shared.config);
@@ -1205,7 +1210,7 @@ fn writer_loop(
                 }
             }
         }
-        let result = commit(&shared, &mut model, &mut stats, &mut tree, &requests);
+        let result = commit(&shared, &mut model, &mut stats, &requests);
         match result {
             Ok(Committed { mut outcomes, caught_up, appended }) => {
                 if !appended.is_empty() {
@@ -1414,7 +1419,6 @@ fn commit(
     shared: &Shared,
     model: &mut WriteModel,
     stats: &mut LogStats,
-    tree_slot: &mut Option<crate::merkle::Frontier>,
     requests: &[Request],
 ) -> Result<Committed, LedgerError> {
     let store = &*shared.log;
@@ -1425,12 +1429,7 @@ fn commit(
     let lock = store.lock_head()?;
     let head = lock.head();
     let caught_up = catch_up(shared, model, stats, head)?;
-    // Taken out: put back only once this batch is durable (a failed one reloads it).
-    let mut tree = match tree_slot.take() {
-        Some(t) if t.size() == head.seq => t,
-        _ => crate::merkle::Frontier::load(store, head.seq)?,
-    };
-    let mut tree_nodes = Vec::new();
+
     let first_seq = head.seq + 1;
     let mut prev_hash: Hash = if head.seq == 0 { GENESIS_HASH } else { head.hash };
     let now = Timestamp::now();
@@ -1458,7 +1457,6 @@ fn commit(
                 let new_asset = env.event.asset_amount().map(|(a, _)| *a).filter(|a| !model.has_asset(a));
                 model.apply(&env).expect("an event the model just decided applies to it");
                 outcomes.push(Ok(Appended { id: env.event_id.clone(), seq, duplicate: false, new_asset }));
-                tree.push(&record, &mut tree_nodes);
                 records.push(record);
                 pending.push(env);
             }
@@ -1467,14 +1465,12 @@ fn commit(
     }
     if pending.is_empty() {
         *shared.head.lock().expect("head lock") = head;
-        *tree_slot = Some(tree);
         return Ok(Committed { outcomes, caught_up, appended: pending });
     }
     let last = pending.last().expect("non-empty");
     // Boundary information goes in the same atomic step as the events it describes, so that a
     // point-in-time query never trusts a bound the log does not back.
-    let (mut meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
-    meta.extend(tree_nodes);
+    let (meta, new_boundaries, after) = boundary_meta(shared.config.checkpoint_every, stats, &pending);
     let LogStats { max_occurred, tail_min, .. } = after;
     let batch = AppendBatch {
         first_seq,
@@ -1494,7 +1490,6 @@ fn commit(
         }
     })?;
     *stats = after;
-    *tree_slot = Some(tree);
     let m = &shared.metrics;
     m.fsync_us.observe(appended.flush_us + appended.fsync_us);
     m.batch_events.observe(pending.len() as u64);

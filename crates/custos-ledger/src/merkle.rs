@@ -1,18 +1,21 @@
 //! The log's Merkle tree (RFC 9162 section 2.1, through `custos-proof`): leaf `i` is the stored
 //! record of seq `i + 1`, its hash `SHA-256(0x00 || record)`.
 //!
-//! What is stored, as metadata written in the same atomic append as the events (so on every
-//! engine, and whole after a crash): the hash of every perfect subtree of 256 leaves or more
-//! (`merkle/LL/IIIIIIIIIIIIIIII`, level and index in hexadecimal: the leaves
-//! `[index * 2^level, (index + 1) * 2^level)`), about one value per 128 events. Smaller subtrees
-//! are recomputed from the records of their block of 256 (one or a few chunk reads), so a proof
-//! costs O(log n) metadata reads and at most two blocks of records. The writer keeps a
-//! [`Frontier`]: the hashes of the current partial block and one stored subtree per set bit of
-//! `size / 256`, enough to emit exactly the nodes each appended event completes.
+//! What is stored, as metadata (so on every engine): the hash of every perfect subtree of 256
+//! leaves or more (`merkle/LL/IIIIIIIIIIIIIIII`, level and index in hexadecimal: the leaves
+//! `[index * 2^level, (index + 1) * 2^level)`), about one value per 128 events, and
+//! `merkle/stored-to`, the seq up to which every such node is stored, written in the same
+//! atomic metadata step as the nodes it covers (so a crash leaves a consistent prefix). Smaller
+//! subtrees are recomputed from the records of their block of 256 (one or a few chunk reads),
+//! so a proof costs O(log n) metadata reads and at most two blocks of records.
 //!
-//! A log written before the tree existed gets it on first use, from one scan of the log
-//! (`ensure_tree`); `MARKER` then says every node up to the head is stored, and every append
-//! after keeps it so. `verify` recomputes every stored node from the records.
+//! The tree is derived data, kept off the writer's path (hashing on the writer's thread cost the
+//! import 14%): `advance` hashes the records after `stored-to` and writes the nodes they
+//! complete. The compactor thread runs it after commits; every proof, root and `verify` runs it
+//! first, so they always see the tree up to the head. It keeps a [`Frontier`] between runs (the
+//! partial block's leaf hashes and one stored subtree per set bit of `size / 256`), so an
+//! advance hashes only what is new. A log written before the tree gets it the same way, from
+//! seq 1. `verify` recomputes every stored node from the records.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,16 +26,16 @@ use custos_log::Log;
 use custos_proof::tree::{self, Hash, Nodes};
 use custos_proof::ProofError;
 
-use crate::ledger::{corrupt, LedgerError, Meta};
+use crate::ledger::{corrupt, LedgerError, Meta, Shared};
 
 /// Subtrees of `2^STORED_LEVEL` leaves and up are stored; smaller ones are recomputed.
 pub(crate) const STORED_LEVEL: u32 = 8;
 const BLOCK: u64 = 1 << STORED_LEVEL;
-/// Present once every node of the log up to its head is stored (see the module doc).
-const MARKER: &str = "merkle/complete";
-/// Stored nodes written per metadata step while a tree is built from an existing log (about
-/// half a million events' worth).
-const BUILD_NODES_PER_WRITE: usize = 4096;
+/// The seq up to which every stored node is stored (8 bytes, big-endian; absent: 0).
+const STORED_TO: &str = "merkle/stored-to";
+/// Events hashed per metadata step of an advance (a long one, on a log written before the
+/// tree, makes progress a crash keeps).
+const ADVANCE_EVENTS_MAX: u64 = 1 << 16;
 
 pub(crate) fn node_name(level: u32, index: u64) -> String {
     format!("merkle/{level:02}/{index:016x}")
@@ -84,7 +87,7 @@ impl Frontier {
     }
 
     /// The frontier of the log at `head`, from its stored nodes and the records of its partial
-    /// block. The tree must be complete up to `head` (`ensure_tree`).
+    /// block. Every node up to `head` must be stored (`merkle/stored-to` at least `head`).
     pub(crate) fn load(store: &dyn Log, head: Seq) -> Result<Frontier, LedgerError> {
         let nodes = StoredNodes::new(store, head);
         let full = head - head % BLOCK;
@@ -99,37 +102,78 @@ impl Frontier {
     }
 }
 
-/// Makes sure every stored node of the log up to its head exists: builds them from one scan
-/// of a log written before the tree (or interrupted while being built). Returns the head it
-/// is complete at.
-pub(crate) fn ensure_tree(store: &dyn Log) -> Result<(), LedgerError> {
-    if store.get_meta(MARKER)?.is_some() {
-        return Ok(());
-    }
-    write_tree(store)
+fn stored_to(store: &dyn Log) -> Result<Seq, LedgerError> {
+    Ok(match store.get_meta(STORED_TO)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| LedgerError::Corruption { seq: 0, what: format!("{STORED_TO} is not 8 bytes") })?,
+        ),
+        None => 0,
+    })
 }
 
-/// Computes every stored node of the log up to its head from its records and writes them all
-/// (overwriting any that differ), then the marker. A writer appending meanwhile writes the
-/// same values for the nodes its events complete, so nothing needs to stop it.
-pub(crate) fn write_tree(store: &dyn Log) -> Result<(), LedgerError> {
-    let nodes = computed_nodes(store)?;
-    for part in nodes.chunks(BUILD_NODES_PER_WRITE) {
-        store.write_meta(part.to_vec(), Vec::new())?;
+fn stored_to_value(seq: Seq) -> (String, Vec<u8>) {
+    (STORED_TO.to_string(), seq.to_be_bytes().to_vec())
+}
+
+/// Brings the stored tree up to the log's head: hashes the records after `stored-to` and
+/// writes the nodes they complete with the new `stored-to`, in one metadata step per
+/// `ADVANCE_EVENTS_MAX` events. Answers the seq the tree is stored to.
+pub(crate) fn advance(shared: &Shared) -> Result<Seq, LedgerError> {
+    let store = &*shared.log;
+    let mut slot = shared.tree.lock().expect("tree lock");
+    let head = store.latest_head()?.seq;
+    let from = stored_to(store)?;
+    if from > head {
+        return Err(corrupt(head, format!("the Merkle tree is stored to seq {from}, past the log's head")));
     }
-    // The nodes are durable before the record that says they are there.
-    store.sync()?;
-    store.write_meta(vec![(MARKER.to_string(), vec![1])], Vec::new())?;
-    store.sync()?;
-    Ok(())
+    if from == head {
+        return Ok(head);
+    }
+    // Kept only when this advance completes (a failed one loads it again).
+    let mut frontier = match slot.take() {
+        Some(f) if f.size() == from => f,
+        _ => Frontier::load(store, from)?,
+    };
+    let (mut nodes, mut done, mut failed): (Meta, Seq, Option<LedgerError>) = (Vec::new(), from, None);
+    store.for_each_record(from + 1, &mut |seq, record| {
+        if seq > head {
+            return ControlFlow::Break(());
+        }
+        if seq != done + 1 {
+            failed = Some(corrupt(done + 1, "missing from the log (the Merkle tree needs it)".into()));
+            return ControlFlow::Break(());
+        }
+        frontier.push(record, &mut nodes);
+        done = seq;
+        if (done - from).is_multiple_of(ADVANCE_EVENTS_MAX) {
+            nodes.push(stored_to_value(done));
+            if let Err(e) = store.write_meta(std::mem::take(&mut nodes), Vec::new()) {
+                failed = Some(e.into());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if done != head {
+        return Err(corrupt(done + 1, format!("the log's head says seq {head} but it is not stored")));
+    }
+    nodes.push(stored_to_value(done));
+    store.write_meta(nodes, Vec::new())?;
+    *slot = Some(frontier);
+    Ok(done)
 }
 
 /// The stored nodes that differ from (or are missing beside) the records, with their right
 /// values. Refused when the hash chain is broken: the records changed after the tree was
 /// written, and a tree recomputed from them would hide that.
-pub(crate) fn stale_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
+pub(crate) fn stale_nodes(store: &dyn Log, head: Seq) -> Result<Meta, LedgerError> {
     let mut wrong = Vec::new();
-    for (name, value) in computed_nodes(store)? {
+    for (name, value) in computed_nodes(store, head)? {
         if store.get_meta(&name)?.as_ref() != Some(&value) {
             wrong.push((name, value));
         }
@@ -139,23 +183,22 @@ pub(crate) fn stale_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
 
 /// For `rebuild`: rewrites the stored nodes that differ from the records (or are missing);
 /// answers how many. Refused over a broken hash chain (see `stale_nodes`).
-pub(crate) fn repair_tree(store: &dyn Log) -> Result<usize, LedgerError> {
-    let wrong = stale_nodes(store)?;
+pub(crate) fn repair_tree(shared: &Shared) -> Result<usize, LedgerError> {
+    let store = &*shared.log;
+    let mut slot = shared.tree.lock().expect("tree lock");
+    let head = store.latest_head()?.seq;
+    let mut wrong = stale_nodes(store, head)?;
     let n = wrong.len();
-    if n > 0 || store.get_meta(MARKER)?.is_none() {
-        store.write_meta(wrong, Vec::new())?;
-        store.sync()?;
-        store.write_meta(vec![(MARKER.to_string(), vec![1])], Vec::new())?;
-        store.sync()?;
-    }
+    wrong.push(stored_to_value(head));
+    store.write_meta(wrong, Vec::new())?;
+    store.sync()?;
+    *slot = None;
     Ok(n)
 }
 
-/// Every stored node of the log up to its head, computed from one scan of its records. A
-/// writer of this process may append meanwhile: only what is stored up to the head at the
-/// start is read.
-fn computed_nodes(store: &dyn Log) -> Result<Meta, LedgerError> {
-    let head = store.latest_head()?.seq;
+/// Every stored node of the log up to `head`, computed from one scan of its records (a writer
+/// may append meanwhile: only what is stored up to `head` is read).
+fn computed_nodes(store: &dyn Log, head: Seq) -> Result<Meta, LedgerError> {
     let mut frontier = Frontier::default();
     let mut nodes: Meta = Vec::new();
     let (mut prev, mut broken) = (custos_domain::GENESIS_HASH, None);
@@ -401,13 +444,13 @@ impl crate::Ledger {
 
     /// The stored tree nodes a rebuild would rewrite (for `rebuild --dry-run`).
     pub fn stale_tree_nodes(&self) -> Result<Vec<String>, LedgerError> {
-        Ok(stale_nodes(self.store())?.into_iter().map(|(name, _)| name).collect())
+        let head = self.tree_ready()?;
+        Ok(stale_nodes(self.store(), head)?.into_iter().map(|(name, _)| name).collect())
     }
 
-    /// The head up to which the stored tree can be read.
+    /// The seq up to which the stored tree can be read: the head, once `advance` got there.
     fn tree_ready(&self) -> Result<Seq, LedgerError> {
-        ensure_tree(self.store())?;
-        Ok(self.head().seq)
+        advance(&self.shared)
     }
 }
 

@@ -74,17 +74,11 @@ impl Ledger {
         let mut events: Vec<Envelope> = Vec::new();
         let mut failure = None;
         let k = config.checkpoint_every;
-        // The target's tree nodes go in with the events, as the writer appends them.
-        crate::merkle::ensure_tree(&*target)?;
-        let mut tree = crate::merkle::Frontier::load(&*target, start.seq)?;
         let mut flush = |records: &mut Vec<Vec<u8>>, events: &mut Vec<Envelope>, stats: &mut LogStats| {
             if events.is_empty() {
                 return Ok(());
             }
-            let (mut meta, _, after) = boundary_meta(k, stats, events);
-            for record in records.iter() {
-                tree.push(record, &mut meta);
-            }
+            let (meta, _, after) = boundary_meta(k, stats, events);
             let last = events.last().expect("non-empty");
             let batch = AppendBatch {
                 first_seq: events[0].seq,

@@ -110,7 +110,8 @@ impl Ledger {
         };
         // The Merkle tree's stored nodes, recomputed from the records.
         let (mut tree, mut tree_nodes) = (crate::merkle::Frontier::default(), Vec::new());
-        let tree_built = crate::merkle::ensure_tree(store);
+        // Stored up to the head first (it trails the writer), then checked node by node.
+        let tree_built = crate::merkle::advance(&self.shared);
         let mut chain_intact = true;
         let mut io_error = None;
         // The log is checked as it stood at `head`: events appended meanwhile (a live ledger) are
@@ -272,7 +273,7 @@ impl Ledger {
             found.push(f.seq, f.what);
         }
         match tree_built {
-            Ok(()) => {
+            Ok(_) => {
                 crate::merkle::check_nodes(store, &tree_nodes, chain_intact, &mut |seq, what| found.push(seq, what))
             }
             Err(e) => found.push(None, format!("the Merkle tree cannot be built: {e}")),
