@@ -533,7 +533,9 @@ pub fn verify_text(v: &Value) -> String {
     }
     let listed = v["discrepancies"].as_array().map_or(0, Vec::len) as u64;
     let omitted = n("discrepancies_not_listed");
-    out.push_str(&format!("verify found {} discrepancies in {} events\n", listed.saturating_add(omitted), n("events")));
+    let found = listed.saturating_add(omitted);
+    let noun = if found == 1 { "discrepancy" } else { "discrepancies" };
+    out.push_str(&format!("verify found {found} {noun} in {} events\n", n("events")));
     if omitted > 0 {
         out.push_str(&format!("(the first {listed} are listed; {omitted} more are not)\n"));
     }
