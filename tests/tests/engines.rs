@@ -244,6 +244,10 @@ fn a_streaming_replica_answers_queries_and_refuses_writes() {
     }
     assert_eq!(balance(&on_replica), rust_decimal::Decimal::from(6));
     assert!(on_replica.verify(None, &mut |_, _| {}).unwrap().clean());
+    // The replica stores nothing: its Merkle tree is the one its primary stored, as far as
+    // that reached, and the same as the primary's at that size.
+    let on_replica_tree = on_replica.tree_head(None).unwrap();
+    assert_eq!(primary.tree_head(Some(on_replica_tree.tree_size)).unwrap(), on_replica_tree);
     // A write on the replica is refused, saying why and where to send it.
     let out =
         custos_at(&replica_url, &["deposit", "--id", "r1", "--account", "acct-1", "--asset", "BTC", "--amount", "1"]);

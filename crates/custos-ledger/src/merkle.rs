@@ -123,14 +123,26 @@ fn stored_to_value(seq: Seq) -> (String, Vec<u8>) {
 pub(crate) fn advance(shared: &Shared) -> Result<Seq, LedgerError> {
     let store = &*shared.log;
     let mut slot = shared.tree.lock().expect("tree lock");
-    let head = store.latest_head()?.seq;
+    // `stored-to` first, then the head: another process may advance both in between, never
+    // the tree past the log.
     let from = stored_to(store)?;
+    let head = store.latest_head()?.seq;
     if from > head {
         return Err(corrupt(head, format!("the Merkle tree is stored to seq {from}, past the log's head")));
     }
     if from == head {
         return Ok(head);
     }
+    match extend(store, &mut slot, from, head) {
+        // A read-only replica stores nothing: it answers for the tree its primary stored.
+        Err(LedgerError::Log(custos_log::LogError::Refused(_))) => Ok(from),
+        other => other,
+    }
+}
+
+/// Hashes the records `from + 1..=head` onto the frontier at `from` and stores what they
+/// complete, with `stored-to`; keeps the frontier in `slot` when all of it is stored.
+fn extend(store: &dyn Log, slot: &mut Option<Frontier>, from: Seq, head: Seq) -> Result<Seq, LedgerError> {
     // Kept only when this advance completes (a failed one loads it again).
     let mut frontier = match slot.take() {
         Some(f) if f.size() == from => f,
@@ -332,7 +344,7 @@ pub(crate) fn check_nodes(
 }
 
 /// The last seq a stored node's subtree covers, from its name.
-fn node_end(name: &str) -> Option<Seq> {
+pub(crate) fn node_end(name: &str) -> Option<Seq> {
     let rest = name.strip_prefix("merkle/")?;
     let (level, index) = rest.split_once('/')?;
     let (level, index) = (level.parse::<u32>().ok()?, u64::from_str_radix(index, 16).ok()?);
