@@ -235,9 +235,18 @@ fn a_tampered_tree_node_is_named_by_verify_and_rewritten_by_rebuild() {
     let out = custos(d, &["verify"]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("merkle/09/0000000000000000 differs"), "{}", stdout(&out));
+    // With the chain intact, a differing node is a damaged node or a log rewritten with its
+    // chain recomputed: a plain rebuild says so and leaves it; --rewrite-tree rewrites it and
+    // says the root before and after.
+    let text = stdout(&custos(d, &["verify"]));
+    assert!(text.contains("rewritten with its chain recomputed") && text.contains("--rewrite-tree"), "{text}");
     let out = custos(d, &["rebuild"]);
     assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
-    assert!(custos_tests::stderr(&out).contains("rewrote 1 Merkle tree node"), "{}", custos_tests::stderr(&out));
+    assert!(custos_tests::stderr(&out).contains("left as they are"), "{}", custos_tests::stderr(&out));
+    assert_eq!(code(&custos(d, &["verify"])), 1, "still a finding");
+    let out = custos(d, &["rebuild", "--rewrite-tree"]);
+    assert_eq!(code(&out), 0, "{}", custos_tests::stderr(&out));
+    assert!(stdout(&out).contains("rewrote 1 Merkle tree node") && stdout(&out).contains("was "), "{}", stdout(&out));
     assert_eq!(code(&custos(d, &["verify"])), 0);
     assert_eq!(stdout(&custos(d, &["digest", "--format", "json"])), before);
 
@@ -250,9 +259,13 @@ fn a_tampered_tree_node_is_named_by_verify_and_rewritten_by_rebuild() {
         }
         r
     });
-    let out = custos(d, &["rebuild"]);
+    let out = custos(d, &["rebuild", "--rewrite-tree"]);
     assert_eq!(code(&out), 2, "{}", stdout(&out));
     assert!(custos_tests::stderr(&out).contains("hash chain is broken"), "{}", custos_tests::stderr(&out));
+    // Nor is a proof or root built on the changed record's block.
+    let out = custos(d, &["prove", "--seq", "3"]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(custos_tests::stderr(&out).contains("breaks the hash chain"), "{}", custos_tests::stderr(&out));
     let text = stdout(&custos(d, &["verify"]));
     assert!(text.contains("restore from a backup") && !text.contains("rewrites the tree"), "{text}");
     assert_eq!(stdout(&custos(d, &["digest", "--format", "json"])), before, "the stored tree is left as it was");
@@ -732,6 +745,16 @@ fn verify_proof_refuses_ambiguous_files_and_options_that_do_not_apply() {
     let (c, o, _) = run(&[&inclusion, "--key", &public, "--checkpoint", &cp100]);
     assert_eq!(c, 1, "an inclusion proof of another size: {o}");
     assert!(!o.contains("verified"), "{o}");
+    // Every checkpoint is checked, whatever their order.
+    for order in [[&cp300, &cp100], [&cp100, &cp300]] {
+        let (c, o, _) = run(&[&inclusion, "--key", &public, "--checkpoint", order[0], "--checkpoint", order[1]]);
+        assert_eq!(c, 1, "one checkpoint is of another tree: {o}");
+    }
+    // Checkpoints of two logs (origins) together are refused.
+    let out = custos(d, &["digest", "--sign", key.to_str().unwrap(), "--origin", "another.log", "--at-seq", "300"]);
+    let other = write("cp-other", &stdout(&out));
+    let (c, _, e) = run(&[&consistency, "--key", &public, "--checkpoint", &cp100, "--checkpoint", &other]);
+    assert_eq!(c, 2, "{e}");
 
     for (why, args) in [
         ("--key without --checkpoint", vec![inclusion.as_str(), "--key", public.as_str()]),

@@ -727,14 +727,6 @@ impl Ledger {
         // first (the projections' fold reads only the log), and said.
         let repaired = self.shared.log.repair_indexes()?;
         self.shared.notices.lock().expect("notices lock").extend(repaired);
-        let rewritten = crate::merkle::repair_tree(&self.shared)?;
-        if rewritten > 0 {
-            self.shared
-                .notices
-                .lock()
-                .expect("notices lock")
-                .push(format!("rewrote {rewritten} Merkle tree node(s) that were missing or differed from the log"));
-        }
         let started = Instant::now();
         let store = &*self.shared.log;
         let config = &self.shared.config;

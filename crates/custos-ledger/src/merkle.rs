@@ -258,22 +258,46 @@ impl<'a> StoredNodes<'a> {
         }
         let (first, last) = (b * BLOCK + 1, ((b + 1) * BLOCK).min(self.head));
         let mut hashes = Vec::with_capacity((last + 1).saturating_sub(first) as usize);
-        let mut expected = first;
-        let mut gap = None;
-        self.store.for_each_record(first, &mut |seq, record| {
+        // The records are checked as they are hashed: each against the chain (from the record
+        // before the block), and a whole block against its stored node, so a proof or root is
+        // never built on a record changed after the tree was written.
+        let mut prev = custos_domain::GENESIS_HASH;
+        let (mut expected, mut bad) = (first.saturating_sub(1).max(1), None);
+        self.store.for_each_record(expected, &mut |seq, record| {
             if seq > last {
                 return ControlFlow::Break(());
             }
             if seq != expected {
-                gap = Some(expected);
+                bad = Some((expected, "missing from the log (the Merkle tree needs it)"));
                 return ControlFlow::Break(());
             }
-            hashes.push(tree::leaf_hash(record));
+            if seq >= first {
+                if !custos_domain::Envelope::link_ok(record, &prev) {
+                    bad = Some((
+                        seq,
+                        "its record breaks the hash chain: no proof or root is built on it (`custos verify` says more)",
+                    ));
+                    return ControlFlow::Break(());
+                }
+                hashes.push(tree::leaf_hash(record));
+            }
+            prev = custos_domain::Envelope::record_hash(record).unwrap_or_default();
             expected += 1;
             ControlFlow::Continue(())
         })?;
-        if let Some(seq) = gap.or((expected <= last).then_some(expected)) {
-            return Err(corrupt(seq, "missing from the log (the Merkle tree needs it)".into()));
+        if let Some((seq, what)) =
+            bad.or((expected <= last).then_some((expected, "missing from the log (the Merkle tree needs it)")))
+        {
+            return Err(corrupt(seq, what.into()));
+        }
+        if hashes.len() as u64 == BLOCK {
+            let name = node_name(STORED_LEVEL, b);
+            if self.store.get_meta(&name)?.is_some_and(|v| v != tree::root_of(&hashes)) {
+                return Err(corrupt(
+                    last,
+                    format!("the stored Merkle tree node {name} is not the root of its records: no proof or root is built on it (`custos verify` says more)"),
+                ));
+            }
         }
         self.blocks.borrow_mut().insert(b, hashes.clone());
         Ok(hashes)
@@ -328,7 +352,7 @@ pub(crate) fn check_nodes(
     // With a broken hash chain the records changed after the tree was written: a rebuild
     // would hide that, so the advice is a backup.
     let remedy = if chain_intact {
-        "`custos rebuild` rewrites the tree from the records"
+        "with the hash chain intact, either the node was damaged or the log was rewritten with its chain recomputed: check the log against a digest or signed checkpoint taken earlier (`custos verify --digest`), then `custos rebuild --rewrite-tree` rewrites the tree from the records"
     } else {
         "the hash chain is broken too, so the records changed after the tree was written: restore from a backup"
     };
@@ -454,7 +478,15 @@ impl crate::Ledger {
         consistency(self.store(), head, first, second)
     }
 
-    /// The stored tree nodes a rebuild would rewrite (for `rebuild --dry-run`).
+    /// Rewrites the stored tree nodes that differ from the records (never over a broken hash
+    /// chain); answers how many, and the root at the head before and after.
+    pub fn rewrite_tree(&self) -> Result<(usize, Hash, Hash), LedgerError> {
+        let before = self.tree_head(None)?.root_hash;
+        let n = repair_tree(&self.shared)?;
+        Ok((n, before, self.tree_head(None)?.root_hash))
+    }
+
+    /// The stored tree nodes `rebuild --rewrite-tree` would rewrite.
     pub fn stale_tree_nodes(&self) -> Result<Vec<String>, LedgerError> {
         let head = self.tree_ready()?;
         Ok(stale_nodes(self.store(), head)?.into_iter().map(|(name, _)| name).collect())

@@ -120,7 +120,8 @@ impl Liabilities {
         json!({
             "encoding": ENCODING,
             "as_of": self.bound.as_of.to_string(),
-            "known_at": self.bound.known_at.to_string(),
+            // A bound given as a seq has no transaction time of its own before the first event.
+            "known_at": (self.bound.known_seq > 0 || self.bound.at_seq.is_none()).then(|| self.bound.known_at.to_string()),
             "known_seq": self.bound.known_seq,
             "accounts": self.accounts.len(),
             "assets": self.assets_json(),

@@ -383,6 +383,9 @@ pub enum Cmd {
         /// Fold into a scratch projection and print its differences from the stored one
         #[arg(long)]
         dry_run: bool,
+        /// Also rewrite the Merkle tree nodes that differ from the records (check an earlier digest first: see verify)
+        #[arg(long, conflicts_with = "dry_run")]
+        rewrite_tree: bool,
     },
     /// One self-contained HTML page to hand over: losses, chart, knowledge timeline, register, digest
     Report {
@@ -674,7 +677,13 @@ pub async fn run(args: Args) -> Result<Exit> {
             report::replay(&ledger, from, to, &bound, order, format)?.write(format, out)?;
             Exit::Ok
         }
-        Cmd::Rebuild { projection, dry_run } => reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?,
+        Cmd::Rebuild { projection, dry_run, rewrite_tree } => {
+            let exit = reports::rebuild(&ledger, projection.as_deref(), dry_run, out)?;
+            if !dry_run {
+                reports::tree_after_rebuild(&ledger, rewrite_tree, out)?;
+            }
+            exit
+        }
         Cmd::Report { moment, html, from, to } => {
             let bound = ledger.bound(moment.as_of, moment.known_at, moment.at_seq)?;
             let page = html::incident_html(&ledger, &bound, (from, to))?;

@@ -34,7 +34,7 @@ pub fn liabilities(
     out: &mut impl Write,
 ) -> Result<Exit> {
     let files = [folder.join("root.json"), folder.join("proofs.jsonl")];
-    if let Some(f) = files.iter().find(|f| f.exists()) {
+    if let Some(f) = files.iter().find(|f| f.exists() || f.is_symlink()) {
         bail!("{} exists: a snapshot is never overwritten (choose another --out)", f.display());
     }
     let snap = custos_report::liabilities::snapshot(ledger, bound, &random_32()?)?;
@@ -65,11 +65,17 @@ pub fn liabilities(
     }
     proofs.flush()?;
     let root = snap.root_json(&head);
-    std::fs::write(&files[0], format!("{}\n", serde_json::to_string_pretty(&root)?))
-        .with_context(|| format!("cannot write {}", files[0].display()))?;
+    // Created, never opened: a file or link put there meanwhile is refused, not written through.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&files[0])
+        .and_then(|mut f| writeln!(f, "{}", serde_json::to_string_pretty(&root).expect("a JSON value prints")))
+        .with_context(|| format!("cannot create {}", files[0].display()))?;
     let mut summary = format!(
-        "wrote the liabilities of {} accounts at seq {} to {} (root.json, proofs.jsonl): root {}\n",
+        "wrote the liabilities of {} account{} at seq {} to {} (root.json, proofs.jsonl): root {}\n",
         snap.accounts.len(),
+        if snap.accounts.len() == 1 { "" } else { "s" },
         bound.known_seq,
         folder.display(),
         hex::encode(snap.root.hash)

@@ -108,3 +108,32 @@ pub fn rebuild(ledger: &Ledger, projection: Option<&str>, dry_run: bool, out: &m
     )?;
     Ok(Exit::Ok)
 }
+
+/// After a rebuild: the Merkle tree's stored nodes that differ from the records are rewritten
+/// only when asked (`--rewrite-tree`), saying the root before and after; otherwise said and
+/// left. With the hash chain intact, a differing node is damage to the node, or a log
+/// rewritten with its chain recomputed: rewriting it silently would erase the evidence.
+pub fn tree_after_rebuild(ledger: &Ledger, rewrite: bool, out: &mut impl Write) -> Result<()> {
+    if rewrite {
+        let (n, before, after) = ledger.rewrite_tree()?;
+        if n > 0 {
+            writeln!(
+                out,
+                "rewrote {n} Merkle tree node(s) from the records: the root at the head was {}, is {}",
+                hex::encode(before),
+                hex::encode(after)
+            )?;
+        }
+        return Ok(());
+    }
+    let stale = ledger.stale_tree_nodes()?;
+    if !stale.is_empty() {
+        eprintln!(
+            "note: {} Merkle tree node(s) differ from the records ({}{}) and were left as they are: check the log against a digest or signed checkpoint taken earlier, then `custos rebuild --rewrite-tree`",
+            stale.len(),
+            stale[0],
+            if stale.len() > 1 { ", ..." } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -111,7 +111,7 @@ struct RootFile {
     encoding: String,
     as_of: String,
     #[allow(dead_code)]
-    known_at: String,
+    known_at: Option<String>,
     known_seq: u64,
     accounts: u64,
     assets: Vec<AssetEntry>,
@@ -124,11 +124,9 @@ struct RootFile {
 #[serde(deny_unknown_fields)]
 struct LogHead {
     seq: u64,
-    #[allow(dead_code)]
     chain_hash: String,
     tree_size: u64,
     root_hash: String,
-    #[allow(dead_code)]
     digest: String,
 }
 
@@ -238,11 +236,18 @@ pub fn verify_file(file: &Path, given: Given, out: &mut impl Write) -> Result<Ex
             Err(why) => return refused(out, &why),
         }
     }
+    if let Some(other) = signed.iter().find(|cp| cp.origin() != signed[0].origin()) {
+        bail!(
+            "the checkpoints given are of two logs ({} and {}): give those of one",
+            signed[0].origin(),
+            other.origin()
+        );
+    }
     let mut said = Vec::new();
     let outcome = match kind {
         Kind::Checkpoint => {
             let key = key.as_ref().expect("checked above");
-            open_checkpoint(&text, key, "the checkpoint")?.map(|cp| {
+            open_checkpoint(&text, key, &file.display().to_string())?.map(|cp| {
                 said.push(format!(
                     "verified: a checkpoint signed by {}+{:08x}: {}, tree size {}, root {}",
                     key.name(),
@@ -256,7 +261,15 @@ pub fn verify_file(file: &Path, given: Given, out: &mut impl Write) -> Result<Ex
         Kind::Inclusion => check_inclusion(&parse(&text, file)?, &signed, &mut said)?,
         Kind::Consistency => check_consistency(&parse(&text, file)?, &signed, &mut said)?,
         Kind::Liability => {
-            let root = given.root.map(|r| read_small(r).and_then(|t| parse::<RootFile>(&t, r))).transpose()?;
+            let root = given
+                .root
+                .map(|r| {
+                    read_small(r).and_then(|t| {
+                        serde_json::from_str::<RootFile>(&t)
+                            .with_context(|| format!("{} is not a well-formed liabilities root.json", r.display()))
+                    })
+                })
+                .transpose()?;
             check_liability(&parse(&text, file)?, root.as_ref(), &signed, &mut said)?
         }
     };
@@ -272,25 +285,34 @@ pub fn verify_file(file: &Path, given: Given, out: &mut impl Write) -> Result<Ex
 }
 
 fn refused(out: &mut impl Write, why: &str) -> Result<Exit> {
-    writeln!(out, "the proof does NOT verify: {why}")?;
+    writeln!(out, "does NOT verify: {why}")?;
     Ok(Exit::Refused)
 }
 
 /// The note for a proof checked only against the root written in it.
 const ONLY_ITS_OWN_ROOT: &str = "note: this checks the proof against the root written in it; compare that root with a digest or signed checkpoint you trust (--key K --checkpoint C does)";
 
-/// A tree (size, root) must be one a signed checkpoint names.
+/// Every signed checkpoint given must be of the tree (size, root): all of them are checked,
+/// so the answer does not depend on their order.
 fn against_checkpoints(size: u64, root: &Hash, signed: &[Checkpoint]) -> Result<(), String> {
-    match signed.iter().find(|cp| cp.tree_size() == size) {
-        Some(cp) if cp.root_hash() == root => Ok(()),
-        Some(cp) => Err(format!(
-            "the proof's tree of size {size} has root {}, the checkpoint of {} signs root {}",
-            hex::encode(root),
-            cp.origin(),
-            hex::encode(cp.root_hash())
-        )),
-        None => Err(format!("no signed checkpoint given is of tree size {size}")),
+    for cp in signed {
+        if cp.tree_size() != size {
+            return Err(format!(
+                "a signed checkpoint of {} is of tree size {}, the tree of size {size}",
+                cp.origin(),
+                cp.tree_size()
+            ));
+        }
+        if cp.root_hash() != root {
+            return Err(format!(
+                "the tree of size {size} has root {}, a signed checkpoint of {} signs root {}",
+                hex::encode(root),
+                cp.origin(),
+                hex::encode(cp.root_hash())
+            ));
+        }
     }
+    Ok(())
 }
 
 fn check_inclusion(p: &InclusionFile, signed: &[Checkpoint], said: &mut Vec<String>) -> Result<Result<(), String>> {
@@ -343,7 +365,7 @@ fn check_inclusion(p: &InclusionFile, signed: &[Checkpoint], said: &mut Vec<Stri
         Err(e) => return Ok(Err(format!("the leaf is not a Custos event record ({e})"))),
     }
     said.push(match signed.first() {
-        Some(cp) => format!("and it is the tree of the signed checkpoint of {}", cp.origin()),
+        Some(cp) => format!("and it is the tree the checkpoint of {} signs at size {}", cp.origin(), cp.tree_size()),
         None => ONLY_ITS_OWN_ROOT.to_string(),
     });
     Ok(Ok(()))
@@ -388,11 +410,15 @@ fn check_consistency(p: &ConsistencyFile, signed: &[Checkpoint], said: &mut Vec<
         p.first_size,
         hex::encode(first_root)
     ));
+    let anchored = |size: u64| signed.iter().find(|cp| cp.tree_size() == size);
+    for (end, size) in [("earlier", p.first_size), ("later", p.second_size)] {
+        said.push(match anchored(size) {
+            Some(cp) => format!("its {end} tree (size {size}) is the one the checkpoint of {} signs", cp.origin()),
+            None => format!("its {end} tree (size {size}) is not checked against a signed checkpoint"),
+        });
+    }
     if signed.is_empty() {
         said.push(ONLY_ITS_OWN_ROOT.to_string());
-    } else {
-        let sizes: Vec<String> = signed.iter().map(|cp| cp.tree_size().to_string()).collect();
-        said.push(format!("and the signed checkpoints of tree size {} are its ends", sizes.join(" and ")));
     }
     Ok(Ok(()))
 }
@@ -460,7 +486,10 @@ fn check_liability(
             if let Err(why) =
                 against_checkpoints(r.log.tree_size, &hash(&r.log.root_hash, "root.json log.root_hash")?, signed)
             {
-                return Ok(Err(format!("root.json's log head: {why}")));
+                return Ok(Err(format!(
+                    "root.json's log head: {}",
+                    why.replace("the tree of size", "root.json's tree of size")
+                )));
             }
         }
     }
@@ -472,14 +501,17 @@ fn check_liability(
         hex::encode(root.hash)
     ));
     said.extend(lines);
-    said.push(match (published, signed.is_empty()) {
-        (Some(r), true) => format!("and that root is the published one ({} accounts)", r.accounts),
-        (Some(r), false) => {
-            format!(
-                "and that root is the published one ({} accounts), computed from the signed log of {} events",
-                r.accounts, r.log.tree_size
-            )
-        }
+    said.push(match (published, signed.first()) {
+        (Some(r), None) => format!(
+            "and that root is the published one ({} accounts); note: root.json's log head (size {}) is not checked against a signed checkpoint (--key K --checkpoint C does)",
+            r.accounts, r.log.tree_size
+        ),
+        (Some(r), Some(cp)) => format!(
+            "and that root is the published one ({} accounts), computed from the log of {} events the checkpoint of {} signs",
+            r.accounts,
+            r.log.tree_size,
+            cp.origin()
+        ),
         (None, _) => "note: compare that root with the published root.json (--root does)".to_string(),
     });
     Ok(Ok(()))
@@ -488,13 +520,30 @@ fn check_liability(
 /// The proof and root.json are of one snapshot, and root.json's totals are its root's sums.
 fn same_snapshot(p: &LiabilityFile, root: &SumNode, r: &RootFile) -> Result<(), String> {
     let published = sum_node(&r.root, "root.json root").map_err(|e| e.to_string())?;
-    if r.encoding != p.encoding || published != *root || r.assets != p.assets {
-        return Err("the proof's root or asset list is not root.json's".into());
+    if r.encoding != p.encoding {
+        return Err(format!("the proof's encoding is {:?}, root.json's {:?}", p.encoding, r.encoding));
     }
-    if r.as_of != p.as_of || r.known_seq != p.known_seq || r.log.seq != r.known_seq {
+    if r.assets != p.assets {
+        return Err("the proof's asset list is not root.json's".into());
+    }
+    if published != *root {
+        return Err(format!(
+            "the proof reaches root {}, root.json publishes root {}",
+            hex::encode(root.hash),
+            hex::encode(published.hash)
+        ));
+    }
+    if r.as_of != p.as_of || r.known_seq != p.known_seq {
         return Err(format!(
             "the proof is of as_of {} at seq {}, root.json of as_of {} at seq {}",
             p.as_of, p.known_seq, r.as_of, r.known_seq
+        ));
+    }
+    let digest = format!("{}:{}", r.log.seq, r.log.chain_hash);
+    if r.log.seq != r.known_seq || r.log.tree_size != r.known_seq || r.log.digest != digest {
+        return Err(format!(
+            "root.json's log head (seq {}, tree size {}, digest {}) is not the log at its known_seq {}",
+            r.log.seq, r.log.tree_size, r.log.digest, r.known_seq
         ));
     }
     if r.accounts != p.leaf_count {
