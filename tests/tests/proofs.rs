@@ -761,9 +761,13 @@ fn verify_proof_refuses_ambiguous_files_and_options_that_do_not_apply() {
         ("--root on a log proof", vec![inclusion.as_str(), "--root", inclusion.as_str()]),
         ("--checkpoint without --key", vec![inclusion.as_str(), "--checkpoint", cp300.as_str()]),
         ("a secret key given as --key", vec![cp300.as_str(), "--key", key.to_str().unwrap()]),
+        ("a key file that is not there", vec![cp300.as_str(), "--key", "keys/nosuch.pub"]),
     ] {
         let (c, o, e) = run(&args);
         assert_eq!(c, 2, "{why}: {o}{e}");
+        if why.contains("not there") {
+            assert!(e.contains("keys/nosuch.pub: no such file"), "{e}");
+        }
     }
     let text = std::fs::read_to_string(d.join("i.json")).unwrap();
     let body = text.trim().trim_end_matches('}');

@@ -424,7 +424,9 @@ pub(crate) fn tree_head(store: &dyn Log, head: Seq, size: u64) -> Result<TreeHea
 pub(crate) fn inclusion(store: &dyn Log, head: Seq, seq: Seq, size: u64) -> Result<InclusionProof, LedgerError> {
     check_size(head, size)?;
     if seq == 0 || seq > size {
-        return Err(LedgerError::BadRequest(format!("seq {seq} is not in a tree of size {size} (seqs 1..={size})")));
+        let held =
+            if size == 0 { "the empty tree holds no event".to_string() } else { format!("it holds seqs 1 to {size}") };
+        return Err(LedgerError::BadRequest(format!("seq {seq} is not in the tree of size {size}: {held}")));
     }
     let nodes = StoredNodes::new(store, head);
     let leaf = record(store, seq)?;

@@ -116,7 +116,7 @@ fn parse_key_string(text: &str) -> Result<(&str, u32, [u8; 32]), ProofError> {
     let id = id.map(u32::from_be_bytes).ok_or(malformed("the key id is not 8 hex digits"))?;
     let key = base64_decode(key).map_err(|_| malformed("the key is not base64"))?;
     let Some((&ED25519, key)) = key.split_first() else {
-        return Err(malformed("the key is not an Ed25519 key (type byte 0x01)"));
+        return Err(malformed("its type byte is not 0x01, Ed25519's: not an Ed25519 key"));
     };
     Ok((name, id, key.try_into().map_err(|_| malformed("an Ed25519 key is 32 bytes"))?))
 }

@@ -186,6 +186,12 @@ fn sum_node(n: &NodeEntry, what: &str) -> Result<SumNode> {
 
 /// A verifier key given as the key string or as a file holding it.
 fn verifier_key(given: &str) -> Result<VerifierKey> {
+    // A key string never has a slash before its first '+' (NAME+ID+BASE64); a path may.
+    let looks_like_path = given.split('+').next().is_some_and(|name| name.contains('/')) && !given.contains('+')
+        || given.ends_with(".pub");
+    if looks_like_path && !Path::new(given).exists() {
+        bail!("--key {given}: no such file");
+    }
     let text = if Path::new(given).exists() { read_small(Path::new(given))? } else { given.to_string() };
     if text.trim_start().starts_with("PRIVATE+KEY+") {
         bail!("--key: that is a secret signing key; give its public key (the .pub file keygen wrote)");
