@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use custos_ledger::TreeHead;
 use custos_proof::note::{self, Checkpoint, SignerKey};
-use custos_proof::Hash;
 use serde_json::Value;
 
 use crate::Exit;
@@ -137,23 +136,10 @@ pub fn signed_checkpoint(head: &TreeHead, key_file: &Path, origin: Option<&str>)
 
 /// A tree head as `/v1/digest` answers it.
 pub fn tree_head_of(v: &Value) -> Result<TreeHead> {
+    let text = |k: &str| v[k].as_str().with_context(|| format!("the server's tree head has no {k}"));
     Ok(TreeHead {
-        tree_size: size(v, "tree_size")?,
-        chain_hash: hash_of(field(v, "chain_hash")?, "chain_hash")?,
-        root_hash: hash_of(field(v, "root_hash")?, "root_hash")?,
+        tree_size: v["tree_size"].as_u64().context("the server's tree head has no tree_size")?,
+        chain_hash: crate::verify_proof::hash(text("chain_hash")?, "chain_hash")?,
+        root_hash: crate::verify_proof::hash(text("root_hash")?, "root_hash")?,
     })
-}
-
-fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value> {
-    v.get(name).with_context(|| format!("the proof has no field {name:?}"))
-}
-
-fn size(v: &Value, name: &str) -> Result<u64> {
-    field(v, name)?.as_u64().with_context(|| format!("field {name:?} is not a whole number"))
-}
-
-fn hash_of(text: &Value, what: &str) -> Result<Hash> {
-    let s = text.as_str().with_context(|| format!("{what} is not a string"))?;
-    let b = hex::decode(s).with_context(|| format!("{what} is not hexadecimal"))?;
-    b.try_into().map_err(|_| anyhow::anyhow!("{what} is not 32 bytes"))
 }

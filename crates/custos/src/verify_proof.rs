@@ -163,7 +163,7 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T> {
     serde_json::from_str(text).with_context(|| format!("{} is not a well-formed proof", file.display()))
 }
 
-fn hash(text: &str, what: &str) -> Result<Hash> {
+pub fn hash(text: &str, what: &str) -> Result<Hash> {
     let b = hex::decode(text).with_context(|| format!("{what} is not hexadecimal"))?;
     b.try_into().map_err(|_| anyhow::anyhow!("{what} is not 32 bytes"))
 }
